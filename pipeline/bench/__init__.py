@@ -1,0 +1,1 @@
+"""Benchmarks behind ``fdpose bench``: each prints a table and writes JSON."""

@@ -1,0 +1,126 @@
+"""The in-memory hub every reader fills and every writer starts from.
+
+Coordinates are pixels of the image as stored on disk (after EXIF orientation); normalisation
+happens only at the YOLO edge. Keypoints are ``(K, 3)`` float64 arrays ``x, y, v`` with visibility
+0 (not labelled; then ``x = y = 0``), 1 (labelled, occluded) or 2 (labelled, visible). Boxes are
+``x0, y0, x1, y1`` in pixels.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.skeleton import Skeleton
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Instance:
+    """One labelled object: class, box and keypoints."""
+
+    class_id: int
+    bbox: np.ndarray  # (4,) x0, y0, x1, y1 in pixels
+    keypoints: np.ndarray  # (K, 3) x, y, v in pixels
+    source: str = ""  # where it came from (annotation id, region id), for reports
+
+    def __post_init__(self) -> None:
+        self.bbox = np.asarray(self.bbox, dtype=np.float64).reshape(4)
+        self.keypoints = np.asarray(self.keypoints, dtype=np.float64).reshape(-1, 3)
+
+    @property
+    def num_labelled(self) -> int:
+        return int((self.keypoints[:, 2] > 0).sum())
+
+
+@dataclass
+class ImageRecord:
+    """One image: where it is, its true size, its instances and its split."""
+
+    path: Path  # the image file on disk
+    file_name: str  # relative POSIX name used in outputs; unique within a dataset
+    width: int
+    height: int
+    instances: list[Instance] = field(default_factory=list)
+    split: str | None = None
+    image_id: Any = None
+
+
+@dataclass
+class ReportItem:
+    """One skipped, repaired or noteworthy item, with its reason."""
+
+    action: str  # "skipped", "repaired", "warning"
+    file: str
+    item: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"action": self.action, "file": self.file, "item": self.item, "reason": self.reason}
+
+
+@dataclass
+class Report:
+    """Everything a reader or writer skipped or changed: counted and listed, never silent."""
+
+    items: list[ReportItem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def skip(self, file: object, item: object, reason: str) -> None:
+        self.items.append(ReportItem("skipped", str(file), str(item), reason))
+
+    def repair(self, file: object, item: object, reason: str) -> None:
+        self.items.append(ReportItem("repaired", str(file), str(item), reason))
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(f"{i.action}: {i.reason.split(' (')[0]}" for i in self.items))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "counts": dict(sorted(self.counts().items())),
+            "items": [i.to_dict() for i in self.items],
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass
+class Dataset:
+    """A skeleton, the images with their instances, and the report of what was skipped or repaired."""
+
+    skeleton: Skeleton
+    images: list[ImageRecord] = field(default_factory=list)
+    report: Report = field(default_factory=Report)
+
+    def splits(self) -> dict[str, list[ImageRecord]]:
+        out: dict[str, list[ImageRecord]] = {}
+        for image in self.images:
+            out.setdefault(image.split or "train", []).append(image)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for reports: images and instances per split, keypoints per visibility."""
+        visibility = Counter()
+        per_split = {}
+        for split, images in sorted(self.splits().items()):
+            per_split[split] = {
+                "images": len(images),
+                "instances": sum(len(im.instances) for im in images),
+            }
+            for image in images:
+                for instance in image.instances:
+                    visibility.update(int(v) for v in instance.keypoints[:, 2])
+        return {
+            "images": len(self.images),
+            "instances": sum(len(im.instances) for im in self.images),
+            "splits": per_split,
+            "keypoints_by_visibility": {str(v): visibility.get(v, 0) for v in (0, 1, 2)},
+            "kpt_shape": self.skeleton.kpt_shape,
+        }
