@@ -1,0 +1,492 @@
+"""Frequency Dynamic Convolution (FDConv), a drop-in replacement for ``nn.Conv2d``.
+
+The math is stated in ``../shared/design/fdconv.md``; section numbers below refer to it.
+
+* FDW (section 1): the static kernel lives in the Fourier domain as ``dft_weight`` (``D``). Its
+  cells are split by radius into ``kernel_num`` disjoint frequency groups; each group gives a basis
+  kernel ``B_g = irfft2(alpha * D masked to G_g)``, and a sample's kernel is ``sum_g a[b, g] B_g``.
+* KSM (section 2): a global branch (channel, filter, spatial and kernel attentions) and a local
+  branch (one factor per kernel element), both reading the globally pooled input.
+* FBM (section 3): the input of 3x3 convolutions is split into frequency bands by exact low-pass
+  masks, and each band is re-weighted by a learned spatial map.
+
+Normalisation in the KSM global branch: ``LayerNorm`` over the hidden features. The source uses
+BatchNorm, which raises at training batch size 1 and behaves differently in train and eval mode;
+LayerNorm works per sample, so training at batch size 1 is fine and train/eval compute the same
+function.
+
+Where FDConv does not apply (``min(Cin, Cout) <= use_fdconv_if_c_gt``, kernel size not in
+``use_fdconv_if_k_in``, non-square kernel or ``groups != 1``) the layer is a plain convolution with
+an ordinary ``weight``; :attr:`FDConv.is_dynamic` says which path is active.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["FDConv", "StarReLU", "frequency_groups", "band_keep", "real_fourier_basis"]
+
+_GLOBAL_ACTS = ("sigmoid", "tanh", "softmax")
+_LOCAL_ACTS = ("sigmoid", "tanh")
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    first, second = value
+    return (int(first), int(second))
+
+
+def frequency_groups(rows: int, cols: int, kernel_num: int, cells: np.ndarray | None = None) -> np.ndarray:
+    """Group index (0 = lowest frequencies) for cells of the ``rfft2`` grid of a ``rows x cols`` matrix.
+
+    ``cells`` selects flat indices into the ``(rows, cols // 2 + 1)`` grid (all cells when None).
+    The cells are sorted by radius ``sqrt(fftfreq(rows)^2 + rfftfreq(cols)^2)`` with a stable sort
+    (ties by flat index) and split into ``kernel_num`` contiguous groups whose sizes differ by at most
+    one (the larger groups first). Returns one group index per selected cell, in ``cells`` order.
+    """
+    fu = np.fft.fftfreq(rows)
+    fv = np.fft.rfftfreq(cols)
+    radius = np.sqrt(fu[:, None] ** 2 + fv[None, :] ** 2).reshape(-1)
+    if cells is None:
+        cells = np.arange(radius.size)
+    order = np.argsort(radius[cells], kind="stable")
+    count = len(cells)
+    base, extra = divmod(count, kernel_num)
+    sizes = np.array([base + (1 if g < extra else 0) for g in range(kernel_num)])
+    group_of_rank = np.repeat(np.arange(kernel_num), sizes)
+    groups = np.empty(count, dtype=np.int64)
+    groups[order] = group_of_rank
+    return groups
+
+
+def band_keep(n: int, f: int) -> np.ndarray:
+    """Which ``fftfreq(n)`` indices the FBM low-pass for factor ``f`` keeps: ``2 * f * |q| < n``.
+
+    Decided in integers (the signed index ``q`` of index ``u`` is ``u`` or ``u - n``), so the
+    boundary frequency is never kept or dropped by float rounding.
+    """
+    u = np.arange(n)
+    q = np.where(u <= (n - 1) // 2, u, u - n)
+    return 2 * f * np.abs(q) < n
+
+
+def real_fourier_basis(n: int, f: int) -> np.ndarray:
+    """Orthonormal real basis ``(n, 1 + 2 * qmax)`` of the frequencies ``|q| <= qmax`` kept for ``f``.
+
+    Columns: DC, then ``cos``/``sin`` pairs by rising ``|q|``, so the basis of a narrower band is a
+    prefix of a wider band's basis (section 3). ``qmax = (n - 1) // (2 f)`` is the largest ``q``
+    with ``2 f q < n``; it is always below ``n / 2``, so no Nyquist column is ever needed.
+    """
+    qmax = (n - 1) // (2 * f)
+    t = np.arange(n, dtype=np.float64)
+    columns = [np.full(n, 1.0 / math.sqrt(n))]
+    for q in range(1, qmax + 1):
+        angle = 2.0 * math.pi * q * t / n
+        columns.append(np.cos(angle) * math.sqrt(2.0 / n))
+        columns.append(np.sin(angle) * math.sqrt(2.0 / n))
+    return np.stack(columns, axis=1)
+
+
+class StarReLU(nn.Module):
+    """``scale * relu(x) ** 2 + bias`` with learnable scalars (``scale = 1``, ``bias = 0`` at init)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.relu(x) ** 2 + self.bias
+
+
+def _exporting() -> bool:
+    """True while ONNX export or TorchScript tracing records the graph (no FFT allowed there)."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+
+
+class FDConv(nn.Module):
+    """Frequency Dynamic Convolution with the constructor of ``nn.Conv2d`` (see the module docstring).
+
+    Args beyond ``nn.Conv2d``'s: ``kernel_num`` (frequency groups ``n``), ``reduction`` (KSM hidden
+    width factor, at least 16 wide), ``att_multi`` (scale of sigmoid attentions), ``param_ratio``
+    (``r`` copies of ``D``), ``param_reduction`` (fraction of frequency cells kept as parameters;
+    below 1 the layer no longer starts as its source conv), ``use_fdconv_if_c_gt``,
+    ``use_fdconv_if_k_in``, ``use_fbm_if_k_in``, ``k_list`` (FBM low-pass factors),
+    ``kernel_temp``/``temp`` (attention temperatures, default ``sqrt(n * r)``), ``ksm_global_act``
+    (``sigmoid``, ``tanh``, or ``softmax`` for the kernel head), ``ksm_local_act`` (``sigmoid`` or
+    ``tanh``) and ``fbm_spatial_group`` (band maps per FBM band, each scaling its share of channels).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | str = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        *,
+        kernel_num: int = 16,
+        reduction: float = 0.0625,
+        att_multi: float = 2.0,
+        param_ratio: int = 1,
+        param_reduction: float = 1.0,
+        use_fdconv_if_c_gt: int = 16,
+        use_fdconv_if_k_in: Sequence[int] = (1, 3),
+        use_fbm_if_k_in: Sequence[int] = (3,),
+        k_list: Sequence[int] = (2, 4, 8),
+        kernel_temp: float | None = None,
+        temp: float | None = None,
+        ksm_global_act: str = "sigmoid",
+        ksm_local_act: str = "sigmoid",
+        fbm_spatial_group: int = 1,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must divide by "
+                             f"groups {groups}")
+        if ksm_global_act not in _GLOBAL_ACTS:
+            raise ValueError(f"ksm_global_act must be one of {_GLOBAL_ACTS}, got {ksm_global_act!r}")
+        if ksm_local_act not in _LOCAL_ACTS:
+            raise ValueError(f"ksm_local_act must be one of {_LOCAL_ACTS}, got {ksm_local_act!r}")
+        if kernel_num < 1 or param_ratio < 1 or not 0.0 < param_reduction <= 1.0:
+            raise ValueError("kernel_num and param_ratio must be >= 1 and 0 < param_reduction <= 1")
+        factory = {"device": device, "dtype": dtype}
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        self.dilation = _pair(dilation)
+        self.groups = groups
+        self.kernel_num = kernel_num
+        self.param_ratio = param_ratio
+        self.param_reduction = param_reduction
+        self.att_multi = float(att_multi)
+        self.ksm_global_act = ksm_global_act
+        self.ksm_local_act = ksm_local_act
+        k = self.kernel_size[0]
+        self.is_dynamic = (
+            min(in_channels, out_channels) > use_fdconv_if_c_gt
+            and self.kernel_size[0] == self.kernel_size[1]
+            and k in tuple(use_fdconv_if_k_in)
+            and groups == 1
+        )
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self._basis_cache: torch.Tensor | None = None
+        self._basis_key: tuple | None = None
+        self._projection_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        if not self.is_dynamic:
+            self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size,
+                                                   **factory))
+            self.reset_parameters()
+            return
+
+        cin, cout = in_channels, out_channels
+        groups_total = kernel_num * param_ratio
+        self.kernel_temp = float(kernel_temp) if kernel_temp is not None else math.sqrt(groups_total)
+        self.temp = float(temp) if temp is not None else self.kernel_temp
+        self.s = min(cin, cout) // 2
+        self.alpha = self.s * kernel_num * param_ratio / param_reduction
+
+        # FDW (section 1): D over the rfft2 grid of the (Cout*k, Cin*k) kernel matrix.
+        rows, cols = cout * k, cin * k
+        grid = rows * (cols // 2 + 1)
+        if param_reduction < 1.0:
+            # A fixed, size-seeded random subset of cells is kept (stored compactly as (r, K, 2)).
+            generator = torch.Generator().manual_seed(grid)
+            kept = torch.randperm(grid, generator=generator)[: int(grid * param_reduction)]
+            cells = np.sort(kept.numpy())
+            self.dft_weight = nn.Parameter(torch.empty(param_ratio, len(cells), 2, **factory))
+        else:
+            cells = np.arange(grid)
+            self.dft_weight = nn.Parameter(torch.empty(param_ratio, rows, cols // 2 + 1, 2, **factory))
+        group = frequency_groups(rows, cols, kernel_num, cells)
+        # Position of each stored cell in the (kernel_num * grid) stack of per-group spectra.
+        target = torch.from_numpy(group * grid + cells)
+        self.register_buffer("_fdw_target", target.to(device), persistent=False)
+
+        # KSM global (section 2).
+        hidden = max(int(cin * reduction), 16)
+        self.ksm_fc = nn.Linear(cin, hidden, bias=False, **factory)
+        self.ksm_norm = nn.LayerNorm(hidden, **factory)
+        self.ksm_act = StarReLU().to(device)
+        self.channel_head = nn.Linear(hidden, cin, **factory)
+        self.filter_head = nn.Linear(hidden, cout, **factory)
+        self.spatial_head = nn.Linear(hidden, k * k, **factory) if k > 1 else None
+        self.kernel_head = nn.Linear(hidden, groups_total, **factory) if groups_total > 1 else None
+
+        # KSM local (section 2).
+        ks = round(math.log2(cin) / 2 + 0.5) // 2 * 2 + 1
+        self.local_norm = nn.LayerNorm(cin, **factory)
+        self.local_conv = nn.Conv1d(1, cout * k * k, ks, padding=(ks - 1) // 2, bias=False, **factory)
+
+        # FBM (section 3).
+        self.k_list = tuple(int(f) for f in k_list)
+        self.fbm_spatial_group = fbm_spatial_group
+        if k in tuple(use_fbm_if_k_in) and self.k_list:
+            if cin % fbm_spatial_group:
+                raise ValueError(f"in_channels {cin} must divide by fbm_spatial_group {fbm_spatial_group}")
+            self.fbm_conv = nn.Conv2d(cin, len(self.k_list) * fbm_spatial_group, 3, padding=1, **factory)
+        else:
+            self.fbm_conv = None
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, **options) -> FDConv:
+        """An FDConv computing the same function as ``conv`` (weight and bias copied; section 5)."""
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"from_conv needs an nn.Conv2d, got {type(conv).__name__}")
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"from_conv supports padding_mode='zeros' only, got {conv.padding_mode!r}")
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                    padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                    bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype,
+                    **options)
+        with torch.no_grad():
+            layer.load_conv_weight(conv.weight)
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)
+        return layer
+
+    @torch.no_grad()
+    def load_conv_weight(self, weight: torch.Tensor) -> None:
+        """Set the static kernel from a ``Conv2d``-shaped weight (``D = rfft2(M) / s`` when dynamic)."""
+        if not self.is_dynamic:
+            self.weight.copy_(weight)
+            return
+        cout, cin, k, _ = weight.shape
+        matrix = weight.detach().float().permute(0, 2, 1, 3).reshape(cout * k, cin * k)
+        spectrum = torch.view_as_real(torch.fft.rfft2(matrix)) / self.s
+        # With r copies each copy carries 1/r, so the sum over copies is still rfft2(M) / s (section 5).
+        spectrum = spectrum / self.param_ratio
+        if self.param_reduction < 1.0:
+            cells = self._fdw_target % spectrum[..., 0].numel()
+            spectrum = spectrum.reshape(-1, 2)[cells]
+        self.dft_weight.copy_(spectrum.expand_as(self.dft_weight))
+
+    def reset_parameters(self) -> None:
+        """Initialise like ``nn.Conv2d`` for the kernel and bias; attentions start neutral (section 2)."""
+        reference = self.dft_weight if self.is_dynamic else self.weight
+        weight = torch.empty(self.out_channels, self.in_channels // self.groups, *self.kernel_size,
+                             device=reference.device, dtype=reference.dtype)
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+        fan_in = weight[0].numel()
+        with torch.no_grad():
+            if self.is_dynamic:
+                self.load_conv_weight(weight)
+            else:
+                self.weight.copy_(weight)
+            if self.bias is not None:
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                nn.init.uniform_(self.bias, -bound, bound)
+        if not self.is_dynamic:
+            return
+        nn.init.kaiming_normal_(self.ksm_fc.weight, mode="fan_out", nonlinearity="relu")
+        self.ksm_norm.reset_parameters()
+        nn.init.ones_(self.ksm_act.scale)
+        nn.init.zeros_(self.ksm_act.bias)
+        for head in (self.channel_head, self.filter_head, self.spatial_head, self.kernel_head):
+            if head is not None:
+                nn.init.normal_(head.weight, std=1e-6)
+                nn.init.zeros_(head.bias)
+        self.local_norm.reset_parameters()
+        nn.init.constant_(self.local_conv.weight, 1e-6)
+        if self.fbm_conv is not None:
+            nn.init.normal_(self.fbm_conv.weight, std=1e-6)
+            nn.init.zeros_(self.fbm_conv.bias)
+
+    def extra_repr(self) -> str:
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        if self.is_dynamic:
+            text += f", kernel_num={self.kernel_num}, fbm={self.fbm_conv is not None}"
+        else:
+            text += ", dynamic=False"
+        return text
+
+    def __getstate__(self) -> dict:
+        # Caches are derived data (and can be large): never pickle them into checkpoints.
+        state = self.__dict__.copy()
+        state["_basis_cache"] = None
+        state["_basis_key"] = None
+        state["_projection_cache"] = {}
+        return state
+
+    # ------------------------------------------------------------------ FDW
+
+    def _compute_basis(self) -> torch.Tensor:
+        """Basis kernels ``B_g`` as one tensor ``(r * n, Cout, Cin, k, k)``, float32 (section 1)."""
+        cout, cin, k = self.out_channels, self.in_channels, self.kernel_size[0]
+        rows, cols = cout * k, cin * k
+        grid = rows * (cols // 2 + 1)
+        r, n = self.param_ratio, self.kernel_num
+        with torch.autocast(self.dft_weight.device.type, enabled=False):
+            values = self.dft_weight.float().reshape(r, -1, 2)
+            # Scatter each stored cell into its group's spectrum: (r, n * grid, 2), zeros elsewhere.
+            stacked = values.new_zeros(r, n * grid, 2).index_copy(1, self._fdw_target, values)
+            spectra = torch.view_as_complex(stacked.reshape(r * n, rows, cols // 2 + 1, 2))
+            # One batched inverse FFT for all r * n groups.
+            basis = torch.fft.irfft2(spectra, s=(rows, cols)) * self.alpha
+        return basis.reshape(r * n, cout, k, cin, k).permute(0, 1, 3, 2, 4).contiguous()
+
+    def _basis(self) -> torch.Tensor:
+        """Basis kernels: recomputed while training (autograd), cached in inference.
+
+        The cache key holds the parameter's storage pointer and in-place version counter, which
+        optimizer steps, ``load_state_dict`` and ``.to()`` all change.
+        """
+        param = self.dft_weight
+        needs_grad = torch.is_grad_enabled() and param.requires_grad
+        if self.training or (needs_grad and not _exporting()):
+            return self._compute_basis()
+        key = (param.data_ptr(), param._version, param.device, param.dtype)
+        if self._basis_cache is None or self._basis_key != key:
+            with torch.no_grad():
+                self._basis_cache = self._compute_basis()
+            self._basis_key = key
+        return self._basis_cache
+
+    # ------------------------------------------------------------------ KSM
+
+    def _global_attentions(self, pooled: torch.Tensor):
+        """Channel, filter, spatial and kernel attentions from the pooled input (section 2)."""
+        h = self.ksm_act(self.ksm_norm(self.ksm_fc(pooled)))
+        if self.ksm_global_act == "tanh":
+            def act(z: torch.Tensor) -> torch.Tensor:
+                return 1.0 + torch.tanh(z / self.temp)
+        else:
+            def act(z: torch.Tensor) -> torch.Tensor:
+                return torch.sigmoid(z / self.temp) * self.att_multi
+        ca = act(self.channel_head(h))
+        fa = act(self.filter_head(h))
+        sa = act(self.spatial_head(h)) if self.spatial_head is not None else None
+        if self.kernel_head is None:
+            a = None
+        else:
+            z = self.kernel_head(h) / self.kernel_temp
+            groups_total = self.kernel_num * self.param_ratio
+            if self.ksm_global_act == "softmax":
+                a = torch.softmax(z, dim=-1)
+            elif self.ksm_global_act == "tanh":
+                a = (1.0 + torch.tanh(z)) / groups_total
+            else:
+                a = torch.sigmoid(z) * (2.0 / groups_total)
+        return ca, fa, sa, a
+
+    def _local_attention(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Local attention ``la[b, o, c, i, j]`` (a permuted view of shape ``(B, Cout, Cin, k, k)``)."""
+        cout, cin, k = self.out_channels, self.in_channels, self.kernel_size[0]
+        logits = self.local_conv(self.local_norm(pooled).unsqueeze(1))  # (B, Cout*k*k, Cin)
+        if self.ksm_local_act == "tanh":
+            la = 1.0 + torch.tanh(logits)
+        else:
+            la = torch.sigmoid(logits) * self.att_multi
+        return la.reshape(-1, cout, k, k, cin).permute(0, 1, 4, 2, 3)
+
+    # ------------------------------------------------------------------ FBM
+
+    def _projections(self, size: int, device: torch.device) -> torch.Tensor:
+        key = (size, device)
+        if key not in self._projection_cache:
+            basis = real_fourier_basis(size, min(self.k_list))
+            self._projection_cache[key] = torch.from_numpy(basis).to(device=device, dtype=torch.float32)
+        return self._projection_cache[key]
+
+    def _low_passes(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``L_f(x)`` for every ``f`` in ``k_list`` (float32 input), by separable projections.
+
+        ``L_f(x) = U_f U_f^T x V_f V_f^T`` with real orthonormal Fourier bases whose narrower bands
+        are prefixes of the widest band's basis, so one projection ``C = U^T x V`` serves all bands.
+        """
+        height, width = x.shape[-2:]
+        u = self._projections(height, x.device)
+        v = self._projections(width, x.device)
+        coeffs = torch.matmul(torch.matmul(u.t(), x), v)
+        lows = []
+        for f in self.k_list:
+            kh, kw = 1 + 2 * ((height - 1) // (2 * f)), 1 + 2 * ((width - 1) // (2 * f))
+            uf, vf = u[:, :kh], v[:, :kw]
+            lows.append(torch.matmul(torch.matmul(uf, coeffs[..., :kh, :kw]), vf.t()))
+        return lows
+
+    def _fbm(self, x: torch.Tensor) -> torch.Tensor:
+        """Frequency band modulation of the input (section 3); low-passes in float32."""
+        maps = 2.0 * torch.sigmoid(self.fbm_conv(x))  # (B, bands * G, H, W)
+        batch, channels, height, width = x.shape
+        groups = self.fbm_spatial_group
+        with torch.autocast(x.device.type, enabled=False):
+            x32 = x.float()
+            lows = self._low_passes(x32)
+            maps = maps.float().reshape(batch, len(self.k_list), groups, 1, height, width)
+            x32 = x32.reshape(batch, groups, channels // groups, height, width)
+            prev = x32
+            out = torch.zeros_like(x32)
+            for index, low in enumerate(lows):
+                low = low.reshape_as(x32)
+                out = out + maps[:, index] * (prev - low)
+                prev = low
+            out = out + prev
+        return out.reshape(batch, channels, height, width).to(x.dtype)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.is_dynamic:
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        batch, cin, height, width = x.shape
+        cout, k = self.out_channels, self.kernel_size[0]
+        pooled = x.mean(dim=(2, 3))
+        ca, fa, sa, a = self._global_attentions(pooled)
+        la = self._local_attention(pooled)
+
+        basis = self._basis()
+        if a is None:
+            kernels = basis.expand(batch, -1, -1, -1, -1)
+        else:
+            kernels = torch.matmul(a, basis.reshape(basis.shape[0], -1).to(a.dtype))
+            kernels = kernels.reshape(batch, cout, cin, k, k)
+        kernels = kernels * la
+        if sa is not None:
+            kernels = kernels * sa.reshape(batch, 1, 1, k, k)
+
+        if self.fbm_conv is not None:
+            x = self._fbm(x)
+
+        # ca and fa scale the input and output instead of the kernel when that is cheaper (section 4).
+        activation_side = cout * cin * k * k >= (cin + cout) * height * width
+        if activation_side:
+            x = x * ca.reshape(batch, cin, 1, 1)
+        else:
+            kernels = kernels * (fa.reshape(batch, cout, 1, 1, 1) * ca.reshape(batch, 1, cin, 1, 1))
+
+        # Per-sample convolution as ONE grouped convolution: the batch is folded into the channel
+        # axis (1, B*Cin, H, W) and sample b's kernel forms group b, so group b only sees sample b.
+        weight = kernels.reshape(batch * cout, cin, k, k)
+        out = F.conv2d(x.reshape(1, batch * cin, height, width), weight.to(x.dtype), None, self.stride,
+                       self.padding, self.dilation, batch)
+        out = out.reshape(batch, cout, out.shape[-2], out.shape[-1])
+        if activation_side:
+            out = out * fa.reshape(batch, cout, 1, 1).to(out.dtype)
+        if self.bias is not None:
+            out = out + self.bias.reshape(1, cout, 1, 1).to(out.dtype)
+        return out
