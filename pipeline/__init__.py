@@ -1,9 +1,55 @@
 """fdpose: keypoint labels in, a trained, evaluated and packaged YOLOv8-pose model with FDConv out.
 
-Importing :mod:`pipeline` is cheap. The ultralytics integration (the ``C2f_FDConv`` block and the
-model YAML resolution) is registered lazily by :func:`pipeline.nn.ultralytics.register`, which every
-command that builds or loads a model calls; ``import pipeline`` triggers it only when ultralytics
-is already imported or importable cheaply via :func:`register`.
+Importing :mod:`pipeline` is cheap: it imports neither torch nor ultralytics. It installs a tiny
+import hook that calls :func:`pipeline.nn.ultralytics.register` right after ultralytics imports
+``ultralytics.nn.tasks`` (or at once, when that is already imported), so that after
+``import pipeline`` ultralytics builds, fuses and loads C2f_FDConv models.
 """
 
+import sys
+
 __version__ = "0.1.0"
+
+_TRIGGER = "ultralytics.nn.tasks"
+
+
+class _RegisterAfterLoad:
+    """Loader wrapper: runs the real loader, then registers the C2f_FDConv integration."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        from pipeline.nn.ultralytics import register
+
+        register()
+
+    def __getattr__(self, name):  # get_source, is_package, ...: whatever else asks the loader
+        return getattr(self.loader, name)
+
+
+class _UltralyticsHook:
+    """A ``sys.meta_path`` finder that acts on one module name only, then removes itself."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _TRIGGER:
+            return None
+        sys.meta_path.remove(self)
+        for finder in sys.meta_path:
+            spec = finder.find_spec(fullname, path, target) if hasattr(finder, "find_spec") else None
+            if spec is not None:
+                spec.loader = _RegisterAfterLoad(spec.loader)
+                return spec
+        return None
+
+
+if _TRIGGER in sys.modules:
+    from pipeline.nn.ultralytics import register
+
+    register()
+elif not any(isinstance(finder, _UltralyticsHook) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _UltralyticsHook())
