@@ -16,8 +16,9 @@ _TRIGGER = "ultralytics.nn.tasks"
 class _RegisterAfterLoad:
     """Loader wrapper: runs the real loader, then registers the C2f_FDConv integration."""
 
-    def __init__(self, loader):
+    def __init__(self, loader, hook):
         self.loader = loader
+        self.hook = hook
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
@@ -27,22 +28,26 @@ class _RegisterAfterLoad:
         from pipeline.nn.ultralytics import register
 
         register()
+        # only once registered: an import that failed here and is retried registers (or fails) again
+        if self.hook in sys.meta_path:
+            sys.meta_path.remove(self.hook)
 
     def __getattr__(self, name):  # get_source, is_package, ...: whatever else asks the loader
         return getattr(self.loader, name)
 
 
 class _UltralyticsHook:
-    """A ``sys.meta_path`` finder that acts on one module name only, then removes itself."""
+    """A ``sys.meta_path`` finder that acts on one module name only."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname != _TRIGGER:
             return None
-        sys.meta_path.remove(self)
         for finder in sys.meta_path:
-            spec = finder.find_spec(fullname, path, target) if hasattr(finder, "find_spec") else None
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
             if spec is not None:
-                spec.loader = _RegisterAfterLoad(spec.loader)
+                spec.loader = _RegisterAfterLoad(spec.loader, self)
                 return spec
         return None
 

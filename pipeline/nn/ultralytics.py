@@ -6,7 +6,8 @@ the function, which no outside name can join. So :func:`register` wraps ``parse_
 YAML's ``C2f_FDConv`` rows are built as stock ``C2f`` (getting exactly C2f's scaling and repeats),
 then each is converted in place by :meth:`C2f_FDConv.from_c2f`, which keeps the block's structure
 and gives every FDConv the weight of the convolution it replaces. It also hooks ``BaseModel.fuse``
-so that ``model.fuse()`` folds the BatchNorm of the FDConv blocks too.
+so that ``model.fuse()`` folds the BatchNorm of the FDConv blocks too, and teaches ultralytics'
+FLOPs counter (thop) FDConv's functional convolution.
 
 ``import pipeline`` calls :func:`register` as soon as ``ultralytics.nn.tasks`` is imported (see
 ``pipeline/__init__.py``), so after ``import pipeline``, ``ultralytics.YOLO(
@@ -17,6 +18,7 @@ our checkpoints (they pickle the model; loading needs only our classes importabl
 from __future__ import annotations
 
 import functools
+import importlib
 import re
 from pathlib import Path
 
@@ -112,6 +114,29 @@ def _fuse_with_fdconv(fuse):
     return wrapper
 
 
+def _count_functional_conv2d(args, kwargs, y) -> int:
+    """Multiply-adds of a functional ``conv2d``, by thop's ConvNd rule: outputs x (Cin/groups) x k x k."""
+    weight = args[1] if len(args) > 1 else kwargs["weight"]
+    return y.numel() * weight.shape[1] * weight.shape[2] * weight.shape[3]
+
+
+def _count_fdconv_flops() -> None:
+    """Let ultralytics' FLOPs counter (thop) see FDConv's convolution.
+
+    thop counts modules with a rule (``nn.Conv2d`` ...) and a few functional products (matmul,
+    einsum) run outside them. FDConv convolves with its per-sample kernels through a functional
+    ``conv2d``, which thop would miss; this adds that function to thop's functional rules. Convs
+    inside ruled modules are not counted twice (thop suspends functional counting there).
+    """
+    try:  # the submodule: the package's `profile` attribute is the function of that name
+        thop_profile = importlib.import_module("thop.profile")
+    except ImportError:  # ultralytics reports 0 GFLOPs without thop, for every model alike
+        return
+    import torch.nn.functional as F  # noqa: N812
+
+    thop_profile.functional_hooks.setdefault(F.conv2d, _count_functional_conv2d)
+
+
 def register() -> None:
     """Make ultralytics build, fuse and load C2f_FDConv models. Idempotent.
 
@@ -126,3 +151,4 @@ def register() -> None:
         tasks.parse_model = _parse_model_with_fdconv(tasks.parse_model)
     if not hasattr(tasks.BaseModel.fuse, "fdpose_wrapped"):
         tasks.BaseModel.fuse = _fuse_with_fdconv(tasks.BaseModel.fuse)
+    _count_fdconv_flops()
