@@ -22,6 +22,7 @@ an ordinary ``weight``; :attr:`FDConv.is_dynamic` says which path is active.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -50,10 +51,13 @@ def frequency_groups(rows: int, cols: int, kernel_num: int, cells: np.ndarray | 
     The cells are sorted by radius ``sqrt(fftfreq(rows)^2 + rfftfreq(cols)^2)`` with a stable sort
     (ties by flat index) and split into ``kernel_num`` contiguous groups whose sizes differ by at most
     one (the larger groups first). Returns one group index per selected cell, in ``cells`` order.
+    Radii are compared exactly, as the integers ``(q_u * cols)^2 + (q_v * rows)^2`` (the squared
+    radius times ``(rows * cols)^2``), so equal radii are ties even where float rounding differs.
     """
-    fu = np.fft.fftfreq(rows)
-    fv = np.fft.rfftfreq(cols)
-    radius = np.sqrt(fu[:, None] ** 2 + fv[None, :] ** 2).reshape(-1)
+    u = np.arange(rows, dtype=np.int64)
+    qu = np.where(u <= (rows - 1) // 2, u, u - rows)
+    qv = np.arange(cols // 2 + 1, dtype=np.int64)
+    radius = ((qu[:, None] * cols) ** 2 + (qv[None, :] * rows) ** 2).reshape(-1)
     if cells is None:
         cells = np.arange(radius.size)
     order = np.argsort(radius[cells], kind="stable")
@@ -109,6 +113,22 @@ class StarReLU(nn.Module):
 def _exporting() -> bool:
     """True while ONNX export or TorchScript tracing records the graph (no FFT allowed there)."""
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+
+
+@contextlib.contextmanager
+def _untraced():
+    """Compute parameter-derived constants without recording them into a trace being built.
+
+    Inside ``torch.onnx.export`` / ``torch.jit.trace`` the inference caches (basis kernels, FBM
+    projections) must enter the graph as constants; recording their computation would put the
+    FFTs (which the TorchScript ONNX exporter cannot export) back into the graph.
+    """
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        yield
+    finally:
+        torch._C._set_tracing_state(state)
 
 
 class FDConv(nn.Module):
@@ -361,7 +381,7 @@ class FDConv(nn.Module):
             return self._compute_basis()
         key = (param.data_ptr(), param._version, param.device, param.dtype)
         if self._basis_cache is None or self._basis_key != key:
-            with torch.no_grad():
+            with torch.no_grad(), _untraced():
                 self._basis_cache = self._compute_basis()
             self._basis_key = key
         return self._basis_cache
@@ -409,7 +429,8 @@ class FDConv(nn.Module):
         key = (size, device)
         if key not in self._projection_cache:
             basis = real_fourier_basis(size, min(self.k_list))
-            self._projection_cache[key] = torch.from_numpy(basis).to(device=device, dtype=torch.float32)
+            with _untraced():
+                self._projection_cache[key] = torch.from_numpy(basis).to(device=device, dtype=torch.float32)
         return self._projection_cache[key]
 
     def _low_passes(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -418,7 +439,7 @@ class FDConv(nn.Module):
         ``L_f(x) = U_f U_f^T x V_f V_f^T`` with real orthonormal Fourier bases whose narrower bands
         are prefixes of the widest band's basis, so one projection ``C = U^T x V`` serves all bands.
         """
-        height, width = x.shape[-2:]
+        height, width = int(x.shape[-2]), int(x.shape[-1])
         u = self._projections(height, x.device)
         v = self._projections(width, x.device)
         coeffs = torch.matmul(torch.matmul(u.t(), x), v)

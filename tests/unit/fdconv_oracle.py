@@ -1,0 +1,153 @@
+"""A slow, literal implementation of ``../shared/design/fdconv.md`` used as a test oracle.
+
+It reads only the *values* of an FDConv's parameters and recomputes the layer's output sample by
+sample, in float64, following the design note's equations one by one (no basis kernels, no caches,
+no projections, no grouped convolution). Frequency groups and FBM masks are derived here again,
+independently of the layer's helpers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def oracle_groups(rows: int, cols: int, n: int) -> list[list[tuple[int, int]]]:
+    """Section 1: cells of the rfft2 grid sorted by radius (ties by flat index), split into n groups."""
+    width = cols // 2 + 1
+    cells = []
+    for u in range(rows):
+        qu = u if u <= (rows - 1) // 2 else u - rows
+        for v in range(width):
+            # radius^2 = (qu/rows)^2 + (v/cols)^2, scaled by (rows*cols)^2 to compare ties exactly
+            cells.append(((qu * cols) ** 2 + (v * rows) ** 2, u * width + v, (u, v)))
+    cells.sort(key=lambda cell: (cell[0], cell[1]))
+    base, extra = divmod(len(cells), n)
+    groups, start = [], 0
+    for g in range(n):
+        size = base + (1 if g < extra else 0)
+        groups.append([cell[2] for cell in cells[start:start + size]])
+        start += size
+    return groups
+
+
+def oracle_mask(height: int, width: int, f: int) -> torch.Tensor:
+    """Section 3: keep (u, v) iff max(|fu|, |fv|) < 0.5 / f, decided in integers (2 f |q| < n)."""
+    mask = torch.zeros(height, width // 2 + 1, dtype=torch.float64)
+    for u in range(height):
+        qu = u if u <= (height - 1) // 2 else u - height
+        for v in range(width // 2 + 1):
+            if 2 * f * abs(qu) < height and 2 * f * v < width:
+                mask[u, v] = 1.0
+    return mask
+
+
+def _layer_norm(z: torch.Tensor, norm) -> torch.Tensor:
+    mean = z.mean()
+    var = ((z - mean) ** 2).mean()
+    return (z - mean) / torch.sqrt(var + norm.eps) * norm.weight.double() + norm.bias.double()
+
+
+def oracle_forward(layer, x: torch.Tensor) -> torch.Tensor:
+    """The layer's output for ``x`` computed literally from the design note (float64)."""
+    if not layer.is_dynamic:
+        return F.conv2d(x.double(), layer.weight.double(),
+                        None if layer.bias is None else layer.bias.double(),
+                        layer.stride, layer.padding, layer.dilation, layer.groups)
+    x = x.double()
+    batch, cin, height, width = x.shape
+    cout, k = layer.out_channels, layer.kernel_size[0]
+    n, r = layer.kernel_num, layer.param_ratio
+    assert layer.param_reduction == 1.0, "the oracle covers param_reduction = 1"
+    rows, cols = cout * k, cin * k
+    s = min(cin, cout) // 2
+    alpha = s * n * r / layer.param_reduction
+    temp, kernel_temp = layer.temp, layer.kernel_temp
+    att_multi = layer.att_multi
+    groups = oracle_groups(rows, cols, n)
+    d = torch.view_as_complex(layer.dft_weight.detach().double().contiguous())  # (r, rows, cols//2+1)
+    outputs = []
+    for b in range(batch):
+        xb = x[b]
+        p = xb.mean(dim=(1, 2))  # (Cin,)
+
+        # KSM global.
+        h = layer.ksm_fc.weight.double() @ p
+        h = _layer_norm(h, layer.ksm_norm)
+        h = layer.ksm_act.scale.double() * torch.relu(h) ** 2 + layer.ksm_act.bias.double()
+
+        def head(module, h=h):
+            return module.weight.double() @ h + module.bias.double()
+
+        if layer.ksm_global_act == "tanh":
+            def act(z):
+                return 1 + torch.tanh(z / temp)
+        else:
+            def act(z):
+                return torch.sigmoid(z / temp) * att_multi
+        ca = act(head(layer.channel_head))
+        fa = act(head(layer.filter_head))
+        sa = act(head(layer.spatial_head)).reshape(k, k) if k > 1 else torch.ones(1, 1, dtype=x.dtype)
+        if layer.kernel_head is None:
+            a = torch.ones(1, dtype=x.dtype)
+        else:
+            z = head(layer.kernel_head)
+            if layer.ksm_global_act == "softmax":
+                a = torch.softmax(z / kernel_temp, dim=0)
+            elif layer.ksm_global_act == "tanh":
+                a = (1 + torch.tanh(z / kernel_temp)) / (n * r)
+            else:
+                a = torch.sigmoid(z / kernel_temp) * 2 / (n * r)
+
+        # KSM local: 1-D convolution along the channel axis, zero padding.
+        q = _layer_norm(p, layer.local_norm)
+        wl = layer.local_conv.weight.double()  # (Cout*k*k, 1, ks)
+        ks = wl.shape[-1]
+        assert ks == round(math.log2(cin) / 2 + 0.5) // 2 * 2 + 1
+        pad = (ks - 1) // 2
+        qp = torch.cat([torch.zeros(pad, dtype=x.dtype), q, torch.zeros(pad, dtype=x.dtype)])
+        logits = torch.zeros(cout * k * k, cin, dtype=x.dtype)
+        for t in range(ks):
+            logits += wl[:, 0, t:t + 1] * qp[t:t + cin][None, :]
+        if layer.ksm_local_act == "tanh":
+            la_flat = 1 + torch.tanh(logits)
+        else:
+            la_flat = torch.sigmoid(logits) * att_multi
+        # l[b, o, c, i, j] = output[b, o*k*k + i*k + j, c]
+        la = la_flat.reshape(cout, k, k, cin).permute(0, 3, 1, 2)
+
+        # FDW: the sample's spectrum, then its kernel.
+        spectrum = torch.zeros(rows, cols // 2 + 1, dtype=torch.complex128)
+        for i in range(r):
+            for g, cells in enumerate(groups):
+                for (u, v) in cells:
+                    spectrum[u, v] += a[i * n + g] * alpha * d[i, u, v]
+        matrix = torch.fft.irfft2(spectrum, s=(rows, cols))
+        kernel = matrix.reshape(cout, k, cin, k).permute(0, 2, 1, 3)  # W[o, c, i, j] = M[o*k+i, c*k+j]
+        kernel = sa[None, None] * ca[None, :, None, None] * fa[:, None, None, None] * kernel * la
+
+        # FBM.
+        if layer.fbm_conv is not None:
+            spectrum_x = torch.fft.rfft2(xb, norm="ortho")
+            band_logits = F.conv2d(xb[None], layer.fbm_conv.weight.double(), layer.fbm_conv.bias.double(),
+                                   padding=1)[0]
+            groups_fbm = layer.fbm_spatial_group
+            per_group = cin // groups_fbm
+            prev = xb
+            out = torch.zeros_like(xb)
+            for index, f in enumerate(layer.k_list):
+                low = torch.fft.irfft2(spectrum_x * oracle_mask(height, width, f), s=(height, width),
+                                       norm="ortho")
+                maps = 2 * torch.sigmoid(band_logits[index * groups_fbm:(index + 1) * groups_fbm])
+                scale = maps.repeat_interleave(per_group, dim=0)
+                out = out + scale * (prev - low)
+                prev = low
+            xb = out + prev
+
+        y = F.conv2d(xb[None], kernel, None, layer.stride, layer.padding, layer.dilation)[0]
+        if layer.bias is not None:
+            y = y + layer.bias.double()[:, None, None]
+        outputs.append(y)
+    return torch.stack(outputs)

@@ -1,0 +1,254 @@
+"""FDConv: equivalence with its source conv, oracle agreement, training, autocast, caching, export."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.nn import FDConv
+from pipeline.nn.fdconv import frequency_groups, real_fourier_basis
+from tests.unit.fdconv_oracle import oracle_forward, oracle_groups, oracle_mask
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+
+
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    expected = expected.double()
+    return ((actual.double() - expected).abs().max() / expected.abs().max()).item()
+
+
+def perturb(layer: FDConv, seed: int) -> FDConv:
+    """Random (non-initial) parameters: every attention and band map becomes non-neutral."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in layer.named_parameters():
+            noise = torch.randn(param.shape, generator=g, dtype=torch.float64).to(param.dtype)
+            if name == "dft_weight":
+                param.add_(noise * param.std() * 0.5)
+            elif name.endswith("norm.weight") or name == "ksm_act.scale":
+                param.copy_(1 + 0.2 * noise)
+            elif name == "fbm_conv.weight":
+                param.copy_(noise * 0.5 / param[0].numel() ** 0.5)
+            elif name == "ksm_fc.weight":
+                param.copy_(noise / param.shape[1] ** 0.5)
+            else:
+                param.copy_(0.3 * noise)
+    return layer
+
+
+# ---------------------------------------------------------------- equivalence with the source conv
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "k", "stride", "size", "batch"),
+    [
+        (32, 32, 3, 1, (37, 53), 2),
+        (24, 40, 3, 2, (21, 16), 1),
+        (48, 24, 1, 1, (9, 13), 3),
+        (40, 40, 3, 1, (5, 7), 2),  # small map: ca/fa applied on the activations
+    ],
+)
+def test_from_conv_computes_the_source_conv(cin, cout, k, stride, size, batch):
+    conv = nn.Conv2d(cin, cout, k, stride, k // 2)
+    layer = FDConv.from_conv(conv)
+    assert layer.is_dynamic and not hasattr(layer, "weight")
+    x = torch.randn(batch, cin, *size)
+    expected = conv(x)
+    for mode in (True, False):
+        layer.train(mode)
+        assert rel_err(layer(x), expected) < 1e-4
+
+
+def test_from_conv_without_bias_and_with_param_ratio():
+    conv = nn.Conv2d(32, 48, 3, 1, 1, bias=False)
+    layer = FDConv.from_conv(conv, param_ratio=2, kernel_num=8)
+    assert layer.bias is None
+    x = torch.randn(2, 32, 12, 10)
+    assert rel_err(layer(x), conv(x)) < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((16, 64, 3), {}),  # min channels <= 16
+        ((32, 32, 5), {"padding": 2}),  # kernel size not in the list
+        ((32, 32, 3), {"groups": 2, "padding": 1}),  # grouped
+        ((32, 32, (1, 3)), {}),  # not square
+    ],
+)
+def test_plain_convolution_where_fdconv_does_not_apply(args, kwargs):
+    conv = nn.Conv2d(*args, **kwargs)
+    layer = FDConv.from_conv(conv)
+    assert not layer.is_dynamic
+    assert layer.weight.shape == conv.weight.shape
+    x = torch.randn(2, args[0], 11, 9)
+    torch.testing.assert_close(layer(x), conv(x))
+    assert FDConv(*args, **kwargs).is_dynamic is False
+
+
+def test_conv2d_attributes_and_reset_parameters():
+    layer = FDConv(32, 64, 3, stride=2, padding=1)
+    assert (layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+            layer.dilation, layer.groups) == (32, 64, (3, 3), (2, 2), (1, 1), (1, 1), 1)
+    before = layer.dft_weight.detach().clone()
+    layer.reset_parameters()
+    assert not torch.equal(before, layer.dft_weight)
+    assert layer(torch.randn(1, 32, 8, 8)).shape == (1, 64, 4, 4)
+
+
+# ---------------------------------------------------------------- frequency groups and masks
+
+@pytest.mark.parametrize(("rows", "cols", "n"), [(72, 72, 16), (120, 72, 16), (40, 17, 16), (51, 24, 7)])
+def test_frequency_groups_are_balanced_sorted_and_match_the_oracle(rows, cols, n):
+    groups = frequency_groups(rows, cols, n)
+    sizes = np.bincount(groups, minlength=n)
+    assert sizes.max() - sizes.min() <= 1 and sizes.sum() == rows * (cols // 2 + 1)
+    width = cols // 2 + 1
+    expected = np.empty_like(groups)
+    for g, cells in enumerate(oracle_groups(rows, cols, n)):
+        for u, v in cells:
+            expected[u * width + v] = g
+    np.testing.assert_array_equal(groups, expected)
+
+
+@pytest.mark.parametrize("n", [8, 9, 16, 20, 37, 40, 53])
+@pytest.mark.parametrize("f", [2, 4, 8])
+def test_band_projection_equals_the_masked_fft(n, f):
+    """The separable projection (export / fast path) is the exact integer-mask FFT low-pass."""
+    x = torch.randn(3, n, n + 3, dtype=torch.float64)
+    u = torch.from_numpy(real_fourier_basis(n, f))
+    v = torch.from_numpy(real_fourier_basis(n + 3, f))
+    projected = u @ (u.t() @ x @ v) @ v.t()
+    masked = torch.fft.irfft2(torch.fft.rfft2(x, norm="ortho") * oracle_mask(n, n + 3, f), s=(n, n + 3),
+                              norm="ortho")
+    torch.testing.assert_close(projected, masked, rtol=0, atol=1e-10)
+
+
+def test_boundary_frequency_dropped_for_every_factor():
+    """2 f |q| < n: at n = 16 the frequency q = 4 (exactly 0.5 / f for f = 2) is not kept."""
+    kept = oracle_mask(16, 16, 2)[:, 0]
+    assert kept[3] == 1 and kept[4] == 0 and kept[-3] == 1 and kept[-4] == 0
+    assert real_fourier_basis(16, 2).shape[1] == 1 + 2 * 3
+
+
+# ---------------------------------------------------------------- oracle agreement, random parameters
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "k", "stride", "size", "options"),
+    [
+        (24, 24, 3, 1, (13, 11), {}),
+        (40, 24, 3, 2, (17, 15), {}),
+        (24, 40, 1, 1, (9, 7), {}),
+        (40, 40, 3, 1, (5, 7), {}),  # activation-side ca/fa
+        (24, 24, 3, 1, (12, 9), {"ksm_global_act": "tanh", "ksm_local_act": "tanh"}),
+        (24, 24, 3, 2, (11, 12), {"ksm_global_act": "softmax", "fbm_spatial_group": 2}),
+        (24, 32, 3, 1, (10, 9), {"param_ratio": 2, "kernel_num": 5, "k_list": (4, 2)}),
+    ],
+)
+def test_fast_layer_matches_the_literal_oracle(cin, cout, k, stride, size, options):
+    layer = perturb(FDConv(cin, cout, k, stride=stride, padding=k // 2, **options), seed=cin + cout + k)
+    x = torch.randn(2, cin, *size)
+    expected = oracle_forward(layer, x)
+    for mode in (True, False):
+        layer.train(mode)
+        assert rel_err(layer(x), expected) < 1e-5
+
+
+# ---------------------------------------------------------------- training, autocast
+
+def test_trains_at_batch_size_one_and_gradients_reach_every_parameter():
+    layer = perturb(FDConv(24, 32, 3, padding=1), seed=1)
+    x = torch.randn(1, 24, 10, 9)
+    loss = layer(x).square().mean()
+    loss.backward()
+    for name, param in layer.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    optimizer = torch.optim.SGD(layer.parameters(), lr=1e-3)
+    optimizer.step()
+    assert layer(x).square().mean() < loss
+
+
+def test_bfloat16_autocast_forward_and_backward():
+    conv = nn.Conv2d(32, 32, 3, padding=1)
+    layer = FDConv.from_conv(conv)
+    x = torch.randn(2, 32, 15, 14)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+        out.float().sum().backward()
+    assert out.dtype == torch.bfloat16
+    assert rel_err(out.float(), conv(x)) < 3e-2
+    assert layer.dft_weight.grad is not None and torch.isfinite(layer.dft_weight.grad).all()
+    layer.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert rel_err(layer(x).float(), conv(x)) < 3e-2
+
+
+# ---------------------------------------------------------------- inference cache
+
+def test_inference_cache_is_reused_and_invalidated_by_optimizer_steps_and_load_state_dict():
+    layer = perturb(FDConv(24, 24, 3, padding=1), seed=2)
+    x = torch.randn(1, 24, 9, 9)
+    layer.eval()
+    with torch.no_grad():
+        first = layer(x)
+        cache = layer._basis_cache
+        assert cache is not None
+        torch.testing.assert_close(layer(x), first)
+        assert layer._basis_cache is cache  # reused, not recomputed
+
+    layer.train()
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+    layer(x).square().sum().backward()
+    optimizer.step()
+    layer.eval()
+    with torch.no_grad():
+        stepped = layer(x)
+        assert rel_err(stepped, oracle_forward(layer, x)) < 1e-5
+        assert rel_err(stepped, first) > 1e-3
+
+    state = perturb(copy.deepcopy(layer), seed=3).state_dict()
+    layer.load_state_dict(state)
+    with torch.no_grad():
+        assert rel_err(layer(x), oracle_forward(layer, x)) < 1e-5
+
+
+def test_pickle_drops_the_cache_and_round_trips():
+    layer = perturb(FDConv(24, 24, 3, padding=1), seed=4).eval()
+    x = torch.randn(1, 24, 8, 8)
+    with torch.no_grad():
+        expected = layer(x)
+    buffer = io.BytesIO()
+    torch.save(layer, buffer)
+    assert len(buffer.getvalue()) < 2 * sum(p.numel() * 4 for p in layer.parameters()) + 100_000
+    buffer.seek(0)
+    restored = torch.load(buffer, weights_only=False)
+    clone = pickle.loads(pickle.dumps(layer))
+    with torch.no_grad():
+        torch.testing.assert_close(restored(x), expected)
+        torch.testing.assert_close(clone(x), expected)
+
+
+# ---------------------------------------------------------------- ONNX
+
+def test_onnx_export_is_fft_free_and_matches_onnxruntime(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    layer = perturb(FDConv(24, 32, 3, padding=1), seed=5).eval()
+    x = torch.randn(1, 24, 13, 11)
+    path = tmp_path / "fdconv.onnx"
+    torch.onnx.export(layer, (x,), str(path), opset_version=17, dynamo=False)
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert not ops & {"DFT", "STFT"}
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (result,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected = layer(x)
+    assert rel_err(torch.from_numpy(result), expected) < 1e-5
