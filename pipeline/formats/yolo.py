@@ -10,37 +10,98 @@ moved or cached by DVC without rewriting it.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+from tqdm import tqdm
 
 from pipeline.dataset import SPLITS, Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
-from pipeline.images import image_size, place_file
+from pipeline.images import image_size
 from pipeline.io import atomic_dir
 from pipeline.skeleton import Skeleton
 
 IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp", ".mpo", ".dng"}
 
 
+def _fixed6(values: np.ndarray) -> np.ndarray:
+    """``values`` in ``[0, 10)`` as ``d.dddddd`` ASCII, ``(..., 8)`` uint8: the ``%.6f`` text of each
+    number (to within one unit in the last place where the product by 1e6 rounds the other way),
+    built with integer arithmetic so a whole dataset is formatted without a per-number Python call."""
+    micro = np.rint(values * 1e6).astype(np.int64)
+    digits = np.empty(values.shape + (8,), dtype=np.uint8)
+    digits[..., 0] = micro // 1_000_000 + 48
+    digits[..., 1] = 46  # "."
+    fraction = micro % 1_000_000
+    for place in range(7, 1, -1):
+        digits[..., place] = fraction % 10 + 48
+        fraction //= 10
+    return digits
+
+
+def label_values(boxes: np.ndarray, keypoints: np.ndarray, widths: np.ndarray, heights: np.ndarray,
+                 kpt_dims: int) -> np.ndarray:
+    """``(N, 4 + K * dims)`` normalised label values for ``N`` instances: ``cx cy w h`` of the box
+    clipped to the image, then each keypoint clipped to ``[0, 1]`` (``0 0`` when unlabelled), with its
+    visibility when ``kpt_dims == 3``."""
+    widths = np.asarray(widths, dtype=np.float64).reshape(-1, 1)
+    heights = np.asarray(heights, dtype=np.float64).reshape(-1, 1)
+    x = np.clip(boxes[:, [0, 2]], 0, widths) / widths
+    y = np.clip(boxes[:, [1, 3]], 0, heights) / heights
+    head = np.stack([(x[:, 0] + x[:, 1]) / 2, (y[:, 0] + y[:, 1]) / 2, x[:, 1] - x[:, 0], y[:, 1] - y[:, 0]],
+                    axis=1)
+    labelled = keypoints[:, :, 2] > 0
+    points = np.empty(keypoints.shape[:2] + (kpt_dims,))
+    points[:, :, 0] = np.where(labelled, np.clip(keypoints[:, :, 0] / widths, 0.0, 1.0), 0.0)
+    points[:, :, 1] = np.where(labelled, np.clip(keypoints[:, :, 1] / heights, 0.0, 1.0), 0.0)
+    if kpt_dims == 3:
+        points[:, :, 2] = np.where(labelled, np.rint(keypoints[:, :, 2]), 0.0)
+    return np.concatenate([head, points.reshape(len(points), -1)], axis=1)
+
+
+def label_lines(class_ids: np.ndarray, values: np.ndarray) -> list[bytes]:
+    """Label lines (newline-terminated) for rows of :func:`label_values`: class then values at 6 decimals."""
+    n, columns = values.shape
+    text = np.empty((n, columns, 9), dtype=np.uint8)
+    text[:, :, :8] = _fixed6(values)
+    text[:, :, 8] = 32  # " "
+    text[:, -1, 8] = 10  # "\n"
+    width = columns * 9
+    body = text.tobytes()
+    return [b"%d " % c + body[i * width:(i + 1) * width] for i, c in enumerate(class_ids.tolist())]
+
+
 def label_line(instance: Instance, width: int, height: int, kpt_dims: int) -> str:
     """One label line, normalised and clipped; deterministic formatting (6 decimals)."""
-    x0, y0, x1, y1 = instance.bbox
-    x0, x1 = np.clip([x0, x1], 0, width) / width
-    y0, y1 = np.clip([y0, y1], 0, height) / height
-    values = [(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0]
-    for x, y, v in instance.keypoints:
-        if v > 0:
-            point = [min(max(x / width, 0.0), 1.0), min(max(y / height, 0.0), 1.0)]
-        else:
-            point = [0.0, 0.0]
-        values.extend(point)
-        if kpt_dims == 3:
-            values.append(float(int(v)))
-    body = " ".join(f"{value:.6f}" for value in values)
-    return f"{instance.class_id} {body}"
+    values = label_values(instance.bbox[None], instance.keypoints[None], np.array([width]),
+                          np.array([height]), kpt_dims)
+    return label_lines(np.array([instance.class_id]), values)[0].decode().rstrip("\n")
+
+
+def output_names(file_names: list[str]) -> list[str]:
+    """Unique flat output names for source names that may carry sub-folders.
+
+    Sub-folders are kept in the name, joined by ``__`` (``seq1/000001.jpg`` -> ``seq1__000001.jpg``),
+    because ultralytics finds a label by replacing the last ``/images/`` of an image path, which a
+    source folder named ``images`` would break. Names that still collide (also case-insensitively,
+    for case-insensitive filesystems) all get ``-`` and 8 hex digits of their source name's SHA-1.
+    """
+    flat = [name.replace("/", "__") for name in file_names]
+    counts = Counter(name.lower() for name in flat)
+    out = []
+    for source, name in zip(file_names, flat, strict=True):
+        if counts[name.lower()] > 1:
+            stem, dot, suffix = name.rpartition(".")
+            tag = hashlib.sha1(source.encode("utf-8")).hexdigest()[:8]
+            name = f"{stem}-{tag}.{suffix}" if dot else f"{name}-{tag}"
+        out.append(name)
+    return out
 
 
 def parse_label_line(line: str, width: int, height: int, skeleton: Skeleton, source: object,
@@ -140,30 +201,53 @@ def data_yaml_text(skeleton: Skeleton, splits: list[str], extra: dict[str, Any] 
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-def write_yolo(dataset: Dataset, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+def write_yolo(dataset: Dataset, out_dir: str | Path, extra: dict[str, Any] | None = None, *,
+               progress: bool = False, extra_files: dict[str, bytes] | None = None) -> Path:
     """Write the dataset as a YOLO-pose folder, atomically (the previous ``out_dir`` survives a failure).
 
-    Images are hard-linked or copied, never re-encoded. ``train`` and ``val`` are always declared
-    (ultralytics requires both); ``test`` only when it has images.
+    Images are hard-linked or copied, never re-encoded, under the flat names of :func:`output_names`.
+    ``train`` and ``val`` are always declared (ultralytics requires both); ``test`` only when it has
+    images. Label text for the whole dataset is formatted at once (:func:`label_lines`).
+    ``extra_files`` (name -> bytes, e.g. a report) are written into the folder before it replaces
+    the previous one.
     """
     out_dir = Path(out_dir)
     skeleton = dataset.skeleton
+    k = skeleton.num_keypoints
     splits = dataset.splits()
+    names = dict(zip(map(id, dataset.images), output_names([im.file_name for im in dataset.images]),
+                     strict=True))
+    instances = [(position, inst) for position, image in enumerate(dataset.images)
+                 for inst in image.instances]
+    owner = np.array([position for position, _ in instances], dtype=np.int64)
+    boxes = np.array([inst.bbox for _, inst in instances], dtype=np.float64).reshape(-1, 4)
+    keypoints = np.array([inst.keypoints for _, inst in instances], dtype=np.float64).reshape(-1, k, 3)
+    class_ids = np.array([inst.class_id for _, inst in instances], dtype=np.int64)
+    widths = np.array([im.width for im in dataset.images], dtype=np.float64)[owner]
+    heights = np.array([im.height for im in dataset.images], dtype=np.float64)[owner]
+    lines = label_lines(class_ids, label_values(boxes, keypoints, widths, heights, skeleton.kpt_dims))
+    first_line = np.searchsorted(owner, np.arange(len(dataset.images) + 1))
+    position_of = {id(im): position for position, im in enumerate(dataset.images)}
+    declared = [s for s in SPLITS if s in ("train", "val") or s in splits]
     with atomic_dir(out_dir) as tmp:
-        for split, images in splits.items():
-            (tmp / "images" / split).mkdir(parents=True, exist_ok=True)
-            (tmp / "labels" / split).mkdir(parents=True, exist_ok=True)
-            for image in images:
-                target = tmp / "images" / split / image.file_name
-                place_file(image.path, target)
-                lines = [label_line(inst, image.width, image.height, skeleton.kpt_dims)
-                         for inst in image.instances]
-                label_file = label_path_for(target)
-                label_file.parent.mkdir(parents=True, exist_ok=True)
-                label_file.write_text("".join(line + "\n" for line in lines))
-        declared = [s for s in SPLITS if s in ("train", "val") or s in splits]
         for split in declared:
-            (tmp / "images" / split).mkdir(parents=True, exist_ok=True)
-            (tmp / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (tmp / "images" / split).mkdir(parents=True)
+            (tmp / "labels" / split).mkdir(parents=True)
+        bar = tqdm(total=len(dataset.images), desc="writing", unit="img", disable=not progress, leave=False)
+        for split, images in splits.items():
+            for image in images:
+                name = names[id(image)]
+                target = tmp / "images" / split / name
+                try:
+                    os.link(image.path, target)
+                except OSError:  # another filesystem, or links not allowed: copy the bytes
+                    shutil.copyfile(image.path, target)
+                position = position_of[id(image)]
+                label = b"".join(lines[first_line[position]:first_line[position + 1]])
+                label_path_for(target).write_bytes(label)
+                bar.update()
+        bar.close()
         (tmp / "data.yaml").write_text(data_yaml_text(skeleton, declared, extra), encoding="utf-8")
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_bytes(content)
     return out_dir / "data.yaml"

@@ -1,0 +1,267 @@
+"""``fdpose convert``: Label Studio, COCO or YOLO-pose keypoints in, a YOLO-pose dataset (or COCO) out.
+
+One reader fills the hub (:class:`pipeline.dataset.Dataset`), splits are assigned by a stable hash
+(:mod:`pipeline.split`) or a split file, and one writer produces the output, atomically: a failed
+run leaves the previous output untouched. Everything skipped or repaired on the way is counted in
+``report.json`` (beside ``data.yaml``; ``FILE.report.json`` beside a COCO output) and the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.config import DEFAULT_PARAMS, load_params
+from pipeline.dataset import Dataset, ImageRecord
+from pipeline.errors import FdposeError
+from pipeline.io import write_json
+from pipeline.skeleton import Skeleton
+from pipeline.split import apply_split_file, assign_splits, parse_ratios
+
+SOURCES = ("coco", "label-studio", "yolo")
+TARGETS = ("yolo", "coco")
+DEFAULTS: dict[str, Any] = {
+    "split": [0.8, 0.2, 0.0],
+    "seed": 0,
+    "drop_unlabelled": False,
+    "strict": False,
+    "annotation": "latest",
+    "skeleton": None,
+}
+
+
+@dataclass
+class ConvertResult:
+    """What a conversion wrote and what it found."""
+
+    out: Path  # the dataset folder (yolo) or the JSON file (coco)
+    to: str
+    report_path: Path
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def summary_lines(self) -> list[str]:
+        """The printed summary: counts, then every skipped or repaired item and every warning."""
+        summary = self.report["summary"]
+        visibility = summary["keypoints_by_visibility"]
+        lines = [
+            f"wrote {self.out} ({self.to})",
+            f"images {summary['images']}, instances {summary['instances']}, "
+            f"kpt_shape {summary['kpt_shape']}, "
+            f"classes {len(self.report['skeleton']['classes'])}",
+            "splits " + ", ".join(f"{name} {s['images']} images / {s['instances']} instances"
+                                  for name, s in summary["splits"].items()),
+            f"keypoints: {visibility['2']} visible, {visibility['1']} occluded, {visibility['0']} unlabelled",
+        ]
+        details = self.report["details"]
+        for reason, count in details["counts"].items():
+            lines.append(f"{count} x {reason}")
+        for item in details["items"]:
+            lines.append(f"  {item['action']}: {item['file']}: {item['item']}: {item['reason']}")
+        lines.extend(f"warning: {warning}" for warning in details["warnings"])
+        lines.append(f"report: {self.report_path}")
+        return lines
+
+
+def _read(source: str, *, input_path: Path | None, images: Path | None, url: str | None, project: int | None,
+          label_config: Path | None, skeleton: Skeleton | None, skeleton_source: object, annotation: str,
+          drop_unlabelled: bool, strict: bool, progress: bool, download_dir: Path | None) -> Dataset:
+    if source == "coco":
+        from pipeline.formats.coco import read_coco
+
+        if input_path is None or images is None:
+            raise FdposeError("--from coco needs --input FILE.json and --images DIR", item="convert")
+        return read_coco(input_path, images, skeleton=skeleton, skeleton_source=skeleton_source,
+                         drop_unlabelled=drop_unlabelled, strict=strict, progress=progress)
+    if source == "yolo":
+        from pipeline.formats.yolo import read_yolo
+
+        if input_path is None:
+            raise FdposeError("--from yolo needs --input data.yaml", item="convert")
+        dataset = read_yolo(input_path)
+        if skeleton is not None and skeleton.keypoint_names != dataset.skeleton.keypoint_names:
+            raise FdposeError(f"keypoints disagree with {input_path}: the dataset has "
+                              f"{dataset.skeleton.keypoint_names} and the skeleton {skeleton.keypoint_names}",
+                              path=skeleton_source)
+        if drop_unlabelled:
+            _drop_unlabelled(dataset, input_path)
+        return dataset
+    # Label Studio: the reader lives in its own module, imported only for this source.
+    from pipeline.formats import labelstudio
+
+    if url is not None:
+        if project is None or download_dir is None:
+            raise FdposeError("--url needs --project ID", item="convert")
+        dataset = labelstudio.read_labelstudio_live(url, project, download_dir, skeleton=skeleton,
+                                                    annotation=annotation, strict=strict)
+    else:
+        if input_path is None or images is None:
+            raise FdposeError("--from label-studio needs --input EXPORT.json and --images DIR, "
+                              "or --url URL --project ID", item="convert")
+        dataset = labelstudio.read_labelstudio_export(input_path, images, label_config=label_config,
+                                                      skeleton=skeleton, annotation=annotation, strict=strict)
+    if drop_unlabelled:
+        _drop_unlabelled(dataset, input_path or url)
+    return dataset
+
+
+def _drop_unlabelled(dataset: Dataset, source: object) -> None:
+    for image in dataset.images:
+        kept = []
+        for instance in image.instances:
+            if instance.num_labelled:
+                kept.append(instance)
+            else:
+                dataset.report.skip(source, instance.source or image.file_name,
+                                    "no labelled keypoints (--drop-unlabelled)")
+        image.instances = kept
+
+
+def _images_root(dataset: Dataset, given: Path | None) -> Path:
+    """The folder COCO ``file_name``s are written relative to: ``--images`` when every image lies
+    under it, else the images' deepest common folder."""
+    paths = [os.path.abspath(image.path) for image in dataset.images]
+    if given is not None:
+        root = os.path.abspath(given)
+        if all(p.startswith(root + os.sep) for p in paths):
+            return Path(given)
+    if not paths:
+        return Path(".")
+    return Path(os.path.commonpath([os.path.dirname(p) for p in paths]))
+
+
+def convert(*, source: str, out: str | Path, to: str = "yolo", input_path: str | Path | None = None,
+            images: str | Path | None = None, url: str | None = None, project: int | None = None,
+            label_config: str | Path | None = None, skeleton: str | Path | None = None,
+            split: str | list[float] | None = None, split_file: str | Path | None = None,
+            seed: int | None = None, drop_unlabelled: bool | None = None, strict: bool | None = None,
+            annotation: str | None = None, progress: bool = False,
+            params_path: str | Path = DEFAULT_PARAMS) -> ConvertResult:
+    """Convert keypoint labels from ``source`` to ``to`` at ``out``; arguments left None come from the
+    ``convert:`` section of ``params_path``, then :data:`DEFAULTS`.
+
+    Splits: a ``split_file`` wins; else ``split`` ratios (or, for ``source='yolo'`` without ``split``,
+    the dataset's own splits are kept); else the params' ratios. Raises :class:`FdposeError` for
+    unusable input, before anything at ``out`` is replaced.
+    """
+    if source not in SOURCES:
+        raise FdposeError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}", item="--from")
+    if to not in TARGETS:
+        raise FdposeError(f"unknown target {to!r}; expected one of {', '.join(TARGETS)}", item="--to")
+    params = {**DEFAULTS, **load_params("convert", params_path)}
+    seed = int(params["seed"] if seed is None else seed)
+    strict = bool(params["strict"] if strict is None else strict)
+    drop_unlabelled = bool(params["drop_unlabelled"] if drop_unlabelled is None else drop_unlabelled)
+    annotation = annotation or params["annotation"]
+    skeleton = skeleton or params["skeleton"]
+    out = Path(out)
+    input_path = Path(input_path) if input_path is not None else None
+    images = Path(images) if images is not None else None
+    skeleton_obj = Skeleton.load(skeleton) if skeleton else None
+
+    # Live Label Studio images are downloaded beside the output: into a temporary folder for a YOLO
+    # dataset (then linked into it), into FILE_images/ for a COCO file (its file_names point there).
+    download_dir = None
+    if source == "label-studio" and url is not None:
+        if to == "coco":
+            download_dir = out.with_name(f"{out.stem}_images")
+            images = download_dir
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            download_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.download-", dir=out.parent))
+    try:
+        dataset = _read(source, input_path=input_path, images=images, url=url, project=project,
+                        label_config=Path(label_config) if label_config else None, skeleton=skeleton_obj,
+                        skeleton_source=skeleton, annotation=annotation, drop_unlabelled=drop_unlabelled,
+                        strict=strict, progress=progress, download_dir=download_dir)
+        if skeleton_obj is not None and source != "coco":
+            dataset.skeleton = skeleton_obj if skeleton_obj.class_names != ["object"] else dataset.skeleton
+        if split_file is not None:
+            apply_split_file(dataset, split_file)
+            split_info: dict[str, Any] = {"file": str(split_file)}
+        elif split is None and source == "yolo":
+            split_info = {"kept": "the input dataset's splits"}
+        else:
+            ratios = parse_ratios(split if split is not None else params["split"])
+            assign_splits(dataset, ratios, seed)
+            split_info = {"ratios": list(ratios), "seed": seed}
+        if not any(image.instances for image in dataset.images):
+            raise FdposeError("no instances to write", path=input_path or url)
+        return _write(dataset, out, to, source=source, input_path=input_path or url, images=images,
+                      split_info=split_info, progress=progress)
+    finally:
+        if download_dir is not None and to == "yolo":
+            shutil.rmtree(download_dir, ignore_errors=True)
+
+
+def _write(dataset: Dataset, out: Path, to: str, *, source: str, input_path: object, images: Path | None,
+           split_info: dict[str, Any], progress: bool) -> ConvertResult:
+    report: dict[str, Any] = {
+        "source": {"format": source, "input": str(input_path)},
+        "split": split_info,
+        "skeleton": dataset.skeleton.to_dict(),
+        "summary": dataset.summary(),
+        "details": dataset.report.to_dict(),
+    }
+    if to == "yolo":
+        from pipeline.formats.yolo import output_names, write_yolo
+
+        renamed = {image.file_name: name for image, name in
+                   zip(dataset.images, output_names([im.file_name for im in dataset.images]), strict=True)
+                   if image.file_name != name}
+        report["renamed"] = renamed
+        text = json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        write_yolo(dataset, out, progress=progress, extra_files={"report.json": text.encode("utf-8")})
+        return ConvertResult(out, to, out / "report.json", report)
+    from pipeline.formats.coco import write_coco
+
+    root = _images_root(dataset, images)
+    report["images_root"] = str(root)
+
+    def file_name(image: ImageRecord) -> str:
+        return Path(os.path.relpath(image.path, root)).as_posix()
+
+    report_path = out.with_name(f"{out.stem}.report.json")
+    write_coco(dataset, out, file_name_fn=file_name)
+    write_json(report_path, report)
+    return ConvertResult(out, to, report_path, report)
+
+
+@click.command("convert")
+@click.option("--from", "source", type=click.Choice(SOURCES), required=True, help="Input format.")
+@click.option("--input", "input_path", type=click.Path(path_type=Path),
+              help="COCO JSON, Label Studio export JSON, or YOLO data.yaml.")
+@click.option("--images", type=click.Path(path_type=Path), help="Folder the input's image names resolve in.")
+@click.option("--url", help="Label Studio server URL (live; API key from LABEL_STUDIO_API_KEY).")
+@click.option("--project", type=int, help="Label Studio project id (with --url).")
+@click.option("--label-config", type=click.Path(path_type=Path),
+              help="Label Studio labeling config XML (keypoint order from model_index).")
+@click.option("--to", "to", type=click.Choice(TARGETS), default="yolo", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output dataset folder (yolo) or FILE.json (coco).")
+@click.option("--split", help="train,val[,test] fractions, e.g. 0.8,0.2 (default from params).")
+@click.option("--split-file", type=click.Path(path_type=Path), help="YAML/JSON {train: [names], val: [...]}.")
+@click.option("--seed", type=int, help="Seed of the split hash (default from params).")
+@click.option("--skeleton", type=click.Path(path_type=Path), help="Skeleton file cfg/skeletons/NAME.yaml.")
+@click.option("--drop-unlabelled/--keep-unlabelled", default=None,
+              help="Drop instances with no labelled keypoint (kept as boxes by default).")
+@click.option("--strict/--no-strict", default=None, help="Fail on the first problem instead of repairing it.")
+@click.option("--annotation", type=click.Choice(["latest", "ground-truth", "all"]),
+              help="Label Studio: which annotation of a task counts.")
+@click.option("--params", "params_path", type=click.Path(path_type=Path), default=DEFAULT_PARAMS,
+              show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar and no per-item listing.")
+def convert_command(quiet: bool, **options: Any) -> None:
+    """Label Studio / COCO / YOLO keypoints to a YOLO-pose dataset (or COCO)."""
+    result = convert(progress=not quiet, **options)
+    lines = result.summary_lines()
+    if quiet:
+        lines = [line for line in lines if not line.startswith("  ")]
+    for line in lines:
+        click.echo(line)

@@ -1,0 +1,109 @@
+"""Train/val/test assignment that stays put as a dataset grows.
+
+Each image's split depends only on its own source name and the seed: ``SHA-256(seed, name)`` read
+as a fraction in ``[0, 1)`` falls into the ratio intervals ``[0, train)``, ``[train, train + val)``
+and the rest. Adding or removing other images therefore never moves an image between splits (a
+shuffled-list split would). A split file, a YAML/JSON mapping ``{train: [names], val: [...],
+test: [...]}``, fixes the assignment by hand instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from pipeline.dataset import SPLITS, Dataset
+from pipeline.errors import FdposeError
+
+
+def parse_ratios(value: str | Sequence[float]) -> tuple[float, float, float]:
+    """``"0.8,0.2"`` or ``[0.8, 0.2, 0]`` as ``(train, val, test)`` fractions that sum to 1."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+    else:
+        parts = list(value)
+    try:
+        ratios = [float(p) for p in parts]
+    except (TypeError, ValueError):
+        raise FdposeError(f"split ratios must be numbers, got {value!r}", item="--split") from None
+    if not 2 <= len(ratios) <= 3 or any(not 0 <= r <= 1 for r in ratios):
+        raise FdposeError(f"expected 2 or 3 fractions in [0, 1] (train,val[,test]), got {value!r}",
+                          item="--split")
+    if abs(sum(ratios) - 1) > 1e-6:
+        raise FdposeError(f"split fractions must sum to 1, got {value!r} (sum {sum(ratios):g})",
+                          item="--split")
+    if ratios[0] == 0:
+        raise FdposeError(f"the train fraction must be above 0, got {value!r}", item="--split")
+    ratios += [0.0] * (3 - len(ratios))
+    return ratios[0], ratios[1], ratios[2]
+
+
+def hash_fraction(name: str, seed: int) -> float:
+    """A fraction in ``[0, 1)`` fixed by ``name`` and ``seed`` alone (64 bits of SHA-256)."""
+    digest = hashlib.sha256(f"{seed}\0{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def split_of(name: str, ratios: tuple[float, float, float], seed: int) -> str:
+    """The split an image of this name falls in."""
+    fraction = hash_fraction(name, seed)
+    if fraction < ratios[0]:
+        return "train"
+    if fraction < ratios[0] + ratios[1] or ratios[2] == 0:
+        return "val"
+    return "test"
+
+
+def assign_splits(dataset: Dataset, ratios: tuple[float, float, float], seed: int) -> None:
+    """Set every image's split from its source name (``file_name``) and the seed."""
+    for image in dataset.images:
+        image.split = split_of(image.file_name, ratios, seed)
+
+
+def read_split_file(path: str | Path) -> dict[str, str]:
+    """The ``name -> split`` mapping of a split file (YAML or JSON ``{split: [names]}``)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FdposeError("split file not found", path=path) from None
+    except yaml.YAMLError as error:
+        raise FdposeError(f"invalid YAML/JSON ({error})", path=path) from None
+    if not isinstance(raw, dict) or not raw:
+        raise FdposeError("expected a mapping {train: [names], val: [names], test: [names]}", path=path)
+    mapping: dict[str, str] = {}
+    for split, names in raw.items():
+        if split not in SPLITS:
+            raise FdposeError(f"unknown split {split!r}; expected train, val or test", path=path)
+        if not isinstance(names, list):
+            raise FdposeError(f"'{split}' must be a list of image names", path=path)
+        for name in names:
+            name = str(name)
+            if name in mapping and mapping[name] != split:
+                raise FdposeError(f"image {name!r} is listed in both {mapping[name]} and {split}", path=path)
+            mapping[name] = split
+    return mapping
+
+
+def apply_split_file(dataset: Dataset, path: str | Path) -> None:
+    """Assign splits from a split file. Images it does not list are skipped and reported (an explicit
+    split is never completed by guessing); names it lists that are not in the data are warned about."""
+    mapping = read_split_file(path)
+    kept = []
+    for image in dataset.images:
+        split = mapping.get(image.file_name)
+        if split is None:
+            dataset.report.skip(path, image.file_name, "image not listed in the split file")
+            continue
+        image.split = split
+        kept.append(image)
+    unknown = sorted(set(mapping) - {image.file_name for image in dataset.images})
+    if unknown:
+        dataset.report.warn(f"{len(unknown)} names in {path} are not images of the input "
+                            f"(first: {', '.join(unknown[:3])})")
+    if not kept:
+        raise FdposeError("the split file lists none of the input's images", path=path)
+    dataset.images = kept
