@@ -29,6 +29,8 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -47,7 +49,6 @@ from pipeline.config import load_params  # noqa: E402
 from pipeline.dataset import Dataset, ImageRecord, Instance  # noqa: E402
 from pipeline.errors import FdposeError  # noqa: E402
 from pipeline.formats.yolo import read_yolo, write_yolo  # noqa: E402
-from pipeline.io import atomic_dir, atomic_write_bytes, write_json  # noqa: E402
 from pipeline.skeleton import Skeleton  # noqa: E402
 
 DEFAULT_CONFIG = Path("cfg/augment.yaml")
@@ -441,10 +442,11 @@ def augment(data: str | Path, out: str | Path, copies: int = 2, seed: int = 0,
                 raise FdposeError(f"the name of its augmented copy {copy} is taken by another training image",
                                   path=image.path)
 
-    with atomic_dir(out) as tmp:
-        # Variants are encoded into a staging folder inside the new output; write_yolo then links them
-        # (with the originals) into a fresh folder that replaces `tmp`, and the staging folder goes away.
-        staging = tmp / ".staging"
+    # Variants are encoded into a staging folder beside the output (same filesystem, so write_yolo
+    # hard-links them like the originals); it goes away whether the run succeeds or not.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
         init_args = (transforms, str(config), skeleton.flip_permutation, str(staging), seed, copies)
         variants = _run_all(train, workers, init_args, progress) if copies else [[] for _ in train]
         variants_of = {id(image): per_image for image, per_image in zip(train, variants, strict=True)}
@@ -454,27 +456,22 @@ def augment(data: str | Path, out: str | Path, copies: int = 2, seed: int = 0,
             for variant in variants_of.get(id(image), []):
                 augmented.images.append(ImageRecord(variant.path, variant.file_name, variant.width,
                                                     variant.height, variant.instances, split="train"))
-        write_yolo(augmented, tmp)
         flat = [variant for per_image in variants for variant in per_image]
+        instances_in = sum(len(image.instances) for image in train)
         result = AugmentResult(
             out_dir=out,
             data_yaml=out / "data.yaml",
             images_in=len(train),
             images_out=len(train) + len(flat),
-            instances_in=sum(len(image.instances) for image in train),
-            instances_out=sum(len(image.instances) for image in train) + sum(len(v.instances) for v in flat),
+            instances_in=instances_in,
+            instances_out=instances_in + sum(len(v.instances) for v in flat),
             instances_dropped=sum(v.instances_dropped for v in flat),
             keypoints_made_invisible=sum(v.keypoints_made_invisible for v in flat),
             mirrored_variants=sum(v.mirrored for v in flat),
             report_path=out / "report.json",
-            preview_path=None,
+            preview_path=out / "preview.png" if train else None,
             summary=augmented.summary(),
         )
-        rows = [(image, [_relocated(v, tmp) for v in per_image])
-                for image, per_image in list(zip(train, variants, strict=True))[:preview_rows]]
-        if rows:
-            atomic_write_bytes(tmp / "preview.png", render_preview(rows, skeleton))
-            result.preview_path = out / "preview.png"
         report = {
             **result.to_dict(),
             "copies": copies,
@@ -484,15 +481,14 @@ def augment(data: str | Path, out: str | Path, copies: int = 2, seed: int = 0,
             "dataset": result.summary,
             "source_report": dataset.report.to_dict(),
         }
-        write_json(tmp / "report.json", report)
+        extra_files = {"report.json": (json.dumps(report, indent=2, sort_keys=True) + "\n").encode()}
+        if train:
+            extra_files["preview.png"] = render_preview(
+                list(zip(train, variants, strict=True))[:preview_rows], skeleton)
+        write_yolo(augmented, out, extra_files=extra_files, progress=progress)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return result
-
-
-def _relocated(variant: Variant, root: Path) -> Variant:
-    """The variant as written into the output dataset (its staging file is gone by then)."""
-    path = root / "images" / "train" / variant.file_name
-    return Variant(variant.file_name, path, variant.width, variant.height, variant.instances,
-                   variant.instances_dropped, variant.keypoints_made_invisible, variant.mirrored)
 
 
 @click.command("augment")
