@@ -361,15 +361,24 @@ def ultralytics_val(model, dataset: Dataset, images: list[ImageRecord], settings
     ``kpt_oks_sigmas`` set to our sigmas, so it neither writes its label cache into the dataset nor
     uses different sigmas; its matching and AP interpolation are its own.
     """
+    from ultralytics.utils import LOGGER
+
     subset = Dataset(dataset.skeleton, [copy.copy(image) for image in images])
     for image in subset.images:
         image.split = "val"
-    with tempfile.TemporaryDirectory(prefix="fdpose-eval-") as tmp:
-        data_yaml = write_yolo(subset, Path(tmp) / "data", extra={"kpt_oks_sigmas": dataset.skeleton.sigmas})
-        metrics = model.val(data=str(data_yaml), split="val", imgsz=settings["imgsz"], conf=settings["conf"],
-                            iou=settings["iou"], max_det=settings["max_det"], device=settings["device"],
-                            batch=1, workers=0, plots=False, save_json=False, verbose=False,
-                            project=str(Path(tmp) / "runs"), name="val", exist_ok=True)
+    level = LOGGER.level
+    LOGGER.setLevel("WARNING")  # its progress table would bury fdpose's own summary
+    try:
+        with tempfile.TemporaryDirectory(prefix="fdpose-eval-") as tmp:
+            data_yaml = write_yolo(subset, Path(tmp) / "data",
+                                   extra={"kpt_oks_sigmas": dataset.skeleton.sigmas})
+            metrics = model.val(data=str(data_yaml), split="val", imgsz=settings["imgsz"],
+                                conf=settings["conf"], iou=settings["iou"], max_det=settings["max_det"],
+                                device=settings["device"],
+                                batch=1, workers=0, plots=False, save_json=False, verbose=False,
+                                project=str(Path(tmp) / "runs"), name="val", exist_ok=True)
+    finally:
+        LOGGER.setLevel(level)
     return {
         "pose_map": float(metrics.pose.map),
         "pose_map50": float(metrics.pose.map50),

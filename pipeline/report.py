@@ -34,6 +34,7 @@ ULTRALYTICS = [("pose_map", "pose mAP50-95"), ("pose_map50", "pose mAP50"), ("bo
                ("box_map50", "box mAP50")]
 MODEL_COLORS = {"model": "#1f77b4", "baseline": "#ff7f0e"}
 GT_COLOR, PRED_COLOR = "#2ca02c", "#d62728"
+KEYPOINT_DRAW_SCORE = 0.5  # predicted keypoints below this score are not drawn (ultralytics' plotting rule)
 THUMBNAIL = 320  # longest side of an image in the worst/best grid, in pixels
 
 
@@ -48,6 +49,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def _delta(model: float | None, baseline: float | None) -> str:
     if model is None or baseline is None:
         return "n/a"
+    if isinstance(model, int) and isinstance(baseline, int):
+        return f"{model - baseline:+d}"
     return f"{model - baseline:+.4f}"
 
 
@@ -203,7 +206,8 @@ def _rectangle(xy: tuple[float, float], width: float, height: float, color: str)
 
 
 def grid_figure(result: EvalResult, image_ids: list[int], title: str) -> bytes:
-    """One row per image: ground truth, then each model's predictions at or above ``draw_conf``."""
+    """One row per image: ground truth, then each model's predictions at or above ``draw_conf``
+    (their keypoints from score ``KEYPOINT_DRAW_SCORE``)."""
     by_id = {image["id"]: image for image in result.gt["images"]}
     records = {image.file_name: image for image in result.images}
     columns = 1 + len(result.models)
@@ -225,7 +229,8 @@ def grid_figure(result: EvalResult, image_ids: list[int], title: str) -> bytes:
             ax.imshow(pixels)
             for annotation in poses:
                 keypoints = np.asarray(annotation["keypoints"], dtype=np.float64).reshape(-1, 3)
-                labelled = keypoints[:, 2] > 0 if column == 0 else np.ones(len(keypoints), dtype=bool)
+                # Ground truth: labelled points; predictions: points the model is confident about.
+                labelled = keypoints[:, 2] > 0 if column == 0 else keypoints[:, 2] >= KEYPOINT_DRAW_SCORE
                 _draw_pose(ax, keypoints, annotation["bbox"], result.edges, scale, color, labelled)
             ax.set_xlim(0, pixels.shape[1])
             ax.set_ylim(pixels.shape[0], 0)
