@@ -1,0 +1,601 @@
+"""``fdpose train``: train the C2f_FDConv YOLOv8-pose model with ultralytics, on GPU when present.
+
+:func:`train` runs ultralytics' pose trainer through :class:`FdposePoseTrainer`, a thin subclass that
+
+- registers the C2f_FDConv integration (also in the worker processes ultralytics' DDP launcher
+  starts: they unpickle this class by its module path and construct it);
+- starts from a stock YOLOv8-pose checkpoint (``--pretrained``) converted into the C2f_FDConv model
+  by :func:`pipeline.nn.pretrained.load_pretrained_into`;
+- never downloads: ultralytics' AMP check (which fetches ``yolo26n.pt``) is replaced by
+  :func:`offline_check_amp`, and its font lookup (which fetches ``Arial.ttf``) by :func:`local_font`;
+- logs to DVCLive under the run folder (``<out>/dvclive``) instead of ultralytics' own DVC callback,
+  which writes ``dvclive/`` and ``dvc.yaml`` into the current directory and saves a DVC experiment
+  (git commits and checkouts in the working tree) at the end of every run;
+- writes checkpoints atomically (a kill while saving cannot leave a truncated ``last.pt``) and
+  ``metrics.json``, the final box and pose metrics by name.
+
+A run trains in ``<out>.partial`` and is renamed to ``<out>`` when it completes, so a failed or
+killed run never replaces a previous result; ``--resume`` continues the run in ``<out>.partial``
+from its ``weights/last.pt``.
+
+Outputs in ``<out>``: ``weights/best.pt``, ``weights/last.pt``, ``args.yaml``, ``results.csv`` (one
+row per epoch: losses, metrics, learning rates), ``metrics.json``, ``dvclive/`` (``metrics.json``,
+``params.yaml``, ``plots/metrics/**.tsv``; declare them as ``metrics``/``plots`` of the DVC stage)
+and, with ``plots: true``, ultralytics' PNG curves (``results.png``, ``Box*_curve.png``,
+``Pose*_curve.png``, confusion matrices).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+import yaml
+from ultralytics.models.yolo.pose import PoseTrainer
+from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, LOGGER, RANK
+
+from pipeline.config import DEFAULT_PARAMS, load_params
+from pipeline.errors import FdposeError
+from pipeline.formats.yolo import load_data_yaml
+from pipeline.io import atomic_write_bytes, write_json
+from pipeline.nn.ultralytics import register
+from pipeline.skeleton import Skeleton
+
+DEFAULTS: dict[str, Any] = {
+    "model": "cfg/models/yolov8n-pose-C2f_FDConv.yaml",
+    "epochs": 20,
+    "imgsz": 192,
+    "batch": 16,
+    "device": "auto",
+    "seed": 0,
+    "workers": 4,
+    "plots": True,
+    "hyp": {},
+}
+# Arguments train() sets itself; the params file's ``hyp:`` may set any other ultralytics train argument.
+_MANAGED_ARGS = {"model", "data", "epochs", "imgsz", "batch", "device", "seed", "workers", "plots", "resume",
+                 "pretrained", "project", "name", "exist_ok", "deterministic", "save_dir", "mode", "task"}
+_ULTRALYTICS_DVC = "ultralytics.utils.callbacks.dvc"  # the module of the DVC callback we replace
+# ultralytics' list of GPUs whose AMP is known to give NaN losses or zero mAP (from its check_amp).
+_AMP_BAD_GPUS = re.compile(
+    r"(nvidia|geforce|quadro|tesla).*?(1660|1650|1630|t400|t550|t600|t1000|t1200|t2000|k40m)", re.IGNORECASE)
+
+
+@dataclass
+class Layout:
+    """What a model and a dataset must agree on: keypoint shape and classes."""
+
+    kpt_shape: list[int]
+    names: list[str]
+
+    def mismatch(self, other: Layout) -> str | None:
+        """Why ``other`` (a dataset) cannot train this layout (a model), or None when it can."""
+        if list(self.kpt_shape) != list(other.kpt_shape):
+            return f"kpt_shape {list(self.kpt_shape)} vs the dataset's {list(other.kpt_shape)}"
+        if len(self.names) != len(other.names):
+            return f"{len(self.names)} classes {self.names} vs the dataset's {len(other.names)} {other.names}"
+        return None
+
+
+@dataclass
+class TrainResult:
+    """A finished run: where its outputs are and its final metrics."""
+
+    out_dir: Path
+    best: Path
+    last: Path
+    metrics: dict[str, Any]
+    device: str  # the ultralytics device string the run used: "cpu", "0", "0,1"
+    epochs: int
+    resumed: bool = False
+    pretrained: str | None = None
+    conversion: dict[str, Any] | None = None  # --pretrained: layers converted, copied, re-initialised
+    warnings: list[str] = field(default_factory=list)
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+
+def dataset_layout(data_yaml: Path) -> Layout:
+    """The keypoint shape and class names of a YOLO-pose ``data.yaml``; checks its train/val folders exist."""
+    data, root = load_data_yaml(data_yaml)
+    skeleton = Skeleton.from_data_yaml(data, source=data_yaml)
+    for split in ("train", "val"):
+        entry = data.get(split)
+        if not entry:
+            raise FdposeError(f"no '{split}' split (ultralytics needs train and val)", path=data_yaml)
+        for folder in entry if isinstance(entry, list) else [entry]:
+            if not (root / folder).exists():
+                raise FdposeError(f"'{split}' folder {root / folder} does not exist", path=data_yaml)
+    return Layout(skeleton.kpt_shape, list(skeleton.class_names))
+
+
+def checkpoint_layout(checkpoint: Path) -> Layout:
+    """The keypoint shape and class names of the pose model in an ultralytics checkpoint."""
+    from pipeline.nn.pretrained import load_stock
+
+    model = load_stock(checkpoint)
+    head = model.model[-1]
+    if not hasattr(head, "kpt_shape"):
+        raise FdposeError("not a pose model (its head has no kpt_shape)", path=checkpoint)
+    names = model.names
+    names = [str(names[key]) for key in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
+    return Layout([int(v) for v in head.kpt_shape], names)
+
+
+def check_checkpoint_fits(checkpoint: Path, data_yaml: Path, data: Layout, role: str) -> list[str]:
+    """Raise one clear error when the checkpoint's keypoints or class count differ from the dataset's.
+
+    Returns warnings (class names that differ while their count matches).
+    """
+    model = checkpoint_layout(checkpoint)
+    reason = model.mismatch(data)
+    if reason:
+        raise FdposeError(f"{role} checkpoint does not fit the dataset {data_yaml}: {reason}",
+                          path=checkpoint)
+    if model.names != data.names:
+        return [f"{role} checkpoint {checkpoint} names its classes {model.names}, the dataset {data.names}; "
+                "training uses the dataset's names"]
+    return []
+
+
+def resolve_device(device: str | int | None) -> tuple[str, str]:
+    """ultralytics' device string for ``device`` (``auto``, ``cpu``, ``0``, ``0,1``) and a line saying which.
+
+    ``auto`` takes CUDA device 0 when CUDA is available, else the CPU. GPU ids must exist.
+    """
+    request = "auto" if device is None else str(device).strip().lower().replace(" ", "")
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if request in ("auto", ""):
+        if available:
+            return "0", f"device auto -> CUDA:0 ({torch.cuda.get_device_name(0)})"
+        return "cpu", "device auto -> CPU (no CUDA device available)"
+    if request == "cpu":
+        return "cpu", "device cpu"
+    ids = request.removeprefix("cuda:").split(",")
+    if not all(part.isdigit() for part in ids) or len(set(ids)) != len(ids):
+        raise FdposeError("expected auto, cpu, a GPU id (0) or GPU ids (0,1)", item=f"--device {device}")
+    missing = [i for i in ids if int(i) >= available]
+    if missing:
+        raise FdposeError(f"GPU {','.join(missing)} not available ({available} CUDA devices found)",
+                          item=f"--device {device}")
+    joined = ",".join(ids)
+    names = ", ".join(f"CUDA:{i} ({torch.cuda.get_device_name(int(i))})" for i in ids)
+    mode = "DDP over " if len(ids) > 1 else ""
+    return joined, f"device {joined} -> {mode}{names}"
+
+
+def _model_argument(model: str | Path) -> str:
+    """The model as ultralytics takes it: an absolute path for our files, a bare name for its built-ins."""
+    path = Path(model)
+    if path.suffix == ".pt":
+        if not path.is_file():
+            raise FdposeError("model checkpoint not found", path=path)
+        return str(path.resolve())
+    if path.suffix not in (".yaml", ".yml"):
+        raise FdposeError("expected a model YAML or a .pt checkpoint", path=path)
+    # A scaled name such as yolov8n-pose-C2f_FDConv.yaml need not exist itself: ultralytics reads the
+    # scale letter and loads yolov8-pose-C2f_FDConv.yaml beside it. Anchor names with a folder to the cwd.
+    if path.parent != Path(".") or path.is_file():
+        return str(path.resolve())
+    return str(path)  # ultralytics' own YAMLs (yolov8n-pose.yaml) by name
+
+
+def _hyp_overrides(hyp: dict[str, Any] | None, source: object) -> dict[str, Any]:
+    hyp = dict(hyp or {})
+    for key in hyp:
+        if key in _MANAGED_ARGS:
+            raise FdposeError(f"'{key}' is set by fdpose train itself (use its option)", path=source,
+                              item=f"train.hyp.{key}")
+        if key not in DEFAULT_CFG_DICT:
+            raise FdposeError("not an ultralytics train argument", path=source, item=f"train.hyp.{key}")
+    return hyp
+
+
+# --- offline guards -------------------------------------------------------------------------------
+
+
+def local_font(font: str | Path = "Arial.ttf") -> Path:
+    """A font file on this machine for ultralytics' plot labels: matplotlib's bundled DejaVu Sans.
+
+    Replaces ultralytics' ``check_font``, which downloads ``Arial.ttf`` (or ``Arial.Unicode.ttf``)
+    when it is not installed. ``font`` is accepted for the same call signature; an existing file is
+    used as it is.
+    """
+    if Path(font).is_file():
+        return Path(font)
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
+def amp_outputs_agree(model: torch.nn.Module, device: torch.device, dtype: torch.dtype = torch.float16,
+                      imgsz: int = 256) -> bool:
+    """Whether the model's outputs under autocast (``dtype``) match its float32 outputs on ``device``.
+
+    The input is a fixed ramp (no random numbers, so the training RNG is untouched). An error under
+    autocast (e.g. an FFT size half precision does not support) or a non-finite output counts as
+    disagreement.
+    """
+    probe = copy.deepcopy(model).to(device).float().eval()
+    stride = int(probe.stride.max()) if hasattr(probe, "stride") else 32
+    imgsz = max(imgsz, stride * 4)
+    image = torch.linspace(0, 1, 3 * imgsz * imgsz, device=device).reshape(1, 3, imgsz, imgsz)
+    try:
+        with torch.no_grad():
+            reference = probe(image)
+            with torch.autocast(device.type, dtype=dtype):
+                mixed = probe(image)
+    except RuntimeError as error:
+        LOGGER.warning(f"AMP: forward pass under {dtype} autocast failed ({error})")
+        return False
+    reference = reference[0] if isinstance(reference, (tuple, list)) else reference
+    mixed = mixed[0] if isinstance(mixed, (tuple, list)) else mixed
+    mixed = mixed.float()
+    if not torch.isfinite(mixed).all():
+        return False
+    return reference.shape == mixed.shape and torch.allclose(reference, mixed, rtol=2e-2, atol=0.5)
+
+
+def offline_check_amp(model: torch.nn.Module) -> bool:
+    """ultralytics' ``check_amp`` without its download: whether to train ``model`` with AMP.
+
+    ultralytics compares a downloaded ``yolo26n.pt`` in float32 and under AMP. This compares the model
+    about to be trained instead (which also catches layers that fail in half precision, such as an
+    FFT of an unsupported size), keeps ultralytics' list of GPUs with broken AMP, and falls back to
+    float32 training whenever the check fails. CPU training never uses AMP.
+    """
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return False
+    gpu = torch.cuda.get_device_name(device)
+    if _AMP_BAD_GPUS.search(gpu):
+        LOGGER.warning(f"AMP: disabled on {gpu}, whose AMP gives NaN losses or zero mAP")
+        return False
+    if amp_outputs_agree(model, device):
+        LOGGER.info("AMP: checks passed (float32 and float16 outputs of the model agree)")
+        return True
+    LOGGER.warning("AMP: float16 outputs differ from float32; training in float32")
+    return False
+
+
+def _without_ultralytics_dvc(add_integration_callbacks: Callable) -> Callable:
+    """Wrap ultralytics' ``add_integration_callbacks`` so that our trainers skip its DVC callback.
+
+    That callback writes ``dvclive/`` and ``dvc.yaml`` into the current directory and saves a DVC
+    experiment (git commits and checkouts) at the end of a run; :class:`DvcLiveLogger` replaces it.
+    """
+
+    @functools.wraps(add_integration_callbacks)
+    def wrapper(instance: Any) -> None:
+        add_integration_callbacks(instance)
+        if isinstance(instance, FdposePoseTrainer):
+            for event, callbacks in instance.callbacks.items():
+                instance.callbacks[event] = [callback for callback in callbacks
+                                             if getattr(callback, "__module__", "") != _ULTRALYTICS_DVC]
+
+    wrapper.fdpose_wrapped = add_integration_callbacks
+    return wrapper
+
+
+def install_offline_guards() -> None:
+    """Point ultralytics' AMP check, font lookup and DVC callback at the versions above. Idempotent."""
+    import ultralytics.data.utils
+    import ultralytics.engine.trainer
+    import ultralytics.utils.callbacks
+    import ultralytics.utils.checks
+    import ultralytics.utils.plotting
+
+    ultralytics.engine.trainer.check_amp = offline_check_amp
+    for module in (ultralytics.utils.checks, ultralytics.data.utils, ultralytics.utils.plotting):
+        module.check_font = local_font
+    callbacks = ultralytics.utils.callbacks
+    if not hasattr(callbacks.add_integration_callbacks, "fdpose_wrapped"):
+        callbacks.add_integration_callbacks = _without_ultralytics_dvc(callbacks.add_integration_callbacks)
+
+
+# --- logging --------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A YAML-safe version of an ultralytics argument value (paths and other objects as strings)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def final_metrics(trainer: PoseTrainer, last_epoch: dict[str, Any]) -> dict[str, Any]:
+    """The run's final metrics by name: box and pose precision/recall/mAP of ``best.pt`` (the trainer's
+    metrics after its final validation), and the losses of the last epoch (``last_epoch``)."""
+    out: dict[str, dict[str, float]] = {"box": {}, "pose": {}, "train_loss": {}, "val_loss": {}}
+    kinds = {"B": "box", "P": "pose"}
+    losses = trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss is not None else {}
+    last_losses = {key: value for key, value in last_epoch.items() if key.startswith("val/")}
+    for key, value in {**losses, **last_losses, **(trainer.metrics or {})}.items():
+        if match := re.fullmatch(r"metrics/(.+)\(([BP])\)", key):
+            out[kinds[match[2]]][match[1]] = float(value)
+        elif key.startswith(("train/", "val/")):
+            prefix, name = key.split("/", 1)
+            out[f"{prefix}_loss"][name] = float(value)
+    result: dict[str, Any] = {key: value for key, value in out.items() if value}
+    result["epochs"] = int(trainer.epoch) + 1
+    result["best_epoch"] = int(trainer.stopper.best_epoch)
+    if trainer.best_fitness is not None:
+        result["best_fitness"] = float(trainer.best_fitness)
+    return result
+
+
+class DvcLiveLogger:
+    """Logs a run to DVCLive in ``<run>/dvclive``: parameters, per-epoch metrics, and the final metrics.
+
+    ``save_dvc_exp=False`` and ``dvcyaml=False``: it never touches git or the project's ``dvc.yaml``
+    and works outside any repository; a DVC stage declares ``dvclive/metrics.json`` and
+    ``dvclive/plots/metrics`` as its metrics and plots.
+    """
+
+    def __init__(self) -> None:
+        self.live = None
+        self.in_epoch = False  # on_fit_epoch_end also fires for the final validation; log epochs only
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            import dvclive  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def attach(self, trainer: PoseTrainer) -> None:
+        trainer.add_callback("on_train_start", self.on_train_start)
+        trainer.add_callback("on_train_epoch_start", self.on_train_epoch_start)
+        trainer.add_callback("on_fit_epoch_end", self.on_fit_epoch_end)
+        trainer.add_callback("on_train_end", self.on_train_end)
+
+    def on_train_start(self, trainer: PoseTrainer) -> None:
+        from dvclive import Live
+
+        self.live = Live(dir=str(Path(trainer.save_dir) / "dvclive"), resume=bool(trainer.resume),
+                         save_dvc_exp=False, dvcyaml=False, report=None)
+        self.live.log_params(_plain(vars(trainer.args)))
+
+    def on_train_epoch_start(self, trainer: PoseTrainer) -> None:
+        self.in_epoch = True
+
+    def on_fit_epoch_end(self, trainer: PoseTrainer) -> None:
+        if self.live is None or not self.in_epoch:
+            return
+        losses = trainer.label_loss_items(trainer.tloss, prefix="train")
+        for name, value in {**losses, **(trainer.metrics or {}), **trainer.lr}.items():
+            self.live.log_metric(name, float(value))
+        self.live.next_step()
+        self.in_epoch = False
+
+    def on_train_end(self, trainer: PoseTrainer) -> None:
+        if self.live is None:
+            return
+        # The final metrics (best.pt validated) become the summary, not a point of the curves.
+        for name, value in (trainer.metrics or {}).items():
+            self.live.log_metric(name, float(value), plot=False)
+        self.live.end()
+        self.live = None
+
+
+# --- trainer --------------------------------------------------------------------------------------
+
+
+class FdposePoseTrainer(PoseTrainer):
+    """ultralytics' pose trainer for the C2f_FDConv model: offline, DVCLive-logged, atomically saved.
+
+    Importable by module path (``pipeline.train.FdposePoseTrainer``), as ultralytics' DDP workers
+    need: they unpickle the class and construct it from the saved arguments.
+    """
+
+    def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict[str, Any] | None = None,
+                 _callbacks: dict | None = None):
+        register()
+        install_offline_guards()
+        self.conversion: dict[str, Any] | None = None
+        super().__init__(cfg, overrides, _callbacks)
+        if RANK in {-1, 0} and not self.ddp and DvcLiveLogger.available():
+            DvcLiveLogger().attach(self)
+
+    def get_model(self, cfg: Any = None, weights: torch.nn.Module | None = None, verbose: bool = True):
+        """The pose model from ``cfg`` with the dataset's classes and keypoints; ``weights`` (a stock or
+        C2f_FDConv pose model) are converted into it layer by layer, never partially dropped."""
+        if weights is None or self.resume:
+            return super().get_model(cfg=cfg, weights=weights, verbose=verbose)
+        from pipeline.nn.pretrained import load_pretrained_into
+
+        model = super().get_model(cfg=cfg, weights=None, verbose=verbose)
+        source = self.args.pretrained if isinstance(self.args.pretrained, str) else str(self.args.model)
+        self.conversion = load_pretrained_into(model, weights.float(), source=source).to_dict()
+        LOGGER.info(f"Pretrained: {len(self.conversion['converted'])} C2f layers converted to C2f_FDConv, "
+                    f"{len(self.conversion['copied'])} copied from {source}")
+        return model
+
+    def save_model(self) -> bool:
+        """ultralytics' checkpoint save, written to temporary names and renamed into place, so a kill
+        during the write leaves the previous ``last.pt`` (and ``best.pt``) intact for ``--resume``."""
+        final_last, final_best = self.last, self.best
+        staged = {final_last: final_last.with_name(f".{final_last.name}.tmp"),
+                  final_best: final_best.with_name(f".{final_best.name}.tmp")}
+        self.last, self.best = staged[final_last], staged[final_best]
+        try:
+            saved = super().save_model()
+        finally:
+            self.last, self.best = final_last, final_best
+        for final, temporary in staged.items():
+            if temporary.exists():
+                os.replace(temporary, final)
+        return saved
+
+    def final_eval(self) -> None:
+        """ultralytics' final validation of ``best.pt``, then ``metrics.json`` (also in a DDP worker)."""
+        last_epoch = dict(self.metrics or {})
+        super().final_eval()
+        if RANK in {-1, 0}:
+            write_json(Path(self.save_dir) / "metrics.json", final_metrics(self, last_epoch))
+
+
+# --- the stage ------------------------------------------------------------------------------------
+
+
+def _staging_dir(out: Path) -> Path:
+    return out.with_name(f"{out.name}.partial")
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``; an existing ``target`` goes only once ``source`` is in place."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(target, old)
+    os.replace(source, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _finish_run_dir(staging: Path, out: Path) -> None:
+    """Point ``args.yaml`` at the final folder, then move the run there."""
+    args_file = staging / "args.yaml"
+    if args_file.exists():
+        args = yaml.safe_load(args_file.read_text(encoding="utf-8")) or {}
+        args.update(save_dir=str(out), project=str(out.parent), name=out.name)
+        atomic_write_bytes(args_file, yaml.safe_dump(args, sort_keys=False, allow_unicode=True).encode())
+    _replace_dir(staging, out)
+
+
+def train(data: str | Path, out: str | Path, model: str | Path = DEFAULTS["model"], *,
+          epochs: int = DEFAULTS["epochs"], imgsz: int = DEFAULTS["imgsz"], batch: int = DEFAULTS["batch"],
+          device: str = DEFAULTS["device"], seed: int = DEFAULTS["seed"], workers: int = DEFAULTS["workers"],
+          resume: bool = False, pretrained: str | Path | None = None, plots: bool = DEFAULTS["plots"],
+          hyp: dict[str, Any] | None = None, params_source: object = "train()",
+          callbacks: dict[str, list[Callable]] | None = None) -> TrainResult:
+    """Train a YOLOv8-pose model (C2f_FDConv by default) on a YOLO-pose dataset; outputs in ``out``.
+
+    ``pretrained`` is a stock (or C2f_FDConv) YOLOv8-pose checkpoint to start from; ``resume``
+    continues the interrupted run in ``<out>.partial`` (epochs, hyperparameters and model come from
+    its ``last.pt``; ``device``, ``batch``, ``imgsz``, ``workers`` and ``plots`` may change).
+    ``hyp`` passes further ultralytics train arguments (``lr0``, ``mosaic``, ...). ``callbacks``
+    maps ultralytics callback events to extra functions of the trainer. Checks the dataset, device
+    and any checkpoint before training: a model/dataset mismatch is one :class:`FdposeError`.
+    """
+    data = Path(data).resolve()
+    out = Path(out).resolve()
+    staging = _staging_dir(out)
+    layout = dataset_layout(data)
+    device_arg, device_line = resolve_device(device)
+    click.echo(f"fdpose train: {device_line}", err=True)
+    extra = _hyp_overrides(hyp, params_source)
+    warnings: list[str] = []
+
+    if resume:
+        last = staging / "weights" / "last.pt"
+        if not last.is_file():
+            finished = (out / "weights" / "last.pt").is_file()
+            reason = (f"the run in {out} has finished; nothing to resume" if finished
+                      else f"no interrupted run to resume ({last} not found)")
+            raise FdposeError(reason, path=out, item="--resume")
+        warnings += check_checkpoint_fits(last, data, layout, "resumed")
+        overrides = {"resume": str(last), "data": str(data), "device": device_arg, "batch": batch,
+                     "imgsz": imgsz, "workers": workers, "plots": plots}
+    else:
+        model_arg = _model_argument(model)
+        if model_arg.endswith(".pt"):
+            warnings += check_checkpoint_fits(Path(model_arg), data, layout, "model")
+        if pretrained is not None:
+            pretrained = Path(pretrained).resolve()
+            warnings += check_checkpoint_fits(pretrained, data, layout, "pretrained")
+        if staging.exists():
+            click.echo(f"fdpose train: discarding the interrupted run in {staging} "
+                       "(use --resume to continue it)", err=True)
+            shutil.rmtree(staging)
+        overrides = {
+            **extra,
+            "model": model_arg, "data": str(data), "epochs": epochs, "imgsz": imgsz, "batch": batch,
+            "device": device_arg, "seed": seed, "workers": workers, "plots": plots, "deterministic": True,
+            "project": str(staging.parent), "name": staging.name, "exist_ok": True,
+            # ultralytics' pretrained=True: "the weights of a .pt model"; a path: "start from these".
+            "pretrained": str(pretrained) if pretrained is not None else True,
+        }
+    for message in warnings:
+        click.echo(f"fdpose train: warning: {message}", err=True)
+
+    try:
+        trainer = FdposePoseTrainer(overrides=overrides)
+    except (FileNotFoundError, RuntimeError, SyntaxError) as error:  # ultralytics' dataset/argument checks
+        raise FdposeError(f"ultralytics rejected the run ({error})", path=data) from None
+    for event, functions in (callbacks or {}).items():
+        for function in functions:
+            trainer.add_callback(event, function)
+    trainer.train()
+
+    if not (staging / "metrics.json").is_file():
+        raise FdposeError("training ended without final metrics (see the log above)", path=staging)
+    _finish_run_dir(staging, out)
+    metrics = yaml.safe_load((out / "metrics.json").read_text(encoding="utf-8"))
+    return TrainResult(
+        out_dir=out, best=out / "weights" / "best.pt", last=out / "weights" / "last.pt", metrics=metrics,
+        device=device_arg, epochs=int(trainer.epochs), resumed=bool(resume),
+        pretrained=None if resume or pretrained is None else str(pretrained), conversion=trainer.conversion,
+        warnings=warnings,
+    )
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+@click.command("train")
+@click.option("--data", "data", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="YOLO-pose data.yaml (from fdpose convert or augment).")
+@click.option("--model", default=None, help="Model YAML or .pt  [params: train.model]")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: weights/, results.csv, metrics.json, dvclive/, plots.")
+@click.option("--epochs", type=int, default=None, help="[params: train.epochs]")
+@click.option("--imgsz", type=int, default=None, help="Training image size.  [params: train.imgsz]")
+@click.option("--batch", type=int, default=None, help="[params: train.batch]")
+@click.option("--device", default=None, help="auto | cpu | 0 | 0,1 (DDP)  [params: train.device]")
+@click.option("--seed", type=int, default=None, help="[params: train.seed]")
+@click.option("--workers", type=int, default=None,
+              help="Dataloader workers (0 on CPU).  [params: train.workers]")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in OUT.partial from its last.pt.")
+@click.option("--pretrained", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Stock YOLOv8-pose checkpoint to start from (converted to C2f_FDConv).")
+@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=DEFAULT_PARAMS, show_default=True,
+              help="Params file whose train: section sets the defaults.")
+def train_command(data: Path, model: str | None, out: Path, epochs: int | None, imgsz: int | None,
+                  batch: int | None, device: str | None, seed: int | None, workers: int | None, resume: bool,
+                  pretrained: Path | None, params_file: Path) -> None:
+    """Train the C2f_FDConv YOLOv8-pose model; options default to the params file's train: section."""
+    params = {**DEFAULTS, **load_params("train", params_file)}
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise FdposeError(f"unknown key(s) {unknown} (known: {sorted(DEFAULTS)})", path=params_file,
+                          item="train")
+    options = {"model": model, "epochs": epochs, "imgsz": imgsz, "batch": batch, "device": device,
+               "seed": seed, "workers": workers}
+    chosen = {key: params[key] if value is None else value for key, value in options.items()}
+    result = train(data, out, chosen.pop("model"), resume=resume, pretrained=pretrained,
+                   plots=bool(params["plots"]), hyp=params["hyp"], params_source=params_file, **chosen)
+    metrics = result.metrics
+    summary = ", ".join(f"{kind} mAP50-95 {metrics[kind]['mAP50-95']:.4f}" for kind in ("box", "pose")
+                        if "mAP50-95" in metrics.get(kind, {}))
+    click.echo(f"trained {result.epochs} epochs on {result.device}: {summary}")
+    click.echo(f"wrote {result.out_dir}: weights/best.pt, weights/last.pt, metrics.json, results.csv, "
+               "dvclive/")
