@@ -1,0 +1,68 @@
+"""ultralytics' own engine trains, validates and predicts with the C2f_FDConv model (tiny generated set)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pipeline  # noqa: F401  (registers C2f_FDConv with ultralytics, as a user's `import pipeline` does)
+from pipeline.nn.ultralytics import model_cfg
+
+COCO_FLIP = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
+
+
+def make_dataset(root: Path, size: int = 64, counts: dict[str, int] | None = None) -> Path:
+    """A YOLO-pose dataset of bright rectangles on noise, each a 'person' with 17 keypoints inside it."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for split, count in (counts or {"train": 4, "val": 2}).items():
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for n in range(count):
+            image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            x0, y0 = rng.integers(4, size // 3, 2)
+            x1, y1 = x0 + rng.integers(size // 3, size // 2), y0 + rng.integers(size // 3, size // 2)
+            image[y0:y1, x0:x1] = 200
+            cv2.imwrite(str(root / "images" / split / f"{n}.jpg"), image)
+            kpts = np.stack([rng.uniform(x0, x1, 17), rng.uniform(y0, y1, 17), np.full(17, 2.0)], 1)
+            kpts[:, :2] /= size
+            box = [(x0 + x1) / 2 / size, (y0 + y1) / 2 / size, (x1 - x0) / size, (y1 - y0) / size]
+            line = " ".join(f"{v:.6f}" for v in [*box, *kpts.ravel()])
+            (root / "labels" / split / f"{n}.txt").write_text(f"0 {line}\n")
+    data = root / "data.yaml"
+    data.write_text(
+        f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: person\n"
+        f"kpt_shape: [17, 3]\nflip_idx: {COCO_FLIP}\n"
+    )
+    return data
+
+
+@pytest.mark.slow
+def test_train_val_predict_with_ultralytics_engine(tmp_path, monkeypatch):
+    from ultralytics import YOLO
+
+    from pipeline.nn.blocks import C2f_FDConv
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    data = make_dataset(tmp_path / "data")
+    model = YOLO(str(model_cfg("n")))
+    model.train(data=str(data), epochs=1, imgsz=64, batch=2, workers=0, plots=False, device="cpu", amp=False,
+                project=str(tmp_path / "runs"), name="smoke", exist_ok=True, seed=0, deterministic=True,
+                verbose=False, mosaic=0.0)
+    best = tmp_path / "runs" / "smoke" / "weights" / "best.pt"
+    assert best.is_file()
+
+    trained = YOLO(best)
+    assert trained.task == "pose"
+    assert [i for i, m in enumerate(trained.model.model) if isinstance(m, C2f_FDConv)] == [2, 4, 6, 8]
+    metrics = trained.val(data=str(data), imgsz=64, batch=2, workers=0, plots=False, device="cpu",
+                          project=str(tmp_path / "runs"), name="val", exist_ok=True, verbose=False)
+    assert 0.0 <= metrics.pose.map <= 1.0 and np.isfinite(metrics.box.map)
+
+    results = trained.predict(str(tmp_path / "data" / "images" / "val" / "0.jpg"), imgsz=64, conf=0.0,
+                              device="cpu", verbose=False)
+    assert len(results) == 1 and results[0].keypoints is not None
+    assert results[0].keypoints.data.shape[1:] == (17, 3)
