@@ -159,10 +159,12 @@ def load_data_yaml(data_yaml: str | Path) -> tuple[dict[str, Any], Path]:
         raise FdposeError(f"invalid YAML ({error})", path=data_yaml) from None
     if not isinstance(data, dict):
         raise FdposeError("expected a mapping", path=data_yaml)
-    root = Path(data["path"]) if data.get("path") else data_yaml.parent
+    # Without a `path` key the splits are relative to the yaml's folder (ultralytics' rule); a relative
+    # `path` is taken relative to that folder too. (Joining the folder twice broke relative yaml paths.)
+    root = Path(data.get("path") or ".")
     if not root.is_absolute():
         root = data_yaml.parent / root
-    return data, root
+    return data, root.resolve()
 
 
 def read_yolo(data_yaml: str | Path) -> Dataset:
