@@ -62,7 +62,8 @@ def load_pretrained_into(model: nn.Module, stock: str | Path | nn.Module,
     """Fill the C2f_FDConv pose ``model`` (an ultralytics ``PoseModel``) from a stock YOLOv8-pose model.
 
     ``stock`` is a checkpoint path or an already loaded stock ``PoseModel``. The two must be the same
-    scale and layout (YOLOv8-pose, C2f where ``model`` has C2f_FDConv). ``source`` names the stock
+    scale and layout (YOLOv8-pose, C2f where ``model`` has C2f_FDConv; a C2f_FDConv checkpoint of
+    the same layout is copied as it is). ``source`` names the stock
     model in errors and the report (default: its path). Returns what was converted, copied and left
     at its initialisation.
     """
@@ -75,8 +76,8 @@ def load_pretrained_into(model: nn.Module, stock: str | Path | nn.Module,
     layers, stock_layers = model.model, getattr(stock_model, "model", None)
     if not isinstance(stock_layers, nn.Sequential) or not isinstance(stock_layers[-1], Pose):
         raise FdposeError("not a YOLO pose model (its last layer is not a Pose head)", path=source)
-    scale, stock_scale = model.yaml.get("scale", ""), stock_model.yaml.get("scale", "")
-    if scale != stock_scale:
+    scale, stock_scale = _scale(model), _scale(stock_model)
+    if scale and stock_scale and scale != stock_scale:  # unknown scales: the shape checks below decide
         raise FdposeError(f"checkpoint is scale {stock_scale!r}, the model is scale {scale!r}", path=source)
     if len(layers) != len(stock_layers):
         raise FdposeError(f"checkpoint has {len(stock_layers)} layers, the model {len(layers)}: "
@@ -97,16 +98,14 @@ def load_pretrained_into(model: nn.Module, stock: str | Path | nn.Module,
             raise FdposeError(f"layer {i} is {type(stock_layer).__name__} in the checkpoint, "
                               f"{type(layer).__name__} in the model: not a YOLOv8-pose checkpoint",
                               path=source)
-        state = stock_layer.state_dict()
+        skip = []  # head branches whose shapes follow kpt_shape / nc: left at their fresh init
         if layer is head:
-            skip = []
             if report.source_kpt_shape != report.target_kpt_shape:
                 skip.append("cv4.")
             if report.source_nc != report.target_nc:
                 skip.append("cv3.")
-            state = {k: v for k, v in state.items() if not k.startswith(tuple(skip))}
             report.reinitialised = [f"{name}.{prefix.rstrip('.')}" for prefix in skip]
-        _load_layer(layer, state, name, source, strict=layer is not head)
+        _load_layer(layer, stock_layer.state_dict(), name, source, skip=tuple(skip))
         if name not in report.converted:
             report.copied.append(name)
     if report.source_nc == report.target_nc:
@@ -114,8 +113,17 @@ def load_pretrained_into(model: nn.Module, stock: str | Path | nn.Module,
     return report
 
 
-def _load_layer(layer: nn.Module, state: dict, name: str, source: str, strict: bool) -> None:
-    """Copy ``state`` into ``layer``, turning a shape or key mismatch into one clear error."""
+def _scale(model: nn.Module) -> str:
+    """The scale letter a model was built at: its YAML's ``scale``, else the letter in its YAML file name."""
+    from ultralytics.nn.tasks import guess_model_scale
+
+    yaml = getattr(model, "yaml", None) or {}
+    return yaml.get("scale") or guess_model_scale(yaml.get("yaml_file", ""))
+
+
+def _load_layer(layer: nn.Module, state: dict, name: str, source: str, skip: tuple[str, ...]) -> None:
+    """Copy ``state`` (but keys starting with ``skip``) into ``layer``; a mismatch is one clear error."""
+    state = {k: v for k, v in state.items() if not k.startswith(skip)}
     own = layer.state_dict()
     for key, value in state.items():
         if key in own and own[key].shape != value.shape:
@@ -123,7 +131,8 @@ def _load_layer(layer: nn.Module, state: dict, name: str, source: str, strict: b
                               f"{tuple(own[key].shape)} in the model (a different scale or layout?)",
                               path=source)
     missing, unexpected = layer.load_state_dict(state, strict=False)
-    if unexpected or (strict and missing):
+    missing = [k for k in missing if not k.startswith(skip)]
+    if unexpected or missing:
         raise FdposeError(f"{name}: checkpoint and model differ in keys (missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]})", path=source)
 
@@ -141,7 +150,7 @@ def convert_checkpoint(stock_pt: str | Path, cfg: str | Path = MODEL_YAML, kpt_s
     stock = load_stock(stock_pt)
     stock_head = stock.model[-1]
     d = yaml_model_load(cfg)
-    d["scale"] = stock.yaml.get("scale", "")
+    d["scale"] = _scale(stock)
     d["kpt_shape"] = list(kpt_shape or stock_head.kpt_shape)
     d["nc"] = int(nc if nc is not None else stock_head.nc)
     model = PoseModel(d, verbose=False)
