@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Label Studio, for the integration tests, lives in its own venv: its pins clash with ours.
+LS_VENV ?= .venv-ls
+LS_SPEC ?= label-studio>=1.22,<1.24
+LS_STAMP := $(LS_VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install ls-venv demo test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,12 +18,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(LS_STAMP): Makefile
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet "$(LS_SPEC)"
+	touch $(LS_STAMP)
+
+ls-venv: $(LS_STAMP)
+
 # The whole pipeline on the bundled demo data (data/raw/demo), through DVC.
 demo: install
 	$(BIN)/python -m pipeline.demo_run
 
 # The whole test suite (slow and integration tests included).
-test: install
+test: install ls-venv
 	$(BIN)/python -m pytest
 
 # Unit tests only, for quick iterations.
@@ -30,4 +42,4 @@ lint: install
 	$(BIN)/ruff check pipeline tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) .pytest_cache .ruff_cache

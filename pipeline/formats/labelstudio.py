@@ -75,6 +75,7 @@ from pipeline.skeleton import Skeleton
 
 ANNOTATION_MODES = ("latest", "ground-truth", "all", "predictions")
 API_KEY_ENV = "LABEL_STUDIO_API_KEY"
+EXPORT_TIMEOUT_S = 300.0
 KEYPOINT_BOX_MARGIN = 0.1  # of the keypoints' extent, each side, for instances without a rectangle
 MIN_BOX_MARGIN = 0.01  # of the image's longer side, so a single keypoint still gets a box
 # Percentages are floats: a point a hair outside the image is rounding, not a labelling error.
@@ -293,9 +294,13 @@ class _Reader:
     def _select(self, task: dict[str, Any], where: str) -> list[tuple[str, list[Any]]]:
         """The ``(label, result)`` pairs of a task that count under the annotation mode."""
         if self.mode == "predictions":
-            predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
+            listed = task.get("predictions") or []
+            predictions = [p for p in listed if isinstance(p, dict)]
             if not predictions:
-                self.report.skip(self.source, where, "empty task (no prediction)")
+                reason = ("export lists prediction ids only (Label Studio's quick export); read the "
+                          "project live, or export a snapshot with full predictions") if listed else \
+                    "empty task (no prediction)"
+                self.report.skip(self.source, where, reason)
                 return []
             latest = max(predictions, key=_timestamp)
             return [(f"prediction {latest.get('id')}", latest.get("result") or [])]
@@ -731,18 +736,46 @@ def _client(url: str) -> Any:
     return LabelStudio(base_url=url.rstrip("/"), api_key=api_key)
 
 
-def _api_call(url: str, what: str, call: Any) -> Any:
-    """Run an SDK call, turning HTTP and connection errors into one clear line (never the key)."""
+def _api_call(url: str, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)`` through the SDK, turning HTTP and connection errors into one clear
+    line (which never holds the key)."""
     import httpx
     from label_studio_sdk.core.api_error import ApiError
 
     try:
-        return call()
+        return call(*args, **kwargs)
     except ApiError as error:
-        detail = error.body if isinstance(error.body, str) else json.dumps(error.body)[:200]
-        raise FdposeError(f"{what} failed (HTTP {error.status_code}: {detail})", path=url) from None
+        detail = error.body if isinstance(error.body, str) else json.dumps(error.body)
+        raise FdposeError(f"{what} failed (HTTP {error.status_code}: {detail[:200]})", path=url) from None
     except httpx.HTTPError as error:
         raise FdposeError(f"{what} failed ({type(error).__name__}: {error})", path=url) from None
+
+
+def _export_snapshot(client: Any, url: str, project_id: int) -> bytes:
+    """The project's JSON export: every task, every annotation (cancelled and ground truth too) and
+    full predictions. An export snapshot, because the quick export lists predictions by id only."""
+    import time
+
+    what = f"exporting project {project_id}"
+    exports = client.projects.exports
+    snapshot = _api_call(
+        url, what, exports.create, id=project_id, title="fdpose convert",
+        serialization_options={"predictions": {"only_id": False}, "drafts": {"only_id": True}},
+        annotation_filter_options={"usual": True, "ground_truth": True, "skipped": True},
+        task_filter_options={"only_with_annotations": False})
+    deadline = time.monotonic() + EXPORT_TIMEOUT_S
+    while str(snapshot.status) != "completed":
+        if str(snapshot.status) == "failed":
+            raise FdposeError(f"{what} failed on the server (export {snapshot.id})", path=url)
+        if time.monotonic() > deadline:
+            raise FdposeError(f"{what}: export {snapshot.id} not ready after {EXPORT_TIMEOUT_S:.0f} s",
+                              path=url)
+        time.sleep(0.5)
+        snapshot = _api_call(url, what, exports.get, id=project_id, export_pk=snapshot.id)
+    chunks = _api_call(url, what, lambda: list(exports.download(id=project_id, export_pk=snapshot.id,
+                                                                export_type="JSON")))
+    _api_call(url, what, exports.delete, id=project_id, export_pk=snapshot.id)
+    return b"".join(chunks)
 
 
 def read_labelstudio_live(url: str, project_id: int, out_images_dir: Path, *,
@@ -755,11 +788,9 @@ def read_labelstudio_live(url: str, project_id: int, out_images_dir: Path, *,
 
     client = _client(url)
     source = f"{url.rstrip('/')}/projects/{project_id}"
-    project = _api_call(url, f"reading project {project_id}", lambda: client.projects.get(id=project_id))
+    project = _api_call(url, f"reading project {project_id}", client.projects.get, id=project_id)
     config = parse_label_config(project.label_config or "", f"{source} label config")
-    chunks = _api_call(url, f"exporting project {project_id}", lambda: list(
-        client.projects.exports.download_sync(id=project_id, export_type="JSON", download_all_tasks=True)))
-    tasks = _load_tasks(b"".join(chunks).decode("utf-8"), source)
+    tasks = _load_tasks(_export_snapshot(client, url, project_id).decode("utf-8"), source)
     # The SDK's own headers: a personal access token is exchanged for an access token there.
     images = ServerImages(url, client._client_wrapper.get_headers, Path(out_images_dir))
     try:
@@ -825,7 +856,7 @@ def upload_predictions(url: str, project_id: int, images: Sequence[ImageRecord],
     no task, or several, are skipped and listed in ``report`` (when given)."""
     client = _client(url)
     report = report if report is not None else Report()
-    project = _api_call(url, f"reading project {project_id}", lambda: client.projects.get(id=project_id))
+    project = _api_call(url, f"reading project {project_id}", client.projects.get, id=project_id)
     config = parse_label_config(project.label_config or "", f"{url} project {project_id} label config")
     if set(config.keypoint_names) != set(skeleton.keypoint_names):
         raise FdposeError(f"model keypoints {skeleton.keypoint_names} differ from the project's "
@@ -860,7 +891,7 @@ def upload_predictions(url: str, project_id: int, images: Sequence[ImageRecord],
         return 0
     from label_studio_sdk import PredictionRequest
 
-    response = _api_call(url, "importing predictions", lambda: client.projects.import_predictions(
-        id=project_id, request=[PredictionRequest(**r) for r in requests]))
+    response = _api_call(url, "importing predictions", client.projects.import_predictions, id=project_id,
+                         request=[PredictionRequest(**r) for r in requests])
     created = getattr(response, "created", None)
     return int(created) if created is not None else len(requests)

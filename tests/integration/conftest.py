@@ -1,0 +1,26 @@
+"""Shared fixtures of the integration tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A real Label Studio server on loopback (see labelstudio_server.py), shared by the session.
+
+    Skipped when its venv (``make ls-venv``) is missing, except under CI=true, where it must run."""
+    import labelstudio_server
+
+    if labelstudio_server.executable() is None:
+        message = f"Label Studio not installed in {labelstudio_server.LS_VENV}; run `make ls-venv`"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = labelstudio_server.start_server(tmp_path_factory.mktemp("label-studio"))
+    try:
+        yield server
+    finally:
+        server.stop()
