@@ -369,6 +369,9 @@ class DvcLiveLogger:
 
         self.live = Live(dir=str(Path(trainer.save_dir) / "dvclive"), resume=bool(trainer.resume),
                          save_dvc_exp=False, dvcyaml=False, report=None)
+        # One step per epoch; a resumed run continues at its first unfinished epoch (DVCLive's own
+        # resume would repeat step 0 after a single finished epoch).
+        self.live.step = int(trainer.start_epoch)
         self.live.log_params(_plain(vars(trainer.args)))
 
     def on_train_epoch_start(self, trainer: PoseTrainer) -> None:
