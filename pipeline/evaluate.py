@@ -79,6 +79,7 @@ class ModelScores:
     matched_instances: int
     labelled_instances: int
     image_scores: dict[int, float]  # mean matched OKS of an image's labelled instances (0 if unmatched)
+    matched: dict[int, list[dict]]  # per image, the predictions matched to its ground truth
     num_predictions: int
 
 
@@ -238,6 +239,8 @@ def score_predictions(gt: dict, predictions: list[dict], sigmas: list[float], ke
         matched_instances=sum(dt is not None for pairs in matches.values() for _, dt, _ in pairs),
         labelled_instances=sum(len(pairs) for pairs in matches.values()),
         image_scores=image_scores,
+        matched={image_id: [dt for _, dt, _ in pairs if dt is not None]
+                 for image_id, pairs in matches.items()},
         num_predictions=len(predictions),
     )
 

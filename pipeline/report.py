@@ -189,25 +189,23 @@ def _load_thumbnail(path: Path) -> tuple[np.ndarray, float]:
 
 
 def _draw_pose(ax, keypoints: np.ndarray, box: list[float], edges: list[tuple[int, int]], scale: float,
-               color: str, labelled: np.ndarray) -> None:
-    x, y, w, h = (v * scale for v in box)
-    ax.add_patch(_rectangle((x, y), w, h, color))
-    points = keypoints[:, :2] * scale
-    for a, b in edges:
-        if labelled[a] and labelled[b]:
-            ax.plot(points[[a, b], 0], points[[a, b], 1], color=color, linewidth=1)
-    ax.scatter(points[labelled, 0], points[labelled, 1], s=8, color=color, zorder=3)
-
-
-def _rectangle(xy: tuple[float, float], width: float, height: float, color: str):
+               color: str, shown: np.ndarray, linestyle: str) -> None:
+    """A box, the ``shown`` keypoints and the skeleton edges between shown keypoints."""
     from matplotlib.patches import Rectangle
 
-    return Rectangle(xy, width, height, fill=False, edgecolor=color, linewidth=1)
+    x, y, w, h = (v * scale for v in box)
+    ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=color, linewidth=1, linestyle=linestyle))
+    points = keypoints[:, :2] * scale
+    for a, b in edges:
+        if shown[a] and shown[b]:
+            ax.plot(points[[a, b], 0], points[[a, b], 1], color=color, linewidth=1, linestyle=linestyle)
+    ax.scatter(points[shown, 0], points[shown, 1], s=8, color=color, zorder=3)
 
 
 def grid_figure(result: EvalResult, image_ids: list[int], title: str) -> bytes:
-    """One row per image: ground truth, then each model's predictions at or above ``draw_conf``
-    (their keypoints from score ``KEYPOINT_DRAW_SCORE``)."""
+    """One row per image: ground truth, then each model's predictions: those matched to the ground truth
+    (solid, every keypoint, as OKS sees them) and the other ones scoring at least ``draw_conf`` (dashed,
+    keypoints from score ``KEYPOINT_DRAW_SCORE``)."""
     by_id = {image["id"]: image for image in result.gt["images"]}
     records = {image.file_name: image for image in result.images}
     columns = 1 + len(result.models)
@@ -218,20 +216,27 @@ def grid_figure(result: EvalResult, image_ids: list[int], title: str) -> bytes:
         info = by_id[image_id]
         pixels, scale = _load_thumbnail(records[info["file_name"]].path)
         gts = [a for a in result.gt["annotations"] if a["image_id"] == image_id]
-        panels = [("ground truth", gts, GT_COLOR)]
+        labelled = [a for a in gts if a["num_keypoints"] > 0]
+        # (title, [(annotation, keypoint mask, color, linestyle)])
+        panels = [("ground truth",
+                   [(a, np.asarray(a["keypoints"]).reshape(-1, 3)[:, 2] > 0, GT_COLOR, "-") for a in gts])]
         for evaluation in result.models:
-            predictions = [p for p in evaluation.predictions
-                           if p["image_id"] == image_id and p["score"] >= draw_conf]
+            matched = evaluation.scores.matched.get(image_id, [])
+            matched_ids = {id(p) for p in matched}
+            others = [p for p in evaluation.predictions if p["image_id"] == image_id
+                      and p["score"] >= draw_conf and id(p) not in matched_ids]
+            poses = [(p, np.ones(len(p["keypoints"]) // 3, dtype=bool), PRED_COLOR, "-") for p in matched]
+            poses += [(p, np.asarray(p["keypoints"]).reshape(-1, 3)[:, 2] >= KEYPOINT_DRAW_SCORE, PRED_COLOR,
+                       "--") for p in others]
             score = evaluation.scores.image_scores.get(image_id)
-            panels.append((f"{evaluation.label}: OKS {_fmt(score, 2)}", predictions, PRED_COLOR))
-        for column, (label, poses, color) in enumerate(panels):
+            caption = f"{evaluation.label}: OKS {_fmt(score, 2)}, {len(matched)}/{len(labelled)} matched"
+            panels.append((caption, poses))
+        for column, (label, poses) in enumerate(panels):
             ax = axes[row, column]
             ax.imshow(pixels)
-            for annotation in poses:
+            for annotation, mask, color, linestyle in poses:
                 keypoints = np.asarray(annotation["keypoints"], dtype=np.float64).reshape(-1, 3)
-                # Ground truth: labelled points; predictions: points the model is confident about.
-                labelled = keypoints[:, 2] > 0 if column == 0 else keypoints[:, 2] >= KEYPOINT_DRAW_SCORE
-                _draw_pose(ax, keypoints, annotation["bbox"], result.edges, scale, color, labelled)
+                _draw_pose(ax, keypoints, annotation["bbox"], result.edges, scale, color, mask, linestyle)
             ax.set_xlim(0, pixels.shape[1])
             ax.set_ylim(pixels.shape[0], 0)
             ax.set_axis_off()
@@ -242,9 +247,11 @@ def grid_figure(result: EvalResult, image_ids: list[int], title: str) -> bytes:
 
 
 def ranked_images(evaluation: ModelEvaluation, count: int) -> tuple[list[int], list[int]]:
-    """The ``count`` worst and best images by mean matched OKS (images with labelled instances only;
-    ties broken by image id so the choice is deterministic)."""
+    """The worst and best images by mean matched OKS (images with labelled instances only; ties broken
+    by image id so the choice is deterministic): ``count`` each, fewer when the split has under
+    ``2 x count`` such images, so that the two grids do not show the same images."""
     ranked = sorted(evaluation.scores.image_scores.items(), key=lambda item: (item[1], item[0]))
+    count = min(count, max(1, len(ranked) // 2))
     worst = [image_id for image_id, _ in ranked[:count]]
     best = [image_id for image_id, _ in sorted(ranked, key=lambda item: (-item[1], item[0]))[:count]]
     return worst, best

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 from pipeline.dataset import Dataset, ImageRecord, Instance
 from pipeline.evaluate import prepare, resolve_settings, write_outputs
 from pipeline.formats.yolo import write_yolo
+from pipeline.report import ranked_images
 from pipeline.skeleton import Skeleton
 
 NAMES = ["head", "left_hand", "right_hand", "tail"]
@@ -177,3 +178,17 @@ def test_outputs_are_deterministic(evaluated, tmp_path):
     for name in ("metrics.json", "predictions.json", "ground_truth.json", "report.html", "report.md",
                  "plots/pr_curve.csv", "figures/worst.png"):
         assert (tmp_path / "again" / name).read_bytes() == (evaluated.out_dir / name).read_bytes(), name
+
+
+def test_worst_and_best_grids_show_different_images(evaluated):
+    scores = evaluated.model.scores.image_scores
+    worst, best = ranked_images(evaluated.model, 4)  # 3 images: one each, not the same one twice
+    assert len(worst) == len(best) == 1 and not set(worst) & set(best)
+    assert scores[worst[0]] == min(scores.values()) and scores[best[0]] == max(scores.values())
+
+
+def test_relative_data_path(tmp_path, monkeypatch):
+    build_dataset(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = prepare("data/data.yaml", "eval", resolve_settings())
+    assert len(result.images) == 3 and all(image.path.is_file() for image in result.images)
