@@ -107,16 +107,15 @@ class Dataset:
 
     def summary(self) -> dict[str, Any]:
         """Counts for reports: images and instances per split, keypoints per visibility."""
-        visibility = Counter()
         per_split = {}
         for split, images in sorted(self.splits().items()):
             per_split[split] = {
                 "images": len(images),
                 "instances": sum(len(im.instances) for im in images),
             }
-            for image in images:
-                for instance in image.instances:
-                    visibility.update(int(v) for v in instance.keypoints[:, 2])
+        flags = [inst.keypoints[:, 2] for im in self.images for inst in im.instances]
+        values = np.rint(np.concatenate(flags)).astype(np.int64) if flags else np.zeros(0, dtype=np.int64)
+        visibility = Counter(dict(enumerate(np.bincount(np.clip(values, 0, 2), minlength=3).tolist())))
         return {
             "images": len(self.images),
             "instances": sum(len(im.instances) for im in self.images),

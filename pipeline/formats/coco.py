@@ -26,6 +26,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+try:  # a faster parser where installed (dvc brings it); the standard library's otherwise
+    import orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
+
 from pipeline.dataset import Dataset, ImageRecord, Instance, Report
 from pipeline.errors import FdposeError
 from pipeline.images import image_info, orient_points
@@ -128,6 +133,11 @@ def load_json(path: str | Path) -> Any:
         raise FdposeError("file not found", path=path) from None
     except IsADirectoryError:
         raise FdposeError("is a directory, expected a JSON file", path=path) from None
+    if orjson is not None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # NaN literals, huge integers or a real error: the standard parser decides and explains
     try:
         return json.loads(raw)
     except json.JSONDecodeError as error:
@@ -153,9 +163,14 @@ def safe_relative_name(name: object) -> str | None:
 
 def _id_key(value: object) -> str | None:
     """Ids compare as text, so ``1`` and ``"1"`` name the same image; other types are invalid."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or value == "":
-        return None
-    return str(value)
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if kind is str:
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):  # int subclasses, not True/False
+        return str(int(value))
+    return None
 
 
 def _keypoint_layout(categories: list[dict], annotations: list[Any], source: Path
@@ -310,13 +325,12 @@ def read_coco(json_path: str | Path, images_root: str | Path, *, skeleton: Skele
     names, layout_categories = _keypoint_layout(categories, annotations, source)
     if names is not None:
         k = len(names)
-    elif skeleton is not None:
-        k = skeleton.num_keypoints
     else:
         k, message = _infer_count([_shape(a["keypoints"]) for a in annotations
                                    if isinstance(a, dict) and isinstance(a.get("keypoints"), list)
                                    and a["keypoints"]])
-        report.warn(message)
+        if skeleton is None:
+            report.warn(message)
     permutation = None
     if skeleton is not None:
         if names is None and k != skeleton.num_keypoints:
@@ -334,6 +348,7 @@ def read_coco(json_path: str | Path, images_root: str | Path, *, skeleton: Skele
             permutation = np.array([names.index(n) for n in skeleton.keypoint_names])
             report.warn(f"keypoints reordered from {source}'s order to {skeleton_source}'s")
         keypoint_names = list(skeleton.keypoint_names)
+        k = skeleton.num_keypoints
     else:
         keypoint_names = names or [f"kp{i}" for i in range(k)]
     class_categories = layout_categories if names is not None else categories
@@ -426,6 +441,8 @@ def read_coco(json_path: str | Path, images_root: str | Path, *, skeleton: Skele
     # --- annotations: cheap per-item checks, then the numbers all at once ------------------------------
     kept: list[dict] = []
     item_names: list[str] = []
+    classes_list: list[int] = []
+    owner_list: list[int] = []
     seen_annotation_ids: set[str] = set()
     for position, ann in enumerate(annotations):
         if not isinstance(ann, dict):
@@ -434,7 +451,8 @@ def read_coco(json_path: str | Path, images_root: str | Path, *, skeleton: Skele
         ann_key = _id_key(ann.get("id"))
         item = f"annotation {ann.get('id')!r}" if ann_key is not None else f"annotations[{position}]"
         image_key = _id_key(ann.get("image_id"))
-        if image_key not in image_index:
+        record_index = image_index.get(image_key)
+        if record_index is None:
             if image_key not in dropped_images:  # else already counted with its image
                 log.skip(item, f"image_id {ann.get('image_id')!r} is not among the images")
             continue
@@ -449,9 +467,10 @@ def read_coco(json_path: str | Path, images_root: str | Path, *, skeleton: Skele
                 log.skip(item, "duplicate annotation id")
                 continue
             seen_annotation_ids.add(ann_key)
+        class_id = 0
         if class_categories:
-            category_key = _id_key(ann.get("category_id"))
-            if category_key not in class_of:
+            class_id = class_of.get(_id_key(ann.get("category_id")))
+            if class_id is None:
                 if skeleton is None or skeleton.class_names == ["object"]:
                     known = f"among the file's keypoint categories {sorted(class_of, key=str)}"
                 else:
@@ -460,10 +479,11 @@ def read_coco(json_path: str | Path, images_root: str | Path, *, skeleton: Skele
                 continue
         kept.append(ann)
         item_names.append(item)
+        classes_list.append(class_id)
+        owner_list.append(record_index)
     n = len(kept)
-    classes = np.array([class_of[_id_key(a.get("category_id"))] if class_categories else 0 for a in kept],
-                       dtype=np.int64)
-    owner = np.array([image_index[_id_key(a["image_id"])] for a in kept], dtype=np.int64)
+    classes = np.array(classes_list, dtype=np.int64)
+    owner = np.array(owner_list, dtype=np.int64)
     keep = np.ones(n, dtype=bool)
 
     # Keypoints: flat triples of the right length in one array; other shapes one by one.
