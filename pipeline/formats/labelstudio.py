@@ -19,7 +19,7 @@ Reading (:func:`read_labelstudio_export`, :func:`read_labelstudio_live`)
 * **Orientation.** Hub pixels are those of the image as displayed after its EXIF orientation (what
   browsers, hence Label Studio, show). Three frames are told apart by the size a result records:
   (1) the EXIF-oriented size (or a proportional one): coordinates are used as they are. Label
-  Studio >= 1.8 rotates the view (``image_rotation``) without touching coordinates, so this holds
+  Studio (checked in 1.23) turns the canvas (``image_rotation``) without touching coordinates, so this holds
   for any ``image_rotation``; (2) the oriented size with width and height swapped while
   ``image_rotation`` is 90 or 270: older Label Studio rotated the regions with the view, so points
   are rotated back (clockwise angles, as Label Studio's canvas uses); (3) the raw, pre-EXIF size of a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ from pipeline.formats.labelstudio import (
     parse_label_config,
     prediction_result,
     read_labelstudio_export,
+    read_labelstudio_live,
 )
-from pipeline.formats.ls_images import FolderImages, UnresolvedImage, parse_image_ref
+from pipeline.formats.ls_images import FolderImages, ServerImages, UnresolvedImage, parse_image_ref
 from pipeline.skeleton import Skeleton
 
 CONFIG = """<View>
@@ -465,3 +467,36 @@ def test_prediction_result_round_trips_through_the_reader(tmp_path, root):
     again = read(tmp_path, root, [task(1, "a.jpg", [annotation(1, produced)])], skeleton=skeleton)
     np.testing.assert_allclose(again.images[0].instances[0].keypoints, data.images[0].instances[0].keypoints)
     np.testing.assert_allclose(again.images[0].instances[0].bbox, data.images[0].instances[0].bbox)
+
+
+# --- live server: what fails before or without a server ------------------------------------------
+
+
+def test_live_read_needs_the_key_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    with pytest.raises(FdposeError, match="set LABEL_STUDIO_API_KEY"):
+        read_labelstudio_live("http://127.0.0.1:9", 1, tmp_path)
+
+
+def test_live_read_from_an_unreachable_server_is_one_clear_error(tmp_path, monkeypatch):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "secret-key-123")
+    expected = rf"http://127.0.0.1:{port}: reading project 7 failed \(ConnectError"
+    with pytest.raises(FdposeError, match=expected) as info:
+        read_labelstudio_live(f"http://127.0.0.1:{port}", 7, tmp_path)
+    assert "secret-key-123" not in str(info.value)
+
+
+def test_server_images_never_send_the_key_elsewhere(tmp_path):
+    asked = []
+    images = ServerImages("http://127.0.0.1:8080", lambda: asked.append(1) or {}, tmp_path)
+    try:
+        for reference in ("https://example.com/cat.jpg", "photos/cat.jpg",
+                          "http://127.0.0.1:9999/data/upload/1/abcdef12-a.jpg"):
+            with pytest.raises(UnresolvedImage, match="not served by http://127.0.0.1:8080; not downloaded"):
+                images.resolve(parse_image_ref(reference))
+    finally:
+        images.close()
+    assert asked == []
