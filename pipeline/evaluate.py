@@ -76,6 +76,7 @@ class ModelScores:
     metrics: dict[str, float | None]  # OKS_STAT_NAMES + BOX_STAT_NAMES; None where COCO has no data (-1)
     pr_curves: dict[str, list[float | None]]  # precision at RECALL_POINTS, per curve name
     keypoints: list[dict[str, Any]]  # per class (and "all" when several) and keypoint: PCK, pixel error
+    per_class: dict[str, dict[str, float | None]]  # OKS AP per class name; empty with a single class
     matched_instances: int
     labelled_instances: int
     image_scores: dict[int, float]  # mean matched OKS of an image's labelled instances (0 if unmatched)
@@ -119,6 +120,17 @@ def _pr_curve(evaluator, oks_index: int | None) -> list[float | None]:
         values = values[values > -1]
         curve.append(float(values.mean()) if values.size else None)
     return curve
+
+
+def _per_class_ap(evaluator, names: dict[int, str]) -> dict[str, dict[str, float | None]]:
+    """OKS AP@[.50:.95] and AP@.50 of each class (area "all", largest maxDets), by class name."""
+    precision = np.asarray(evaluator.eval["precision"])[:, :, :, 0, -1]  # [T, R, K]
+    out = {}
+    for index, category_id in enumerate(evaluator.params.catIds):
+        values = {"oks_map": precision[:, :, index], "oks_map50": precision[0, :, index]}
+        out[names[category_id]] = {key: float(v[v > -1].mean()) if (v > -1).any() else None
+                                   for key, v in values.items()}
+    return out
 
 
 def oks(gt_keypoints: np.ndarray, area: float, predicted: np.ndarray, sigmas: np.ndarray) -> float:
@@ -236,6 +248,8 @@ def score_predictions(gt: dict, predictions: list[dict], sigmas: list[float], ke
         metrics=metrics,
         pr_curves=curves,
         keypoints=keypoint_accuracy(gt, matches, keypoint_names, pck_thresholds),
+        per_class=_per_class_ap(keypoint_eval, {c["id"]: c["name"] for c in gt["categories"]})
+        if len(gt["categories"]) > 1 else {},
         matched_instances=sum(dt is not None for pairs in matches.values() for _, dt, _ in pairs),
         labelled_instances=sum(len(pairs) for pairs in matches.values()),
         image_scores=image_scores,
@@ -412,6 +426,7 @@ class ModelEvaluation:
             "model_sha256": self.fingerprint,
             "num_predictions": self.scores.num_predictions,
             "matched_instances": self.scores.matched_instances,
+            **({"per_class": self.scores.per_class} if self.scores.per_class else {}),
             "ultralytics": dict(self.ultralytics) if self.ultralytics is not None else None,
         })
         return out

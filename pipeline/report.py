@@ -298,6 +298,10 @@ def _tables(result: EvalResult) -> list[tuple[str, list[str], list[list[str]], s
         return cells
 
     headline = [row(title, lambda e, k=key: e.scores.metrics[k]) for key, title in HEADLINE]
+    for class_name in result.model.scores.per_class:
+        for key, title in (("oks_map", "OKS mAP@[.50:.95]"), ("oks_map50", "OKS mAP@.50")):
+            headline.append(row(f"{title}, class '{class_name}'",
+                                lambda e, c=class_name, k=key: e.scores.per_class.get(c, {}).get(k)))
     headline.append(row("matched instances", lambda e: e.scores.matched_instances))
     headline.append(row("predictions", lambda e: e.scores.num_predictions))
     ultra = [row(title, lambda e, k=key: e.ultralytics[k] if e.ultralytics else None)

@@ -249,3 +249,16 @@ def test_no_predictions_score_zero():
     scores = score_predictions(gt, [], SIGMAS, NAMES)
     assert scores.metrics["oks_map"] == 0.0 and scores.metrics["oks_ar"] == 0.0
     assert scores.num_predictions == 0 and scores.matched_instances == 0
+
+
+def test_per_class_ap_with_several_classes():
+    """Class 0 predicted perfectly, class 1 missed: AP 1 and 0 per class, their mean overall."""
+    gt = make_gt([[square_keypoints()], [square_keypoints()]], categories=2)
+    first = gt["annotations"][0]
+    assert first["category_id"] == 1 and gt["annotations"][1]["category_id"] == 2
+    scores = score_predictions(gt, [prediction(first, square_keypoints(), 0.9)], SIGMAS, NAMES)
+    assert scores.per_class == {"class0": {"oks_map": 1.0, "oks_map50": 1.0},
+                                "class1": {"oks_map": 0.0, "oks_map50": 0.0}}
+    assert scores.metrics["oks_map"] == pytest.approx(0.5)
+    single = score_predictions(make_gt([[square_keypoints()]]), [], SIGMAS, NAMES)
+    assert single.per_class == {}
