@@ -32,6 +32,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,7 +243,11 @@ def export_onnx(model: Any, meta: ModelMeta, imgsz: int, path: Path, opset: int 
             module.format = "onnx"
     dummy = torch.zeros(1, 3, imgsz, imgsz)
     buffer = io.BytesIO()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # A static-shape export on purpose: shape-derived Python values (FDConv's projection sizes,
+        # its kernel-or-activation side choice) are meant to become constants, as the tracer warns.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         torch.onnx.export(export_model, (dummy,), buffer, dynamo=False, opset_version=opset,
                           input_names=["images"], output_names=["output0"], do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())
@@ -559,7 +564,8 @@ def package(weights: str | Path, eval_dir: str | Path | None, out: str | Path, *
         # model.pt: ultralytics' own stripping, keeping the checkpoint's date instead of "now".
         strip_optimizer(weights, tmp / "model.pt", updates={"date": checkpoint.get("date", "unknown")})
         state = {k: v.detach().contiguous().clone() for k, v in source_model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt", "package": PACKAGE_FORMAT})
+        # One metadata key only: safetensors writes the metadata map in hash order, which varies by run.
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         package_yaml = {"format": PACKAGE_FORMAT, "task": "pose", "weights": "model.safetensors",
                         "architecture": architecture, "meta": meta.to_dict()}
         package_text = yaml.safe_dump(package_yaml, sort_keys=True, default_flow_style=None)
