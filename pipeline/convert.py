@@ -164,6 +164,10 @@ def convert(*, source: str, out: str | Path, to: str = "yolo", input_path: str |
     input_path = Path(input_path) if input_path is not None else None
     images = Path(images) if images is not None else None
     skeleton_obj = Skeleton.load(skeleton) if skeleton else None
+    # Settings are checked before any input is read: a typo fails at once.
+    ratios = None
+    if split_file is None and not (split is None and source == "yolo"):
+        ratios = parse_ratios(split if split is not None else params["split"])
 
     # Live Label Studio images are downloaded beside the output: into a temporary folder for a YOLO
     # dataset (then linked into it), into FILE_images/ for a COCO file (its file_names point there).
@@ -185,10 +189,9 @@ def convert(*, source: str, out: str | Path, to: str = "yolo", input_path: str |
         if split_file is not None:
             apply_split_file(dataset, split_file)
             split_info: dict[str, Any] = {"file": str(split_file)}
-        elif split is None and source == "yolo":
+        elif ratios is None:
             split_info = {"kept": "the input dataset's splits"}
         else:
-            ratios = parse_ratios(split if split is not None else params["split"])
             assign_splits(dataset, ratios, seed)
             split_info = {"ratios": list(ratios), "seed": seed}
         if not any(image.instances for image in dataset.images):

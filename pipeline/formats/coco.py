@@ -381,7 +381,7 @@ def read_coco(json_path: str | Path, images_root: str | Path, *, skeleton: Skele
     dropped_images: dict[str, str] = {}  # id -> reason, to attribute their annotations
     annotation_count: Counter[str] = Counter(_id_key(a.get("image_id")) for a in annotations
                                              if isinstance(a, dict))
-    for position, entry in enumerate(tqdm(images, desc="images", unit="img", disable=not progress,
+    for position, entry in enumerate(tqdm(images, desc="images", unit="img", disable=not progress, delay=1,
                                           leave=False)):
         if not isinstance(entry, dict):
             log.skip(f"images[{position}]", "not an object")

@@ -235,7 +235,8 @@ def write_yolo(dataset: Dataset, out_dir: str | Path, extra: dict[str, Any] | No
         for split in declared:
             (tmp / "images" / split).mkdir(parents=True)
             (tmp / "labels" / split).mkdir(parents=True)
-        bar = tqdm(total=len(dataset.images), desc="writing", unit="img", disable=not progress, leave=False)
+        bar = tqdm(total=len(dataset.images), desc="writing", unit="img", disable=not progress, leave=False,
+                   delay=1)
         for split, images in splits.items():
             for image in images:
                 name = names[id(image)]

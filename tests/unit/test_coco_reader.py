@@ -31,7 +31,11 @@ def make_image(path: Path, size=(100, 80), exif_orientation: int | None = None) 
 def coco_file(tmp_path: Path, annotations: list, images=None, categories=None, name="coco.json") -> Path:
     images = images if images is not None else [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}]
     for entry in images:
-        if isinstance(entry, dict) and isinstance(entry.get("file_name"), str) and "//" not in entry["file_name"]:
+        if (
+            isinstance(entry, dict)
+            and isinstance(entry.get("file_name"), str)
+            and "//" not in entry["file_name"]
+        ):
             target = tmp_path / "img" / entry["file_name"]
             if target.resolve().is_relative_to((tmp_path / "img").resolve()) and not target.exists():
                 make_image(target, (entry.get("width", 100), entry.get("height", 80)))
@@ -80,16 +84,21 @@ def test_categories_sharing_a_layout_become_classes(tmp_path):
 
 
 def test_different_layouts_in_use_are_refused(tmp_path):
-    categories = [{"id": 1, "name": "cat", "keypoints": NAMES}, {"id": 2, "name": "hand", "keypoints": ["a", "b"]}]
+    categories = [
+        {"id": 1, "name": "cat", "keypoints": NAMES},
+        {"id": 2, "name": "hand", "keypoints": ["a", "b"]},
+    ]
     annotations = [ann(1), {**ann(2, keypoints=[1, 1, 2, 2, 2, 2]), "category_id": 2}]
     with pytest.raises(FdposeError, match="different keypoint layouts"):
         read_coco(coco_file(tmp_path, annotations, categories=categories), tmp_path / "img")
 
 
 def test_pairs_flat_and_nested(tmp_path):
-    annotations = [ann(1, keypoints=[10, 20, 30, 40, 0, 0]),
-                   ann(2, keypoints=[[11, 21], [31, 41], [0, 0]]),
-                   ann(3, keypoints=[[12, 22, 2], [32, 42, 1], [0, 0, 0]])]
+    annotations = [
+        ann(1, keypoints=[10, 20, 30, 40, 0, 0]),
+        ann(2, keypoints=[[11, 21], [31, 41], [0, 0]]),
+        ann(3, keypoints=[[12, 22, 2], [32, 42, 1], [0, 0, 0]]),
+    ]
     dataset = read_coco(coco_file(tmp_path, annotations), tmp_path / "img")
     points = [i.keypoints for i in dataset.images[0].instances]
     np.testing.assert_array_equal(points[0], [[10, 20, 2], [30, 40, 2], [0, 0, 0]])
@@ -123,18 +132,22 @@ def test_sub_folders_and_string_ids(tmp_path):
     assert dataset.images[0].instances[0].source == "annotation 'x1'"
 
 
-@pytest.mark.parametrize("name", ["../outside.png", "/etc/passwd", "http://example.com/a.png",
-                                  "C:\\images\\a.png", "a/../../b.png", ""])
+@pytest.mark.parametrize(
+    "name",
+    ["../outside.png", "/etc/passwd", "http://example.com/a.png", "C:\\images\\a.png", "a/../../b.png", ""],
+)
 def test_names_escaping_the_root_are_rejected(name):
     assert safe_relative_name(name) is None
 
 
 def test_escaping_and_missing_and_corrupt_images_are_skipped_with_reasons(tmp_path):
-    images = [{"id": 1, "file_name": "a.png", "width": 100, "height": 80},
-              {"id": 2, "file_name": "../escape.png", "width": 100, "height": 80},
-              {"id": 3, "file_name": "https://other.host/x.jpg", "width": 100, "height": 80},
-              {"id": 4, "file_name": "missing.png", "width": 100, "height": 80},
-              {"id": 5, "file_name": "corrupt.png", "width": 100, "height": 80}]
+    images = [
+        {"id": 1, "file_name": "a.png", "width": 100, "height": 80},
+        {"id": 2, "file_name": "../escape.png", "width": 100, "height": 80},
+        {"id": 3, "file_name": "https://other.host/x.jpg", "width": 100, "height": 80},
+        {"id": 4, "file_name": "missing.png", "width": 100, "height": 80},
+        {"id": 5, "file_name": "corrupt.png", "width": 100, "height": 80},
+    ]
     make_image(tmp_path / "escape.png")
     path = coco_file(tmp_path, [ann(i, image_id=i) for i in range(1, 6)], images=images)
     (tmp_path / "img" / "missing.png").unlink()
@@ -149,9 +162,11 @@ def test_escaping_and_missing_and_corrupt_images_are_skipped_with_reasons(tmp_pa
 
 
 def test_duplicate_ids(tmp_path):
-    images = [{"id": 1, "file_name": "a.png", "width": 100, "height": 80},
-              {"id": 2, "file_name": "b.png", "width": 100, "height": 80},
-              {"id": 2, "file_name": "c.png", "width": 100, "height": 80}]
+    images = [
+        {"id": 1, "file_name": "a.png", "width": 100, "height": 80},
+        {"id": 2, "file_name": "b.png", "width": 100, "height": 80},
+        {"id": 2, "file_name": "c.png", "width": 100, "height": 80},
+    ]
     annotations = [ann(1), ann(1), ann(3, image_id=2)]
     dataset = read_coco(coco_file(tmp_path, annotations, images=images), tmp_path / "img")
     assert [im.file_name for im in dataset.images] == ["a.png"]
@@ -162,19 +177,29 @@ def test_duplicate_ids(tmp_path):
 
 
 def test_nan_wrong_count_and_unknown_category(tmp_path):
-    annotations = [ann(1), ann(2, keypoints=[10, 20, 2, float("nan"), 40, 2, 0, 0, 0]),
-                   ann(3, keypoints=[1, 2, 2]), {**ann(4), "category_id": 99},
-                   ann(5, keypoints=[10, "x", 2, 0, 0, 0, 0, 0, 0])]
-    text = json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}],
-                       "annotations": annotations,
-                       "categories": [{"id": 1, "name": "person", "keypoints": NAMES}]})
+    annotations = [
+        ann(1),
+        ann(2, keypoints=[10, 20, 2, float("nan"), 40, 2, 0, 0, 0]),
+        ann(3, keypoints=[1, 2, 2]),
+        {**ann(4), "category_id": 99},
+        ann(5, keypoints=[10, "x", 2, 0, 0, 0, 0, 0, 0]),
+    ]
+    text = json.dumps(
+        {
+            "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}],
+            "annotations": annotations,
+            "categories": [{"id": 1, "name": "person", "keypoints": NAMES}],
+        }
+    )
     assert "NaN" in text
     path = tmp_path / "coco.json"
     path.write_text(text)
     make_image(tmp_path / "img" / "a.png")
     dataset = read_coco(path, tmp_path / "img")
     lines = reasons(dataset)
-    assert "repaired: annotation 2: keypoints [1] have NaN or infinite coordinates; marked unlabelled" in lines
+    assert (
+        "repaired: annotation 2: keypoints [1] have NaN or infinite coordinates; marked unlabelled" in lines
+    )
     assert "skipped: annotation 3: expected 3 keypoints (9 or 6 values), found 3 values" in lines
     assert any(line.startswith("skipped: annotation 4: category_id 99 is not") for line in lines)
     assert "skipped: annotation 5: non-numeric or ragged keypoint values" in lines
@@ -186,20 +211,27 @@ def test_keypoint_outside_image_clipped_or_error_when_strict(tmp_path):
     path = coco_file(tmp_path, [ann(keypoints=[10, 20, 2, 130, 40, 2, -5, 90, 1])])
     dataset = read_coco(path, tmp_path / "img")
     np.testing.assert_array_equal(dataset.images[0].instances[0].keypoints[1:], [[100, 40, 2], [0, 80, 1]])
-    assert reasons(dataset) == ["repaired: annotation 1: keypoints [1, 2] outside the 100x80 image (a.png); "
-                                "clipped"]
+    assert reasons(dataset) == [
+        "repaired: annotation 1: keypoints [1, 2] outside the 100x80 image (a.png); clipped"
+    ]
     with pytest.raises(FdposeError, match=r"annotation 1: keypoints \[1, 2\] outside .*--strict"):
         read_coco(path, tmp_path / "img", strict=True)
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"images": [{"id": 1, "file_name": "a.png"', "invalid or truncated JSON"),
-    ("not json", "invalid or truncated JSON"),
-    ('[{"image_id": 1, "bbox": [0, 0, 1, 1], "score": 0.9}]', "top level is a list"),
-    ('{"3": {"campos": [0, 0, 0]}}', "no 'images' and 'annotations'"),
-    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 1, "image_id": 1, '
-     '"joint_valid": [[1]]}]}', "no 2-D keypoints"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"images": [{"id": 1, "file_name": "a.png"', "invalid or truncated JSON"),
+        ("not json", "invalid or truncated JSON"),
+        ('[{"image_id": 1, "bbox": [0, 0, 1, 1], "score": 0.9}]', "top level is a list"),
+        ('{"3": {"campos": [0, 0, 0]}}', "no 'images' and 'annotations'"),
+        (
+            '{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 1, "image_id": 1, '
+            '"joint_valid": [[1]]}]}',
+            "no 2-D keypoints",
+        ),
+    ],
+)
 def test_unusable_files_are_one_clear_error(tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)
@@ -212,8 +244,15 @@ def test_unusable_files_are_one_clear_error(tmp_path, content, message):
 def test_nothing_usable_is_an_error(tmp_path):
     images = [{"id": 1, "file_name": "gone.png", "width": 100, "height": 80}]
     path = tmp_path / "coco.json"
-    path.write_text(json.dumps({"images": images, "annotations": [ann()],
-                                "categories": [{"id": 1, "name": "p", "keypoints": NAMES}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": [ann()],
+                "categories": [{"id": 1, "name": "p", "keypoints": NAMES}],
+            }
+        )
+    )
     (tmp_path / "img").mkdir()
     with pytest.raises(FdposeError, match="no usable images.*image file not found"):
         read_coco(path, tmp_path / "img")
@@ -235,8 +274,9 @@ def test_skeleton_with_the_same_names_reorders_keypoints(tmp_path):
     path = coco_file(tmp_path, [ann()])
     skeleton = Skeleton(["right_eye", "left_eye", "nose"], class_names=["person"])
     dataset = read_coco(path, tmp_path / "img", skeleton=skeleton)
-    np.testing.assert_array_equal(dataset.images[0].instances[0].keypoints,
-                                  [[0, 0, 0], [30, 40, 1], [10, 20, 2]])
+    np.testing.assert_array_equal(
+        dataset.images[0].instances[0].keypoints, [[0, 0, 0], [30, 40, 1], [10, 20, 2]]
+    )
     assert dataset.skeleton.flip_permutation == [1, 0, 2]
 
 
@@ -244,8 +284,12 @@ def test_exif_rotated_image_annotated_on_stored_pixels_is_turned(tmp_path):
     # Stored 100x80 with orientation 6 (rotate 90 clockwise): displayed 80x100.
     make_image(tmp_path / "img" / "a.jpg", (100, 80), exif_orientation=6)
     images = [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}]
-    dataset = read_coco(coco_file(tmp_path, [ann(keypoints=[10, 20, 2, 0, 0, 0, 0, 0, 0],
-                                                 bbox=(10, 20, 30, 40))], images=images), tmp_path / "img")
+    dataset = read_coco(
+        coco_file(
+            tmp_path, [ann(keypoints=[10, 20, 2, 0, 0, 0, 0, 0, 0], bbox=(10, 20, 30, 40))], images=images
+        ),
+        tmp_path / "img",
+    )
     image = dataset.images[0]
     assert (image.width, image.height) == (80, 100)
     np.testing.assert_allclose(image.instances[0].keypoints[0], [80 - 20, 10, 2])
@@ -255,8 +299,10 @@ def test_exif_rotated_image_annotated_on_stored_pixels_is_turned(tmp_path):
 
 def test_size_mismatch_is_skipped(tmp_path):
     make_image(tmp_path / "img" / "a.png", (50, 50))
-    images = [{"id": 1, "file_name": "a.png", "width": 100, "height": 80},
-              {"id": 2, "file_name": "b.png", "width": 100, "height": 80}]
+    images = [
+        {"id": 1, "file_name": "a.png", "width": 100, "height": 80},
+        {"id": 2, "file_name": "b.png", "width": 100, "height": 80},
+    ]
     dataset = read_coco(coco_file(tmp_path, [ann(), ann(2, image_id=2)], images=images), tmp_path / "img")
     assert [im.file_name for im in dataset.images] == ["b.png"]
     assert any("size 100x80 in the file differs from the image's 50x50" in line for line in reasons(dataset))

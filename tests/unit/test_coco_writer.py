@@ -20,8 +20,14 @@ def _dataset() -> Dataset:
     keypoints[6] = [99, 99, 0]  # unlabelled: written as 0, 0, 0
     images = [
         ImageRecord("a.jpg", "a.jpg", 100, 80, [Instance(0, [5, 10, 45, 70], keypoints)], split="train"),
-        ImageRecord("b.jpg", "b.jpg", 64, 64, [Instance(1, [0, 0, 10, 20], keypoints),
-                                               Instance(0, [1, 1, 2, 2], np.zeros((17, 3)))], split="val"),
+        ImageRecord(
+            "b.jpg",
+            "b.jpg",
+            64,
+            64,
+            [Instance(1, [0, 0, 10, 20], keypoints), Instance(0, [1, 1, 2, 2], np.zeros((17, 3)))],
+            split="val",
+        ),
     ]
     return Dataset(skeleton, images)
 
