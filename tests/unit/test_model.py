@@ -227,6 +227,23 @@ print(json.dumps({"heavy": heavy, "built": [type(m).__name__ for m in built.mode
     assert rel_err(torch.load(tmp_path / "y.pt"), expected) < 1e-5
 
 
+def test_import_pipeline_after_ultralytics_registers_at_once():
+    code = """
+import ultralytics.nn.tasks as tasks
+import pipeline
+from pipeline.nn.ultralytics import register
+register()  # idempotent: wraps once
+assert not hasattr(tasks.parse_model.fdpose_wrapped, "fdpose_wrapped")
+model = tasks.PoseModel("cfg/models/yolov8s-pose-C2f_FDConv.yaml", verbose=False)
+print(type(model.model[4]).__name__, model.yaml["scale"])
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "YOLO_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["C2f_FDConv", "s"]
+
+
 def test_model_info_command_prints_both_models(tmp_path):
     from click.testing import CliRunner
 
