@@ -128,13 +128,17 @@ def build_pipeline(transforms: list[dict[str, Any]], source: Path | str = "augme
     """An albumentations ``Compose`` over the config entries, with keypoints (kept even when outside
     the frame), boxes (clipped) and the record of applied transforms that mirror detection reads."""
     built = [_build_transform(entry, f"transforms[{i}]", source) for i, entry in enumerate(transforms)]
-    return A.Compose(
-        built,
-        keypoint_params=A.KeypointParams(format="xy", label_fields=["keypoint_ids"], remove_invisible=False),
-        bbox_params=A.BboxParams(format="pascal_voc", label_fields=["box_ids"], clip=True,
-                                 filter_invalid_bboxes=True),
-        save_applied_params=True,
-    )
+    with warnings.catch_warnings():
+        # A photometric-only pipeline is fine: keypoints and boxes then simply stay where they are.
+        warnings.filterwarnings("ignore", message="Got processor for")
+        return A.Compose(
+            built,
+            keypoint_params=A.KeypointParams(format="xy", label_fields=["keypoint_ids"],
+                                             remove_invisible=False),
+            bbox_params=A.BboxParams(format="pascal_voc", label_fields=["box_ids"], clip=True,
+                                     filter_invalid_bboxes=True),
+            save_applied_params=True,
+        )
 
 
 def is_mirror(name: str, params: dict[str, Any]) -> bool:
