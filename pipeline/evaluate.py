@@ -33,7 +33,7 @@ import click
 import numpy as np
 
 from pipeline.config import load_params
-from pipeline.dataset import Dataset, ImageRecord, Instance
+from pipeline.dataset import SPLITS, Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import label_path_for, read_yolo, write_yolo
 from pipeline.io import atomic_dir, write_json
@@ -41,7 +41,6 @@ from pipeline.io import atomic_dir, write_json
 AREA_FACTOR = 0.53  # ultralytics' OKS area: 0.53 x box area (pose validator, after xtcocotools)
 AREA_RULE = "area = 0.53 x ground-truth box area (ultralytics' OKS area rule)"
 KEYPOINT_MAX_DETS = 20  # COCO's keypoint protocol keeps the top 20 detections per image
-OKS_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # what COCOeval uses (0.50:0.05:0.95)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCO's 101 recall points
 
 DEFAULTS: dict[str, Any] = {
@@ -324,6 +323,16 @@ def load_model(weights: str | Path):
     return model
 
 
+def check_device(device: str | int) -> None:
+    """Refuse a device this machine does not have (e.g. ``0`` without CUDA) with one line."""
+    from ultralytics.utils.torch_utils import select_device
+
+    try:
+        select_device(str(device), verbose=False)
+    except ValueError as error:
+        raise FdposeError(str(error).splitlines()[0], item="--device") from None
+
+
 def check_compatible(model, dataset: Dataset, weights: Path, data_yaml: Path) -> None:
     """Refuse a model whose keypoint layout or class count differs from the dataset's, before predicting."""
     model_shape = [int(v) for v in model.model.kpt_shape]
@@ -500,11 +509,32 @@ def _counts(gt: dict) -> dict[str, int]:
 
 def resolve_settings(params: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
     """``DEFAULTS``, then ``params`` (the ``eval:`` section of cfg/params.yaml), then the ``overrides``
-    that are not None; an unknown key is an error (a typo would otherwise be silently ignored)."""
+    that are not None; an unknown key or a value of the wrong kind is an error naming the setting."""
     settings = {**DEFAULTS, **(params or {}), **{k: v for k, v in overrides.items() if v is not None}}
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
-        raise FdposeError(f"unknown eval setting(s) {unknown}", item="eval params")
+        raise FdposeError(f"unknown setting(s) {unknown}; known: {sorted(DEFAULTS)}", item="eval")
+
+    def fraction(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+    def positive_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    checks = {
+        "split": (lambda v: v in SPLITS, f"one of {', '.join(SPLITS)}"),
+        "conf": (fraction, "a number in [0, 1]"), "iou": (fraction, "a number in [0, 1]"),
+        "match_oks": (fraction, "a number in [0, 1]"), "draw_conf": (fraction, "a number in [0, 1]"),
+        "imgsz": (positive_int, "a positive integer"), "max_det": (positive_int, "a positive integer"),
+        "grid_images": (positive_int, "a positive integer"),
+        "pck_thresholds": (lambda v: isinstance(v, list) and v and all(fraction(t) and t > 0 for t in v),
+                           "a non-empty list of numbers in (0, 1]"),
+        "device": (lambda v: isinstance(v, (str, int)) and not isinstance(v, bool), "a device name"),
+    }
+    for key, (valid, expected) in checks.items():
+        if not valid(settings[key]):
+            raise FdposeError(f"expected {expected}, got {settings[key]!r}", item=f"eval.{key}")
+    settings["pck_thresholds"] = [float(t) for t in settings["pck_thresholds"]]
     return settings
 
 
@@ -536,6 +566,7 @@ def evaluate(weights: str | Path, data: str | Path, out: str | Path, *, split: s
     result = prepare(data, out, settings)
     # Load and check every model before predicting with any, so a mismatched baseline fails fast.
     models = [("model", Path(weights))] + ([("baseline", Path(baseline))] if baseline is not None else [])
+    check_device(settings["device"])
     loaded = []
     for label, path in models:
         model = load_model(path)
