@@ -142,3 +142,18 @@ def test_missing_weights_and_split(workspace, tmp_path):
         evaluate(tmp_path / "nope.pt", workspace["data"], tmp_path / "eval")
     with pytest.raises(FdposeError, match="split 'test' has no images"):
         evaluate(workspace["fdconv"], workspace["data"], tmp_path / "eval", split="test")
+
+
+def test_unusable_checkpoints_are_one_clear_error(workspace, tmp_path):
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(FdposeError, match="garbage.pt: cannot load as an ultralytics checkpoint"):
+        load_model(garbage)
+    detector = tmp_path / "detector.pt"
+    torch.save({"model": None, "ema": DetectionModel("yolov8n.yaml", nc=1, verbose=False).half(),
+                "train_args": {"task": "detect"}}, detector)
+    with pytest.raises(FdposeError, match="detector.pt: a 'detect' model, not a pose model"):
+        load_model(detector)
