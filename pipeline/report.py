@@ -348,8 +348,9 @@ def _tables(result: EvalResult) -> list[tuple[str, list[str], list[list[str]], s
                "n/a: no ground truth in that area range.")]
     if any(e.ultralytics is not None for e in result.models):
         tables.append(("ultralytics' own validation (for comparison)", header, ultra,
-                       "model.val on the same images with the same sigmas; ultralytics matches and "
-                       "interpolates its own way, so its numbers differ slightly from COCO's."))
+                       "model.val on the same images, sigmas and area rule; it letterboxes images its own "
+                       "way (padded rectangular batches), matches per image without COCO's top-20 limit and "
+                       "interpolates precision differently, so its numbers differ from the COCO ones above."))
     tables += [("Settings", ["setting", "value"], settings_rows, ""),
                ("OKS sigmas", ["keypoint", "sigma"], sigma_rows, "")]
     return tables + keypoint_tables
