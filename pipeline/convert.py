@@ -184,8 +184,6 @@ def convert(*, source: str, out: str | Path, to: str = "yolo", input_path: str |
                         label_config=Path(label_config) if label_config else None, skeleton=skeleton_obj,
                         skeleton_source=skeleton, annotation=annotation, drop_unlabelled=drop_unlabelled,
                         strict=strict, progress=progress, download_dir=download_dir)
-        if skeleton_obj is not None and source != "coco":
-            dataset.skeleton = skeleton_obj if skeleton_obj.class_names != ["object"] else dataset.skeleton
         if split_file is not None:
             apply_split_file(dataset, split_file)
             split_info: dict[str, Any] = {"file": str(split_file)}

@@ -295,3 +295,93 @@ def test_unusable_input_exits_non_zero_with_one_line(tmp_path):
     assert result.exit_code == 1 and result.output.startswith("Error: ") and result.output.count("\n") == 1
     with pytest.raises(FdposeError, match="sum to 1"):
         convert(source="coco", input_path=bad, images=tmp_path / "img", out=tmp_path / "o", split="0.5,0.6")
+
+
+LS_CONFIG = """<View>
+  <Image name="img" value="$image"/>
+  <RectangleLabels name="box" toName="img"><Label value="person"/></RectangleLabels>
+  <KeyPointLabels name="kp" toName="img">
+    <Label value="tail" model_index="1"/><Label value="head" model_index="0"/>
+  </KeyPointLabels>
+</View>"""
+
+
+def test_label_studio_export_through_the_cli(tmp_path):
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (200, 100)).save(tmp_path / "img" / "a.jpg")
+    common = {"to_name": "img", "original_width": 200, "original_height": 100, "image_rotation": 0}
+    result = [
+        {
+            "id": "r1",
+            "type": "rectanglelabels",
+            "from_name": "box",
+            **common,
+            "value": {
+                "x": 10,
+                "y": 20,
+                "width": 50,
+                "height": 60,
+                "rotation": 0,
+                "rectanglelabels": ["person"],
+            },
+        },
+        {
+            "id": "k1",
+            "type": "keypointlabels",
+            "from_name": "kp",
+            "parentID": "r1",
+            **common,
+            "value": {"x": 20, "y": 30, "width": 0.5, "keypointlabels": ["head"]},
+        },
+        {
+            "id": "k2",
+            "type": "keypointlabels",
+            "from_name": "kp",
+            "parentID": "r1",
+            **common,
+            "value": {"x": 40, "y": 70, "width": 0.5, "keypointlabels": ["tail"]},
+        },
+    ]
+    tasks = [
+        {
+            "id": 1,
+            "data": {"image": "/data/upload/3/abcdef12-a.jpg"},
+            "predictions": [],
+            "annotations": [
+                {
+                    "id": 9,
+                    "result": result,
+                    "was_cancelled": False,
+                    "ground_truth": False,
+                    "created_at": "2024-01-01T00:00:00Z",
+                    "updated_at": "2024-01-01T00:00:00Z",
+                }
+            ],
+        }
+    ]
+    (tmp_path / "export.json").write_text(json.dumps(tasks))
+    (tmp_path / "config.xml").write_text(LS_CONFIG)
+    out = tmp_path / "out"
+    cli = run(
+        [
+            "--from",
+            "label-studio",
+            "--input",
+            str(tmp_path / "export.json"),
+            "--images",
+            str(tmp_path / "img"),
+            "--label-config",
+            str(tmp_path / "config.xml"),
+            "--out",
+            str(out),
+            "--split",
+            "1,0",
+            "--quiet",
+        ]
+    )
+    assert cli.exit_code == 0, cli.output
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    assert data["kpt_names"] == {0: ["head", "tail"]} and data["names"] == {0: "person"}
+    (label,) = (out / "labels" / "train").glob("*.txt")
+    values = list(map(float, label.read_text().split()))
+    np.testing.assert_allclose(values, [0, 0.35, 0.5, 0.5, 0.6, 0.2, 0.3, 2, 0.4, 0.7, 2], atol=1e-6)

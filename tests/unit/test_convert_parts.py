@@ -1,0 +1,85 @@
+"""The pieces convert stands on: EXIF point mapping, label text formatting, split hashing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from pipeline.dataset import Instance
+from pipeline.errors import FdposeError
+from pipeline.formats.yolo import _fixed6, label_line
+from pipeline.images import image_info, orient_points
+from pipeline.split import hash_fraction, parse_ratios, split_of
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orient_points_matches_pil_exif_transpose(tmp_path, orientation):
+    """A marked pixel, stored at (x, y), is found by PIL at the mapped position after orientation."""
+    stored = Image.new("L", (7, 5), 0)
+    stored.putpixel((1, 3), 255)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "a.png"
+    stored.save(path, exif=exif)
+    info = image_info(path)
+    with Image.open(path) as image:
+        shown = np.array(ImageOps.exif_transpose(image))
+    assert (info.size[1], info.size[0]) == shown.shape
+    row, col = np.argwhere(shown == 255)[0]
+    mapped = orient_points(np.array([[1.5, 3.5]]), orientation, 7, 5)[0]  # the pixel's centre
+    np.testing.assert_allclose(mapped, [col + 0.5, row + 0.5])
+
+
+def test_missing_and_corrupt_images_are_clear_errors(tmp_path):
+    with pytest.raises(FdposeError, match="image file not found"):
+        image_info(tmp_path / "none.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really")
+    with pytest.raises(FdposeError, match="corrupt or unreadable image"):
+        image_info(tmp_path / "bad.jpg")
+
+
+def test_fixed6_is_percent_f_formatting():
+    """The vectorised formatter against Python's .6f formatting (the literal oracle)."""
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.random(50_000), rng.integers(0, 3, 100), [0, 1, 2, 0.5, 1e-7, 0.9999994]])
+    text = [bytes(row).decode() for row in _fixed6(values)]
+    assert text == [f"{v:.6f}" for v in values]
+
+
+def test_label_line_normalises_and_clips():
+    keypoints = np.array([[5, 6, 2], [250, -4, 1], [9, 9, 0]])
+    line = label_line(Instance(3, [-10, 10, 50, 60], keypoints), 100, 50, kpt_dims=3)
+    assert line == (
+        "3 0.250000 0.600000 0.500000 0.800000 0.050000 0.120000 2.000000 1.000000 0.000000 "
+        "1.000000 0.000000 0.000000 0.000000"
+    )
+    two = label_line(Instance(0, [0, 0, 10, 10], keypoints), 100, 50, kpt_dims=2)
+    assert len(two.split()) == 5 + 3 * 2
+
+
+@pytest.mark.parametrize(
+    "text, ratios",
+    [("0.8,0.2", (0.8, 0.2, 0.0)), ("0.7, 0.2, 0.1", (0.7, 0.2, 0.1)), ([1, 0], (1.0, 0.0, 0.0))],
+)
+def test_parse_ratios(text, ratios):
+    assert parse_ratios(text) == ratios
+
+
+@pytest.mark.parametrize("text", ["0.8", "0.5,0.6", "a,b", "0,1", "0.5,0.5,0,0", "-0.1,1.1"])
+def test_bad_ratios_are_errors(text):
+    with pytest.raises(FdposeError, match="--split"):
+        parse_ratios(text)
+
+
+def test_split_hash_is_stable_and_follows_the_ratios():
+    assert hash_fraction("a.jpg", 0) == hash_fraction("a.jpg", 0) != hash_fraction("a.jpg", 1)
+    names = [f"{i}.jpg" for i in range(4000)]
+    splits = [split_of(n, (0.7, 0.2, 0.1), 0) for n in names]
+    shares = {s: splits.count(s) / len(names) for s in ("train", "val", "test")}
+    assert (
+        abs(shares["train"] - 0.7) < 0.03
+        and abs(shares["val"] - 0.2) < 0.03
+        and abs(shares["test"] - 0.1) < 0.03
+    )
+    assert set(split_of(n, (0.8, 0.2, 0.0), 0) for n in names) == {"train", "val"}
