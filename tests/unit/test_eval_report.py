@@ -63,9 +63,11 @@ def noisy_predictions(gt: dict, scale: float, seed: int) -> list[dict]:
     return predictions
 
 
-@pytest.fixture()
-def evaluated(tmp_path):
-    """An evaluation of two hand-made prediction sets (model and a noisier baseline), written out."""
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """An evaluation of two hand-made prediction sets (model and a noisier baseline), written out
+    once for the module (the tests only read it)."""
+    tmp_path = tmp_path_factory.mktemp("evaluated")
     data_yaml = build_dataset(tmp_path)
     result = prepare(data_yaml, tmp_path / "eval", resolve_settings(grid_images=2))
     for label, scale in (("model", 1.0), ("baseline", 3.0)):
