@@ -36,9 +36,106 @@ class ImageInfo:
         return self.stored_width, self.stored_height
 
 
+def _jpeg_info(head: bytes) -> ImageInfo | None:
+    """Size and orientation from a JPEG's markers up to the start of scan, or None when anything is
+    unusual (PIL then decides): the common case without PIL's per-marker Python objects."""
+    position, size, orientation = 2, None, 1
+    end = len(head)
+    while position + 4 <= end:
+        if head[position] != 0xFF:
+            return None
+        marker = head[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            position += 2
+            continue
+        length = int.from_bytes(head[position + 2:position + 4], "big")
+        if length < 2 or position + 2 + length > end:
+            return None
+        segment = head[position + 4:position + 2 + length]
+        if marker == 0xDA:  # start of scan: the header is complete
+            return ImageInfo(size[0], size[1], orientation) if size else None
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if len(segment) < 5:
+                return None
+            size = (int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big"))
+            if not all(size):
+                return None
+        elif marker == 0xE1 and segment.startswith(b"Exif\0\0"):
+            orientation = _tiff_orientation(segment[6:])
+            if orientation is None:
+                return None
+        position += 2 + length
+    return None
+
+
+def _tiff_orientation(tiff: bytes) -> int | None:
+    """The orientation tag of an EXIF block's first IFD (1 when absent), None when malformed."""
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        return None
+    order = "little" if tiff[:2] == b"II" else "big"
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return None
+    count = int.from_bytes(tiff[ifd:ifd + 2], order)
+    for index in range(count):
+        entry = ifd + 2 + 12 * index
+        if entry + 12 > len(tiff):
+            return None
+        if int.from_bytes(tiff[entry:entry + 2], order) == _EXIF_ORIENTATION:
+            value = int.from_bytes(tiff[entry + 8:entry + 10], order)
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def _png_info(head: bytes) -> ImageInfo | None:
+    """Size from a PNG's IHDR when no chunk before the image data could carry EXIF (else None)."""
+    if len(head) < 33 or head[12:16] != b"IHDR":
+        return None
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    position = 33
+    while position + 8 <= len(head):
+        kind = head[position + 4:position + 8]
+        if kind == b"IDAT":
+            return ImageInfo(width, height, 1) if width and height else None
+        if kind == b"eXIf":
+            return None
+        position += 12 + int.from_bytes(head[position:position + 4], "big")
+    return None
+
+
+_HEADER_BYTES = 65536  # JPEG headers (with EXIF) and PNG chunks before the image data fit in most files
+
+
 def image_info(path: str | Path) -> ImageInfo:
     """Stored size and EXIF orientation from the header; a missing or unreadable file is an
-    :class:`FdposeError` naming it."""
+    :class:`FdposeError` naming it.
+
+    JPEG and PNG headers are parsed directly (many times faster than PIL's per-marker objects); any
+    other format, or a header the fast parse finds unusual, is read by PIL.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_HEADER_BYTES)
+    except FileNotFoundError:
+        raise FdposeError("image file not found", path=path) from None
+    except IsADirectoryError:
+        raise FdposeError("is a directory, not an image", path=path) from None
+    except OSError as error:
+        raise FdposeError(f"unreadable image ({error.strerror})", path=path) from None
+    fast = None
+    if head[:3] == b"\xff\xd8\xff":
+        fast = _jpeg_info(head)
+    elif head[:8] == b"\x89PNG\r\n\x1a\n":
+        fast = _png_info(head)
+    if fast is not None:
+        return fast
+    return _pil_info(path)
+
+
+def _pil_info(path: str | Path) -> ImageInfo:
     try:
         with Image.open(path) as image:
             width, height = image.size

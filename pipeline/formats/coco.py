@@ -586,9 +586,10 @@ def read_coco(json_path: str | Path, images_root: str | Path, *, skeleton: Skele
     lost = Counter(owner[~keep].tolist())
 
     # --- the hub ------------------------------------------------------------------------------------
-    for index in np.flatnonzero(keep):
-        records[owner[index]].instances.append(
-            Instance(int(classes[index]), boxes[index], points[index], source=item_names[index]))
+    owner_list, classes_list = owner.tolist(), classes.tolist()
+    for index in np.flatnonzero(keep).tolist():
+        records[owner_list[index]].instances.append(
+            Instance.from_arrays(classes_list[index], boxes[index], points[index], item_names[index]))
     dataset = Dataset(out_skeleton, report=report)
     for position, record in enumerate(records):
         if lost.get(position) and not record.instances:

@@ -83,3 +83,33 @@ def test_split_hash_is_stable_and_follows_the_ratios():
         and abs(shares["test"] - 0.1) < 0.03
     )
     assert set(split_of(n, (0.8, 0.2, 0.0), 0) for n in names) == {"train", "val"}
+
+
+def _save(path, image, **options):
+    image.save(path, **options)
+    return path
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+@pytest.mark.parametrize(
+    "suffix, options",
+    [(".jpg", {}), (".jpg", {"progressive": True}), (".png", {}), (".bmp", {}), (".webp", {})],
+)
+def test_fast_header_read_agrees_with_pil(tmp_path, orientation, suffix, options):
+    from pipeline.images import _pil_info
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    extra = {} if suffix == ".bmp" else {"exif": exif}
+    path = _save(tmp_path / f"a{suffix}", Image.new("RGB", (37, 21), (1, 2, 3)), **extra, **options)
+    assert image_info(path) == _pil_info(path)
+    if suffix != ".bmp":
+        assert image_info(path).orientation == orientation
+
+
+def test_truncated_jpeg_header_is_left_to_pil(tmp_path):
+    path = _save(tmp_path / "a.jpg", Image.new("RGB", (37, 21)))
+    data = path.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[:40])  # inside the quantisation tables, before the frame header
+    with pytest.raises(FdposeError, match="corrupt or unreadable image"):
+        image_info(tmp_path / "cut.jpg")
