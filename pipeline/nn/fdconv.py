@@ -355,7 +355,7 @@ class FDConv(nn.Module):
     # ------------------------------------------------------------------ FDW
 
     def _compute_basis(self) -> torch.Tensor:
-        """Basis kernels ``B_g`` as one tensor ``(r * n, Cout, Cin, k, k)``, float32 (section 1)."""
+        """Basis kernels ``B_g`` as one tensor ``(r * n, Cout, Cin, k*k)``, float32 (section 1)."""
         cout, cin, k = self.out_channels, self.in_channels, self.kernel_size[0]
         rows, cols = cout * k, cin * k
         grid = rows * (cols // 2 + 1)
@@ -367,7 +367,8 @@ class FDConv(nn.Module):
             spectra = torch.view_as_complex(stacked.reshape(r * n, rows, cols // 2 + 1, 2))
             # One batched inverse FFT for all r * n groups.
             basis = torch.fft.irfft2(spectra, s=(rows, cols)) * self.alpha
-        return basis.reshape(r * n, cout, k, cin, k).permute(0, 1, 3, 2, 4).contiguous()
+        # M[o*k + i, c*k + j] -> (group, o, c, i*k + j): the layout the grouped convolution reads.
+        return basis.reshape(r * n, cout, k, cin, k).permute(0, 1, 3, 2, 4).reshape(r * n, cout, cin, k * k)
 
     def _basis(self) -> torch.Tensor:
         """Basis kernels: recomputed while training (autograd), cached in inference.
@@ -413,15 +414,11 @@ class FDConv(nn.Module):
                 a = torch.sigmoid(z) * (2.0 / groups_total)
         return ca, fa, sa, a
 
-    def _local_attention(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Local attention ``la[b, o, c, i, j]`` (a permuted view of shape ``(B, Cout, Cin, k, k)``)."""
-        cout, cin, k = self.out_channels, self.in_channels, self.kernel_size[0]
+    def _local_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Local-branch logits ``l[b, o, c, i, j]`` as a ``(B, Cout, k*k, Cin)`` tensor (section 2)."""
+        cout, k = self.out_channels, self.kernel_size[0]
         logits = self.local_conv(self.local_norm(pooled).unsqueeze(1))  # (B, Cout*k*k, Cin)
-        if self.ksm_local_act == "tanh":
-            la = 1.0 + torch.tanh(logits)
-        else:
-            la = torch.sigmoid(logits) * self.att_multi
-        return la.reshape(-1, cout, k, k, cin).permute(0, 1, 4, 2, 3)
+        return logits.reshape(logits.shape[0], cout, k * k, self.in_channels)
 
     # ------------------------------------------------------------------ FBM
 
@@ -438,36 +435,65 @@ class FDConv(nn.Module):
 
         ``L_f(x) = U_f U_f^T x V_f V_f^T`` with real orthonormal Fourier bases whose narrower bands
         are prefixes of the widest band's basis, so one projection ``C = U^T x V`` serves all bands.
+        Every product keeps the small basis matrix on the right, so each is one large GEMM over all
+        samples, channels and rows rather than many tiny batched ones.
         """
         height, width = int(x.shape[-2]), int(x.shape[-1])
         u = self._projections(height, x.device)
         v = self._projections(width, x.device)
-        coeffs = torch.matmul(torch.matmul(u.t(), x), v)
+        coeffs_t = torch.matmul(torch.matmul(x, v).transpose(-1, -2), u)  # C^T: (B, C, kW, kH)
         lows = []
         for f in self.k_list:
             kh, kw = 1 + 2 * ((height - 1) // (2 * f)), 1 + 2 * ((width - 1) // (2 * f))
-            uf, vf = u[:, :kh], v[:, :kw]
-            lows.append(torch.matmul(torch.matmul(uf, coeffs[..., :kh, :kw]), vf.t()))
+            rows = torch.matmul(coeffs_t[..., :kw, :kh], u[:, :kh].t())  # (B, C, kw, H)
+            lows.append(torch.matmul(rows.transpose(-1, -2), v[:, :kw].t()))  # (B, C, H, W)
         return lows
 
-    def _fbm(self, x: torch.Tensor) -> torch.Tensor:
-        """Frequency band modulation of the input (section 3); low-passes in float32."""
-        maps = 2.0 * torch.sigmoid(self.fbm_conv(x))  # (B, bands * G, H, W)
+    def _band_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``conv_f(x)`` for all bands at once: the 3x3, few-output convolution as one GEMM.
+
+        A 3x3 convolution to only ``bands * spatial_group`` channels is a poor fit for conv kernels;
+        instead every tap's maps come from one ``(9 * out, Cin) @ (Cin, H*W)`` product and are summed
+        with the tap's shift (zero padding 1), which is the same convolution.
+        """
+        batch, cin, height, width = x.shape
+        weight, bias = self.fbm_conv.weight, self.fbm_conv.bias
+        out_ch = weight.shape[0]
+        taps = weight.permute(2, 3, 0, 1).reshape(9 * out_ch, cin).to(x.dtype)
+        maps = torch.matmul(taps, x.reshape(batch, cin, height * width))
+        maps = F.pad(maps.reshape(batch, 3, 3, out_ch, height, width), (1, 1, 1, 1))
+        out = bias.to(x.dtype).reshape(1, out_ch, 1, 1)
+        for i in range(3):
+            for j in range(3):
+                out = out + maps[:, i, j, :, i:i + height, j:j + width]
+        return out
+
+    def _fbm(self, x: torch.Tensor, channel_scale: torch.Tensor | None) -> torch.Tensor:
+        """Frequency band modulation of the input (section 3), optionally times ``ca`` per channel.
+
+        ``out = sum_f m_f * (prev_f - L_f) + L_last`` is regrouped per low-pass: ``out = m_1 * x +
+        sum_j c_j * L_j`` with ``c_j = m_{j+1} - m_j`` and ``c_last = 1 - m_last``, accumulated in
+        place. Low-passes run in float32 whatever autocast asks for.
+        """
         batch, channels, height, width = x.shape
-        groups = self.fbm_spatial_group
+        groups, bands = self.fbm_spatial_group, len(self.k_list)
+        band_logits = self._band_logits(x)
         with torch.autocast(x.device.type, enabled=False):
             x32 = x.float()
             lows = self._low_passes(x32)
-            maps = maps.float().reshape(batch, len(self.k_list), groups, 1, height, width)
-            x32 = x32.reshape(batch, groups, channels // groups, height, width)
-            prev = x32
-            out = torch.zeros_like(x32)
-            for index, low in enumerate(lows):
-                low = low.reshape_as(x32)
-                out = out + maps[:, index] * (prev - low)
-                prev = low
-            out = out + prev
-        return out.reshape(batch, channels, height, width).to(x.dtype)
+            maps = 2.0 * torch.sigmoid(band_logits.float().reshape(batch, bands, groups, 1, height, width))
+            coefs = [maps[:, j + 1] - maps[:, j] for j in range(bands - 1)] + [1.0 - maps[:, bands - 1]]
+            shape = (batch, groups, channels // groups, height, width)
+            out = x32.reshape(shape) * maps[:, 0]
+            for low, coef in zip(lows, coefs, strict=True):
+                if _exporting():
+                    out = out + low.reshape(shape) * coef
+                else:
+                    out.addcmul_(low.reshape(shape), coef)
+            out = out.reshape(batch, channels, height, width)
+            if channel_scale is not None:
+                out = out * channel_scale.float().reshape(batch, channels, 1, 1)
+        return out.to(x.dtype)
 
     # ------------------------------------------------------------------ forward
 
@@ -478,36 +504,123 @@ class FDConv(nn.Module):
         cout, k = self.out_channels, self.kernel_size[0]
         pooled = x.mean(dim=(2, 3))
         ca, fa, sa, a = self._global_attentions(pooled)
-        la = self._local_attention(pooled)
-
+        logits = self._local_logits(pooled)
         basis = self._basis()
         if a is None:
-            kernels = basis.expand(batch, -1, -1, -1, -1)
-        else:
-            kernels = torch.matmul(a, basis.reshape(basis.shape[0], -1).to(a.dtype))
-            kernels = kernels.reshape(batch, cout, cin, k, k)
-        kernels = kernels * la
+            a = torch.ones(batch, 1, dtype=torch.float32, device=x.device)
+
+        # Section 4: fa and sa (and att_multi) fold into one small (B, Cout, 1, k*k) factor of the
+        # kernel, which costs nothing extra; ca scales either the kernel (B * Cout*Cin*k*k products)
+        # or the input (B * Cin*H*W products), whichever is fewer.
+        factor = fa.float().reshape(batch, cout, 1, 1)
         if sa is not None:
-            kernels = kernels * sa.reshape(batch, 1, 1, k, k)
+            factor = factor * sa.float().reshape(batch, 1, 1, k * k)
+        if self.ksm_local_act == "sigmoid":
+            factor = factor * self.att_multi
+        kernel_side_ca = cout * cin * k * k < cin * height * width
+        kernel_ca = ca.float().reshape(batch, 1, cin, 1) if kernel_side_ca else None
+        slope = 1.0 if self.ksm_local_act == "sigmoid" else 2.0
+        with torch.autocast(x.device.type, enabled=False):
+            args = (a.float(), basis, logits.float(), factor, kernel_ca, slope)
+            if torch.is_grad_enabled() and not _exporting():
+                kernels = _AssembleKernels.apply(*args)
+            else:
+                kernels, _ = _assemble_kernels(*args, inplace=not _exporting())
 
+        activation_ca = None if kernel_side_ca else ca
         if self.fbm_conv is not None:
-            x = self._fbm(x)
-
-        # ca and fa scale the input and output instead of the kernel when that is cheaper (section 4).
-        activation_side = cout * cin * k * k >= (cin + cout) * height * width
-        if activation_side:
-            x = x * ca.reshape(batch, cin, 1, 1)
-        else:
-            kernels = kernels * (fa.reshape(batch, cout, 1, 1, 1) * ca.reshape(batch, 1, cin, 1, 1))
+            x = self._fbm(x, activation_ca)
+        elif activation_ca is not None:
+            x = x * activation_ca.reshape(batch, cin, 1, 1).to(x.dtype)
 
         # Per-sample convolution as ONE grouped convolution: the batch is folded into the channel
         # axis (1, B*Cin, H, W) and sample b's kernel forms group b, so group b only sees sample b.
         weight = kernels.reshape(batch * cout, cin, k, k)
-        out = F.conv2d(x.reshape(1, batch * cin, height, width), weight.to(x.dtype), None, self.stride,
-                       self.padding, self.dilation, batch)
-        out = out.reshape(batch, cout, out.shape[-2], out.shape[-1])
-        if activation_side:
-            out = out * fa.reshape(batch, cout, 1, 1).to(out.dtype)
-        if self.bias is not None:
-            out = out + self.bias.reshape(1, cout, 1, 1).to(out.dtype)
-        return out
+        bias = None if self.bias is None else self.bias.repeat(batch)
+        out = F.conv2d(x.reshape(1, batch * cin, height, width), weight, bias, self.stride, self.padding,
+                       self.dilation, batch)
+        return out.reshape(batch, cout, out.shape[-2], out.shape[-1])
+
+
+def _assemble_kernels(a: torch.Tensor, basis: torch.Tensor, logits: torch.Tensor, factor: torch.Tensor,
+                      channel: torch.Tensor | None, slope: float, inplace: bool = True) -> torch.Tensor:
+    """Per-sample kernels ``(sum_g a_g B_g) * act(l) * factor [* ca]`` as ``(B, Cout, Cin, k*k)``.
+
+    ``act`` is ``sigmoid`` (slope 1) or ``1 + tanh`` (slope 2); ``factor`` holds fa, sa and
+    att_multi. In place where allowed: every full-size temporary here is ``B * Cout*Cin*k*k`` floats.
+    """
+    batch = a.shape[0]
+    groups, cout, cin, kk = basis.shape
+    layout = logits.transpose(2, 3)  # (B, Cout, Cin, k*k) view of the (B, Cout, k*k, Cin) logits
+    if inplace:
+        act = torch.empty((batch, cout, cin, kk), dtype=logits.dtype, device=logits.device)
+        if slope == 1.0:
+            torch.sigmoid(layout, out=act)
+        else:
+            torch.tanh(layout, out=act).add_(1.0)
+    else:
+        act = torch.sigmoid(layout) if slope == 1.0 else 1.0 + torch.tanh(layout)
+    kernels = torch.matmul(a, basis.reshape(groups, -1)).reshape(batch, cout, cin, kk)
+    if inplace:
+        kernels.mul_(act).mul_(factor)
+        if channel is not None:
+            kernels.mul_(channel)
+    else:
+        kernels = kernels * act * factor
+        if channel is not None:
+            kernels = kernels * channel
+    return kernels, act
+
+
+class _AssembleKernels(torch.autograd.Function):
+    """:func:`_assemble_kernels` with a hand-written backward that reuses two full-size buffers.
+
+    Autograd through the plain expression keeps about a dozen ``B * Cout*Cin*k*k`` temporaries per
+    training step (each freshly allocated and page-faulted); here the mixed kernel ``sum_g a_g B_g``
+    is recomputed in the backward (one small GEMM) instead of being stored.
+    """
+
+    @staticmethod
+    def forward(ctx, a, basis, logits, factor, channel, slope):
+        kernels, act = _assemble_kernels(a, basis, logits, factor, channel, slope)
+        ctx.save_for_backward(a, basis, act, factor, channel)
+        ctx.slope = slope
+        return kernels
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, basis, act, factor, channel = ctx.saved_tensors
+        batch = a.shape[0]
+        groups, cout, cin, kk = basis.shape
+        grad = grad.reshape(batch, cout, cin, kk)
+        flat_basis = basis.reshape(groups, -1)
+
+        # d(mixed kernel) = grad * act * factor [* channel] -> grads of a and of the basis.
+        grad_mixed = grad * act
+        grad_mixed.mul_(factor)
+        if channel is not None:
+            grad_mixed.mul_(channel)
+        grad_a = torch.matmul(grad_mixed.reshape(batch, -1), flat_basis.t())
+        grad_basis = torch.matmul(a.t(), grad_mixed.reshape(batch, -1)).reshape(basis.shape)
+        del grad_mixed
+
+        # shared = grad * mixed * act; the factors' grads are its weighted sums.
+        shared = torch.matmul(a, flat_basis).reshape(batch, cout, cin, kk)
+        shared.mul_(grad).mul_(act)
+        if channel is None:
+            grad_factor = shared.sum(dim=2, keepdim=True)
+            grad_channel = None
+        else:
+            grad_factor = torch.matmul(shared.transpose(2, 3), channel.reshape(batch, 1, cin, 1))
+            grad_factor = grad_factor.reshape(batch, cout, 1, kk)
+            grad_channel = torch.matmul(shared, factor.expand(batch, cout, 1, kk).transpose(2, 3))
+            grad_channel = grad_channel.sum(dim=1, keepdim=True)  # (B, 1, Cin, 1)
+        # d act / d logit = act * (slope - act) for sigmoid (slope 1) and 1 + tanh (slope 2).
+        shared.mul_(factor)
+        if channel is not None:
+            shared.mul_(channel)
+        if ctx.slope != 1.0:
+            shared.mul_(ctx.slope)
+        shared.addcmul_(shared, act, value=-1.0 / ctx.slope)
+        grad_factor = grad_factor.sum_to_size(factor.shape)
+        return grad_a, grad_basis, shared.transpose(2, 3), grad_factor, grad_channel, None

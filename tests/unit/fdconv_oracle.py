@@ -1,9 +1,9 @@
 """A slow, literal implementation of ``../shared/design/fdconv.md`` used as a test oracle.
 
-It reads only the *values* of an FDConv's parameters and recomputes the layer's output sample by
-sample, in float64, following the design note's equations one by one (no basis kernels, no caches,
-no projections, no grouped convolution). Frequency groups and FBM masks are derived here again,
-independently of the layer's helpers.
+It reads the values of an FDConv's parameters (differentiably, so gradients can be compared too)
+and recomputes the layer's output sample by sample, in float64, following the design note's
+equations one by one (no basis kernels, no caches, no projections, no grouped convolution).
+Frequency groups and FBM masks are derived here again, independently of the layer's helpers.
 """
 
 from __future__ import annotations
@@ -66,8 +66,11 @@ def oracle_forward(layer, x: torch.Tensor) -> torch.Tensor:
     alpha = s * n * r / layer.param_reduction
     temp, kernel_temp = layer.temp, layer.kernel_temp
     att_multi = layer.att_multi
-    groups = oracle_groups(rows, cols, n)
-    d = torch.view_as_complex(layer.dft_weight.detach().double().contiguous())  # (r, rows, cols//2+1)
+    group_masks = torch.zeros(n, rows, cols // 2 + 1, dtype=torch.float64)
+    for g, cells in enumerate(oracle_groups(rows, cols, n)):
+        for (u, v) in cells:
+            group_masks[g, u, v] = 1.0
+    d = torch.view_as_complex(layer.dft_weight.double().contiguous())  # (r, rows, cols//2+1)
     outputs = []
     for b in range(batch):
         xb = x[b]
@@ -121,9 +124,8 @@ def oracle_forward(layer, x: torch.Tensor) -> torch.Tensor:
         # FDW: the sample's spectrum, then its kernel.
         spectrum = torch.zeros(rows, cols // 2 + 1, dtype=torch.complex128)
         for i in range(r):
-            for g, cells in enumerate(groups):
-                for (u, v) in cells:
-                    spectrum[u, v] += a[i * n + g] * alpha * d[i, u, v]
+            for g in range(n):
+                spectrum = spectrum + a[i * n + g] * alpha * d[i] * group_masks[g]
         matrix = torch.fft.irfft2(spectrum, s=(rows, cols))
         kernel = matrix.reshape(cout, k, cin, k).permute(0, 2, 1, 3)  # W[o, c, i, j] = M[o*k+i, c*k+j]
         kernel = sa[None, None] * ca[None, :, None, None] * fa[:, None, None, None] * kernel * la

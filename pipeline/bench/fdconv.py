@@ -1,0 +1,147 @@
+"""``fdpose bench fdconv``: the FDConv layer against a plain ``nn.Conv2d`` of the same shape.
+
+For every case (k = 3, Cin = Cout = C, stride 1, padding 1) both layers are timed side by side in
+the same run, alternating repeat by repeat so machine noise hits both alike: batch-1 inference
+(eval mode, no grad; FDConv uses its cached basis kernels) and one training step at batch 16
+(forward and backward, the input requiring a gradient as it does inside a network). Times are
+medians over the repeats; the ratio is FDConv / Conv2d. ``--clock cpu`` times process CPU time
+instead of wall time, which a machine shared with other busy processes distorts less.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+
+CASES: tuple[tuple[int, int], ...] = ((32, 80), (64, 40), (128, 20), (256, 20))
+TRAIN_BATCH = 16
+TARGETS = {"inference": 2.5, "train_step": 3.0}
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+@dataclass
+class BenchRow:
+    """One timing: a case (channels, map size) and a mode, both layers, their ratio."""
+
+    channels: int
+    size: int
+    mode: str
+    batch: int
+    fdconv_ms: float
+    conv2d_ms: float
+    ratio: float
+    target: float
+
+
+@dataclass
+class BenchResult:
+    """All rows plus the settings they were measured with."""
+
+    threads: int
+    repeats: int
+    clock: str
+    torch_version: str
+    rows: list[BenchRow]
+
+    def table(self) -> str:
+        lines = [f"FDConv vs nn.Conv2d (k=3, Cin=Cout=C), {self.threads} threads, {self.clock} clock, "
+                 f"median of {self.repeats}, torch {self.torch_version}",
+                 f"{'case':>12} {'mode':>10} {'batch':>5} {'FDConv ms':>10} {'Conv2d ms':>10} "
+                 f"{'ratio':>6} {'target':>6}"]
+        for row in self.rows:
+            verdict = "ok" if row.ratio <= row.target else "OVER"
+            lines.append(f"{f'{row.channels}@{row.size}x{row.size}':>12} {row.mode:>10} {row.batch:>5} "
+                         f"{row.fdconv_ms:>10.2f} {row.conv2d_ms:>10.2f} {row.ratio:>6.2f} "
+                         f"{'<=' + format(row.target, '.2g'):>6} {verdict}")
+        return "\n".join(lines)
+
+
+def _time_pair(first: Callable[[], object], second: Callable[[], object], repeats: int,
+               warmup: int, clock: Callable[[], float]) -> tuple[float, float]:
+    """Median milliseconds of two callables, run alternately."""
+    for _ in range(warmup):
+        first()
+        second()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for fn, bucket in ((first, times[0]), (second, times[1])):
+            start = clock()
+            fn()
+            bucket.append((clock() - start) * 1e3)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def bench_fdconv(threads: int = 2, repeats: int = 20, json_path: str | Path | None = None,
+                 cases: Sequence[tuple[int, int]] = CASES, seed: int = 0, clock: str = "wall") -> BenchResult:
+    """Time FDConv against ``nn.Conv2d`` for every case; write JSON to ``json_path`` if given."""
+    import torch
+    from torch import nn
+
+    from pipeline.io import write_json
+    from pipeline.nn import FDConv
+
+    timer = CLOCKS[clock]
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rows = []
+    for channels, size in cases:
+        conv = nn.Conv2d(channels, channels, 3, padding=1)
+        layer = FDConv.from_conv(conv)
+
+        conv.eval()
+        layer.eval()
+        x = torch.randn(1, channels, size, size)
+
+        def infer(module: nn.Module, x: torch.Tensor = x) -> None:
+            with torch.no_grad():
+                module(x)
+
+        fd_ms, conv_ms = _time_pair(functools.partial(infer, layer), functools.partial(infer, conv), repeats,
+                                    3, timer)
+        rows.append(BenchRow(channels, size, "inference", 1, fd_ms, conv_ms, fd_ms / conv_ms,
+                             TARGETS["inference"]))
+
+        conv.train()
+        layer.train()
+        # Inside a network the layer's input needs a gradient too (for the layers before it).
+        xb = torch.randn(TRAIN_BATCH, channels, size, size, requires_grad=True)
+
+        def step(module: nn.Module, x: torch.Tensor = xb) -> None:
+            module.zero_grad(set_to_none=True)
+            module(x).mean().backward()
+
+        train_repeats = max(3, repeats // 4)
+        fd_ms, conv_ms = _time_pair(functools.partial(step, layer), functools.partial(step, conv),
+                                    train_repeats, 1, timer)
+        rows.append(BenchRow(channels, size, "train_step", TRAIN_BATCH, fd_ms, conv_ms, fd_ms / conv_ms,
+                             TARGETS["train_step"]))
+    result = BenchResult(threads, repeats, clock, torch.__version__, rows)
+    if json_path is not None:
+        write_json(json_path, asdict(result))
+    return result
+
+
+@click.command("fdconv")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="torch CPU threads.")
+@click.option("--repeats", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Timed repeats per inference case (training steps use a quarter, at least 3).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the figures to this JSON file.")
+@click.option("--clock", type=click.Choice(sorted(CLOCKS)), default="wall", show_default=True,
+              help="wall: elapsed time; cpu: process CPU time (steadier on a busy machine).")
+def command(threads: int, repeats: int, json_path: str | None, clock: str) -> None:
+    """FDConv layer vs nn.Conv2d of the same shape: batch-1 inference and a batch-16 training step."""
+    result = bench_fdconv(threads=threads, repeats=repeats, json_path=json_path, clock=clock)
+    click.echo(result.table())
+    if json_path is not None:
+        click.echo(f"wrote {json_path}")
+
+
+__all__ = ["BenchResult", "BenchRow", "bench_fdconv", "command"]
