@@ -40,8 +40,13 @@ from typing import Any
 import click
 import torch
 import yaml
-from ultralytics.models.yolo.pose import PoseTrainer
-from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, LOGGER, RANK
+
+# Before ultralytics is imported: it then skips its connectivity probe, analytics and package
+# auto-installs (a user may still set YOLO_OFFLINE=0).
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+from ultralytics.models.yolo.pose import PoseTrainer  # noqa: E402
+from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, LOGGER, RANK  # noqa: E402
 
 from pipeline.config import DEFAULT_PARAMS, load_params
 from pipeline.errors import FdposeError
@@ -287,8 +292,18 @@ def _without_ultralytics_dvc(add_integration_callbacks: Callable) -> Callable:
     return wrapper
 
 
-def install_offline_guards() -> None:
-    """Point ultralytics' AMP check, font lookup and DVC callback at the versions above. Idempotent."""
+def keep_dataset_unchanged(prefix: str, path: Path, x: dict, version: str) -> None:
+    """Replaces ultralytics' ``save_dataset_cache_file``, which writes ``labels/<split>.cache`` into the
+    dataset: the dataset is the input of the run (in a DVC pipeline, another stage's output) and stays
+    as it is. The labels are scanned again on every run instead."""
+    x["version"] = version  # the caller reads the cache dict back as if it had been saved
+    LOGGER.info(f"{prefix}label cache not written into the dataset folder {Path(path).parent}")
+
+
+def install_guards() -> None:
+    """Point ultralytics' AMP check, font lookup, DVC callback and label cache at the versions above.
+    Idempotent."""
+    import ultralytics.data.dataset
     import ultralytics.data.utils
     import ultralytics.engine.trainer
     import ultralytics.utils.callbacks
@@ -296,6 +311,7 @@ def install_offline_guards() -> None:
     import ultralytics.utils.plotting
 
     ultralytics.engine.trainer.check_amp = offline_check_amp
+    ultralytics.data.dataset.save_dataset_cache_file = keep_dataset_unchanged
     for module in (ultralytics.utils.checks, ultralytics.data.utils, ultralytics.utils.plotting):
         module.check_font = local_font
     callbacks = ultralytics.utils.callbacks
@@ -409,7 +425,7 @@ class FdposePoseTrainer(PoseTrainer):
     def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict[str, Any] | None = None,
                  _callbacks: dict | None = None):
         register()
-        install_offline_guards()
+        install_guards()
         self.conversion: dict[str, Any] | None = None
         super().__init__(cfg, overrides, _callbacks)
         if RANK in {-1, 0} and not self.ddp and DvcLiveLogger.available():

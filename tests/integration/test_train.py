@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -77,13 +77,19 @@ def first_run(tmp_path_factory, data_yaml):
         seen["callbacks"] = {event: [f"{f.__module__}.{f.__qualname__}" for f in functions]
                              for event, functions in trainer.callbacks.items()}
 
-    previous = Path.cwd()
-    os.chdir(work)
-    try:
+    attempts = []
+
+    def no_network(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network disabled by the test")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        patch.setattr(socket, "getaddrinfo", no_network)
+        patch.setattr(socket.socket, "connect", no_network)
         result = train(data_yaml, tmp_path_factory.mktemp("train") / "run-a", FDCONV_YAML, epochs=2,
                        plots=True, callbacks={"on_train_start": [record]}, **SMALL)
-    finally:
-        os.chdir(previous)
+    seen["network_attempts"] = attempts
     return result, seen, work
 
 
@@ -109,6 +115,8 @@ def test_outputs_of_a_run(first_run, data_yaml):
                  "dvclive/params.yaml"):
         assert (out / name).is_file(), name
     assert sorted(p.name for p in work.iterdir()) == []  # nothing written to the working directory
+    assert seen["network_attempts"] == []  # no download (weights, fonts), no analytics
+    assert not list(data_yaml.parent.rglob("*.cache"))  # the dataset folder is left as it was
 
     rows = read_results(out / "results.csv")
     assert [row["epoch"] for row in rows] == ["1", "2"]

@@ -59,7 +59,7 @@ def test_local_font_replaces_the_download(monkeypatch):
 
     monkeypatch.setattr(ultralytics.utils.downloads, "is_url", no_network)
     monkeypatch.setattr(ultralytics.utils.downloads, "safe_download", no_network)
-    stage.install_offline_guards()
+    stage.install_guards()
     assert ultralytics.data.utils.check_font("Arial.Unicode.ttf") == font
     # Plot labels draw with it (the PIL path ultralytics takes for non-ASCII class names).
     annotator = ultralytics.utils.plotting.Annotator(np.zeros((64, 64, 3), np.uint8), pil=True, example="é")
@@ -111,8 +111,8 @@ def test_offline_guards_replace_ultralytics_checks():
     import ultralytics.engine.trainer
     import ultralytics.utils.callbacks
 
-    stage.install_offline_guards()
-    stage.install_offline_guards()  # idempotent: the callback wrapper is not stacked
+    stage.install_guards()
+    stage.install_guards()  # idempotent: the callback wrapper is not stacked
     assert ultralytics.engine.trainer.check_amp is stage.offline_check_amp
     wrapper = ultralytics.utils.callbacks.add_integration_callbacks
     assert not hasattr(wrapper.fdpose_wrapped, "fdpose_wrapped")
