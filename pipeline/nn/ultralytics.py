@@ -6,8 +6,9 @@ the function, which no outside name can join. So :func:`register` wraps ``parse_
 YAML's ``C2f_FDConv`` rows are built as stock ``C2f`` (getting exactly C2f's scaling and repeats),
 then each is converted in place by :meth:`C2f_FDConv.from_c2f`, which keeps the block's structure
 and gives every FDConv the weight of the convolution it replaces. It also hooks ``BaseModel.fuse``
-so that ``model.fuse()`` folds the BatchNorm of the FDConv blocks too, and teaches ultralytics'
-FLOPs counter (thop) FDConv's functional convolution.
+so that ``model.fuse()`` folds the BatchNorm of the FDConv blocks too, teaches ultralytics' FLOPs
+counter (thop) FDConv's functional convolution, and reads a YAML name's scale letter from the
+file name only (ultralytics reads it from the whole path).
 
 ``import pipeline`` calls :func:`register` as soon as ``ultralytics.nn.tasks`` is imported (see
 ``pipeline/__init__.py``), so after ``import pipeline``, ``ultralytics.YOLO(
@@ -20,6 +21,7 @@ from __future__ import annotations
 import functools
 import importlib
 import re
+import sys
 from pathlib import Path
 
 from pipeline.errors import FdposeError
@@ -29,6 +31,7 @@ MODEL_YAML = Path(__file__).resolve().parents[2] / "cfg" / "models" / "yolov8-po
 SCALES = ("n", "s", "m", "l", "x")
 BLOCK_NAME = "C2f_FDConv"
 _SCALE_SLOT = re.compile(r"^(yolov\d+)([-.])")  # where ultralytics reads the scale letter
+_SCALE_LETTER = re.compile(r"(\d+)([nslmx])(.+)?$")  # ultralytics' own pattern (tasks.yaml_model_load)
 
 
 def check_version(version: str) -> None:
@@ -98,6 +101,31 @@ def _parse_model_with_fdconv(parse_model):
     return wrapper
 
 
+def _yaml_model_load_by_name(yaml_model_load):
+    """Wrap ultralytics' ``yaml_model_load`` so the scale letter is read from the file name only.
+
+    ultralytics strips the scale letter (``yolov8n-x.yaml`` -> ``yolov8-x.yaml``) with a regex run
+    over the whole path string, so a folder like ``/data/run3s/`` anywhere in an absolute path
+    gets mangled instead and the YAML is "not found". A missing scaled name whose unscaled sibling
+    exists is resolved here by name; every other path goes to ultralytics unchanged.
+    """
+
+    @functools.wraps(yaml_model_load)
+    def wrapper(path):
+        from ultralytics.nn.tasks import guess_model_scale
+
+        path = Path(path)
+        sibling = path.with_name(_SCALE_LETTER.sub(r"\1\3", path.name))
+        if not path.exists() and sibling != path and sibling.is_file():
+            d = yaml_model_load(sibling)
+            d["scale"], d["yaml_file"] = guess_model_scale(path), str(path)
+            return d
+        return yaml_model_load(path)
+
+    wrapper.fdpose_wrapped = yaml_model_load
+    return wrapper
+
+
 def _fuse_with_fdconv(fuse):
     """Wrap ``BaseModel.fuse`` so that it also folds the BatchNorm of every FDConv block."""
 
@@ -149,6 +177,13 @@ def register() -> None:
     check_version(ultralytics.__version__)
     if not hasattr(tasks.parse_model, "fdpose_wrapped"):
         tasks.parse_model = _parse_model_with_fdconv(tasks.parse_model)
+    if not hasattr(tasks.yaml_model_load, "fdpose_wrapped"):
+        tasks.yaml_model_load = _yaml_model_load_by_name(tasks.yaml_model_load)
+    # ultralytics.engine.model binds the name at import: rebind it if it got there before us (while it
+    # is still importing tasks, it has no binding yet and will take the wrapped one)
+    engine = sys.modules.get("ultralytics.engine.model")
+    if hasattr(engine, "yaml_model_load") and not hasattr(engine.yaml_model_load, "fdpose_wrapped"):
+        engine.yaml_model_load = tasks.yaml_model_load
     if not hasattr(tasks.BaseModel.fuse, "fdpose_wrapped"):
         tasks.BaseModel.fuse = _fuse_with_fdconv(tasks.BaseModel.fuse)
     _count_fdconv_flops()

@@ -117,6 +117,19 @@ def test_every_scale_builds_with_c2f_scaling_and_repeats(scale):
     assert stock_params < params < 1.05 * stock_params
 
 
+def test_scaled_name_resolves_under_a_folder_that_looks_like_a_scale(tmp_path):
+    """ultralytics strips the scale letter with a regex over the whole path; '/run3s/' would be hit first."""
+    import shutil
+
+    from ultralytics import YOLO
+
+    folder = tmp_path / "run3s"
+    folder.mkdir()
+    shutil.copy(MODEL_YAML, folder / MODEL_YAML.name)
+    model = YOLO(str(folder / "yolov8n-pose-C2f_FDConv.yaml")).model
+    assert model.yaml["scale"] == "n" and isinstance(model.model[4], C2f_FDConv)
+
+
 def test_version_check_names_the_supported_range():
     check_version("8.4.190")
     for bad in ("8.3.100", "8.5.0", "9.0.1", "garbage"):
