@@ -360,6 +360,11 @@ def predict_coco(model, images: list[ImageRecord], gt: dict, settings: dict[str,
         output = model.predict(str(image.path), conf=settings["conf"], iou=settings["iou"],
                                imgsz=settings["imgsz"], max_det=settings["max_det"],
                                device=settings["device"], verbose=False, save=False)[0]
+        if tuple(output.orig_shape) != (image.height, image.width):
+            # Predictions and labels must share one pixel frame (EXIF orientation applied by both).
+            height, width = output.orig_shape
+            raise FdposeError(f"ultralytics reads it as {width}x{height}, the labels as {image.width}x"
+                              f"{image.height}", path=image.path)
         boxes = output.boxes.xyxy.cpu().numpy().astype(np.float64)
         scores = output.boxes.conf.cpu().numpy().astype(np.float64)
         classes = output.boxes.cls.cpu().numpy().astype(int)
