@@ -200,13 +200,15 @@ def test_resume_after_sigkill_mid_epoch(data_yaml, tmp_path):
         train({str(data_yaml)!r}, {str(out)!r}, {FDCONV_YAML!r}, epochs=2, plots=False,
               callbacks={{"on_train_batch_end": [hold]}}, **{SMALL!r})
     """))
-    process = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    log = tmp_path / "interrupted.log"
+    with open(log, "wb") as log_file:  # a file, not a pipe: a full pipe buffer would stall the child
+        process = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=log_file,
+                                   stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
         while not marker.exists():
             if process.poll() is not None:
-                pytest.fail(f"training exited early: {process.stderr.read().decode()[-3000:]}")
+                pytest.fail(f"training exited early: {log.read_text(errors='replace')[-3000:]}")
             if time.monotonic() > deadline:
                 pytest.fail("the second epoch did not start in 240 s")
             time.sleep(0.2)
@@ -218,7 +220,6 @@ def test_resume_after_sigkill_mid_epoch(data_yaml, tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
-        process.stderr.close()
     assert not out.exists()
 
     with pytest.raises(FdposeError, match="no interrupted run"):

@@ -140,6 +140,14 @@ def test_ultralytics_dvc_callback_is_dropped_for_our_trainer_only():
     assert theirs.callbacks["on_train_end"] == [dvc_callback, other_callback]
 
 
+def test_dvclive_logging_is_optional(monkeypatch):
+    import sys
+
+    assert stage.DvcLiveLogger.available()  # installed with fdpose: on by default
+    monkeypatch.setitem(sys.modules, "dvclive", None)  # as if not installed
+    assert not stage.DvcLiveLogger.available()
+
+
 def test_final_metrics_by_name():
     trainer = types.SimpleNamespace(
         tloss=torch.tensor([1.5, 2.0]),
