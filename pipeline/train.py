@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
 import re
 import shutil
@@ -426,23 +427,25 @@ class FdposePoseTrainer(PoseTrainer):
                  _callbacks: dict | None = None):
         register()
         install_guards()
-        self.conversion: dict[str, Any] | None = None
         super().__init__(cfg, overrides, _callbacks)
         if RANK in {-1, 0} and not self.ddp and DvcLiveLogger.available():
             DvcLiveLogger().attach(self)
 
     def get_model(self, cfg: Any = None, weights: torch.nn.Module | None = None, verbose: bool = True):
         """The pose model from ``cfg`` with the dataset's classes and keypoints; ``weights`` (a stock or
-        C2f_FDConv pose model) are converted into it layer by layer, never partially dropped."""
+        C2f_FDConv pose model) are converted into it layer by layer, never partially dropped. What was
+        converted and copied goes to ``pretrained.json`` in the run folder."""
         if weights is None or self.resume:
             return super().get_model(cfg=cfg, weights=weights, verbose=verbose)
         from pipeline.nn.pretrained import load_pretrained_into
 
         model = super().get_model(cfg=cfg, weights=None, verbose=verbose)
         source = self.args.pretrained if isinstance(self.args.pretrained, str) else str(self.args.model)
-        self.conversion = load_pretrained_into(model, weights.float(), source=source).to_dict()
-        LOGGER.info(f"Pretrained: {len(self.conversion['converted'])} C2f layers converted to C2f_FDConv, "
-                    f"{len(self.conversion['copied'])} copied from {source}")
+        conversion = load_pretrained_into(model, weights.float(), source=source).to_dict()
+        LOGGER.info(f"Pretrained: {len(conversion['converted'])} C2f layers converted to C2f_FDConv, "
+                    f"{len(conversion['copied'])} copied from {source}")
+        if RANK in {-1, 0}:
+            write_json(Path(self.save_dir) / "pretrained.json", conversion)
         return model
 
     def save_model(self) -> bool:
@@ -499,20 +502,21 @@ def _finish_run_dir(staging: Path, out: Path) -> None:
     _replace_dir(staging, out)
 
 
-def train(data: str | Path, out: str | Path, model: str | Path = DEFAULTS["model"], *,
-          epochs: int = DEFAULTS["epochs"], imgsz: int = DEFAULTS["imgsz"], batch: int = DEFAULTS["batch"],
-          device: str = DEFAULTS["device"], seed: int = DEFAULTS["seed"], workers: int = DEFAULTS["workers"],
-          resume: bool = False, pretrained: str | Path | None = None, plots: bool = DEFAULTS["plots"],
+def train(data: str | Path, out: str | Path, model: str | Path | None = None, *,
+          epochs: int | None = None, imgsz: int | None = None, batch: int | None = None,
+          device: str | None = None, seed: int | None = None, workers: int | None = None,
+          resume: bool = False, pretrained: str | Path | None = None, plots: bool | None = None,
           hyp: dict[str, Any] | None = None, params_source: object = "train()",
           callbacks: dict[str, list[Callable]] | None = None) -> TrainResult:
     """Train a YOLOv8-pose model (C2f_FDConv by default) on a YOLO-pose dataset; outputs in ``out``.
 
-    ``pretrained`` is a stock (or C2f_FDConv) YOLOv8-pose checkpoint to start from; ``resume``
-    continues the interrupted run in ``<out>.partial`` (epochs, hyperparameters and model come from
-    its ``last.pt``; ``device``, ``batch``, ``imgsz``, ``workers`` and ``plots`` may change).
-    ``hyp`` passes further ultralytics train arguments (``lr0``, ``mosaic``, ...). ``callbacks``
-    maps ultralytics callback events to extra functions of the trainer. Checks the dataset, device
-    and any checkpoint before training: a model/dataset mismatch is one :class:`FdposeError`.
+    Arguments left ``None`` take :data:`DEFAULTS` (``device``: ``auto``). ``pretrained`` is a stock
+    (or C2f_FDConv) YOLOv8-pose checkpoint to start from. ``resume`` continues the interrupted run in
+    ``<out>.partial``: model, epochs, seed and hyperparameters come from its ``last.pt``, and so do
+    ``imgsz``, ``batch``, ``workers`` and ``plots`` unless given. ``hyp`` passes further ultralytics
+    train arguments (``lr0``, ``mosaic``, ...). ``callbacks`` maps ultralytics callback events to
+    extra functions of the trainer. The dataset, device and any checkpoint are checked before
+    training: a model/dataset mismatch is one :class:`FdposeError`.
     """
     data = Path(data).resolve()
     out = Path(out).resolve()
@@ -524,6 +528,8 @@ def train(data: str | Path, out: str | Path, model: str | Path = DEFAULTS["model
     warnings: list[str] = []
 
     if resume:
+        if pretrained is not None:
+            raise FdposeError("a resumed run continues from its last.pt; drop --pretrained", item="--resume")
         last = staging / "weights" / "last.pt"
         if not last.is_file():
             finished = (out / "weights" / "last.pt").is_file()
@@ -531,10 +537,18 @@ def train(data: str | Path, out: str | Path, model: str | Path = DEFAULTS["model
                       else f"no interrupted run to resume ({last} not found)")
             raise FdposeError(reason, path=out, item="--resume")
         warnings += check_checkpoint_fits(last, data, layout, "resumed")
-        overrides = {"resume": str(last), "data": str(data), "device": device_arg, "batch": batch,
-                     "imgsz": imgsz, "workers": workers, "plots": plots}
+        ignored = [name for name, value in
+                   (("model", model), ("epochs", epochs), ("seed", seed), ("hyp", extra)) if value]
+        if ignored:
+            warnings.append(f"resuming keeps the run's own {', '.join(ignored)} (from {last})")
+        given = {"imgsz": imgsz, "batch": batch, "workers": workers, "plots": plots}
+        overrides = {"resume": str(last), "data": str(data), "device": device_arg,
+                     **{key: value for key, value in given.items() if value is not None}}
     else:
-        model_arg = _model_argument(model)
+        settings = {key: DEFAULTS[key] if value is None else value for key, value in (
+            ("model", model), ("epochs", epochs), ("imgsz", imgsz), ("batch", batch), ("seed", seed),
+            ("workers", workers), ("plots", plots))}
+        model_arg = _model_argument(settings.pop("model"))
         if model_arg.endswith(".pt"):
             warnings += check_checkpoint_fits(Path(model_arg), data, layout, "model")
         if pretrained is not None:
@@ -545,9 +559,8 @@ def train(data: str | Path, out: str | Path, model: str | Path = DEFAULTS["model
                        "(use --resume to continue it)", err=True)
             shutil.rmtree(staging)
         overrides = {
-            **extra,
-            "model": model_arg, "data": str(data), "epochs": epochs, "imgsz": imgsz, "batch": batch,
-            "device": device_arg, "seed": seed, "workers": workers, "plots": plots, "deterministic": True,
+            **extra, **settings,
+            "model": model_arg, "data": str(data), "device": device_arg, "deterministic": True,
             "project": str(staging.parent), "name": staging.name, "exist_ok": True,
             # ultralytics' pretrained=True: "the weights of a .pt model"; a path: "start from these".
             "pretrained": str(pretrained) if pretrained is not None else True,
@@ -567,11 +580,13 @@ def train(data: str | Path, out: str | Path, model: str | Path = DEFAULTS["model
     if not (staging / "metrics.json").is_file():
         raise FdposeError("training ended without final metrics (see the log above)", path=staging)
     _finish_run_dir(staging, out)
-    metrics = yaml.safe_load((out / "metrics.json").read_text(encoding="utf-8"))
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    conversion_file = out / "pretrained.json"  # written when the run started from a checkpoint
+    conversion = json.loads(conversion_file.read_text(encoding="utf-8")) if conversion_file.exists() else None
     return TrainResult(
         out_dir=out, best=out / "weights" / "best.pt", last=out / "weights" / "last.pt", metrics=metrics,
         device=device_arg, epochs=int(trainer.epochs), resumed=bool(resume),
-        pretrained=None if resume or pretrained is None else str(pretrained), conversion=trainer.conversion,
+        pretrained=None if resume or pretrained is None else str(pretrained), conversion=conversion,
         warnings=warnings,
     )
 
@@ -607,11 +622,16 @@ def train_command(data: Path, model: str | None, out: Path, epochs: int | None, 
     if unknown:
         raise FdposeError(f"unknown key(s) {unknown} (known: {sorted(DEFAULTS)})", path=params_file,
                           item="train")
-    options = {"model": model, "epochs": epochs, "imgsz": imgsz, "batch": batch, "device": device,
-               "seed": seed, "workers": workers}
-    chosen = {key: params[key] if value is None else value for key, value in options.items()}
-    result = train(data, out, chosen.pop("model"), resume=resume, pretrained=pretrained,
-                   plots=bool(params["plots"]), hyp=params["hyp"], params_source=params_file, **chosen)
+    if resume:  # the run's own settings, but for what this command line changes
+        result = train(data, out, model, epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, workers=workers,
+                       device=device or params["device"], plots=bool(params["plots"]), resume=True,
+                       pretrained=pretrained)
+    else:
+        options = {"model": model, "epochs": epochs, "imgsz": imgsz, "batch": batch, "device": device,
+                   "seed": seed, "workers": workers}
+        chosen = {key: params[key] if value is None else value for key, value in options.items()}
+        result = train(data, out, chosen.pop("model"), pretrained=pretrained, plots=bool(params["plots"]),
+                       hyp=params["hyp"], params_source=params_file, **chosen)
     metrics = result.metrics
     summary = ", ".join(f"{kind} mAP50-95 {metrics[kind]['mAP50-95']:.4f}" for kind in ("box", "pose")
                         if "mAP50-95" in metrics.get(kind, {}))

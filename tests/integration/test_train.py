@@ -224,8 +224,10 @@ def test_resume_after_sigkill_mid_epoch(data_yaml, tmp_path):
 
     with pytest.raises(FdposeError, match="no interrupted run"):
         train(data_yaml, tmp_path / "elsewhere", FDCONV_YAML, resume=True, **SMALL)
-    result = train(data_yaml, out, FDCONV_YAML, resume=True, plots=False, **SMALL)
+    result = train(data_yaml, out, resume=True, device="cpu")  # the rest comes from the checkpoint
     assert result.resumed and result.epochs == 2 and result.metrics["epochs"] == 2
+    args = yaml.safe_load((out / "args.yaml").read_text())
+    assert (args["imgsz"], args["batch"], args["seed"], args["plots"]) == (64, 4, 3, False)
     assert [row["epoch"] for row in read_results(out / "results.csv")] == ["1", "2"]
     assert (out / "weights" / "best.pt").is_file() and not partial.exists()
     dvclive_steps = (out / "dvclive/plots/metrics/train/pose_loss.tsv").read_text().splitlines()[1:]
@@ -250,6 +252,7 @@ def test_finetune_from_a_stock_checkpoint(data_yaml, stock_checkpoint, tmp_path)
     result = train(data_yaml, tmp_path / "run", FDCONV_YAML, epochs=1, plots=False,
                    pretrained=stock_checkpoint, callbacks={"on_pretrain_routine_end": [snapshot]}, **SMALL)
     assert result.pretrained == str(stock_checkpoint)
+    assert result.conversion == json.loads((result.out_dir / "pretrained.json").read_text())
     assert result.conversion["converted"] and not result.conversion["reinitialised"]
     assert "C2f_FDConv" in start["types"]
     stock_state = stock.state_dict()

@@ -234,6 +234,14 @@ def test_params_file_sets_the_defaults(tmp_path, monkeypatch):
     assert kwargs["epochs"] == 7 and kwargs["imgsz"] == 128 and kwargs["hyp"] == {"mosaic": 0.0}
     assert kwargs["device"] == "auto" and kwargs["batch"] == stage.DEFAULTS["batch"]
 
+    # Resuming keeps the run's own settings: the params file does not override them.
+    outcome = CliRunner().invoke(main, ["train", "--data", "d.yaml", "--out", "run", "--params", str(params),
+                                        "--resume", "--batch", "2"])
+    assert outcome.exit_code == 0, outcome.output
+    kwargs = calls["kwargs"]
+    assert kwargs["resume"] is True and kwargs["batch"] == 2 and kwargs["device"] == "auto"
+    assert kwargs["epochs"] is None and kwargs["imgsz"] is None and "hyp" not in kwargs
+
 
 def test_repository_params_match_the_built_in_defaults():
     from pipeline.config import load_params
