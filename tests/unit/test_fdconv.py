@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.nn import FDConv
+from pipeline.nn import FDConv, fdconv
 from pipeline.nn.fdconv import frequency_groups, real_fourier_basis
 from tests.unit.fdconv_oracle import oracle_forward, oracle_groups, oracle_mask
 
@@ -184,6 +184,16 @@ def test_gradients_match_the_oracle(cin, cout, k, size, options):
     fast, slow = grads
     for name in slow:
         assert rel_err(fast[name], slow[name]) < 1e-4, name
+
+
+def test_fft_low_pass_path_for_large_maps_matches_the_oracle(monkeypatch):
+    monkeypatch.setattr(fdconv, "FBM_FFT_MIN_SIZE", 0)  # large maps take masked FFTs
+    layer = perturb(FDConv(24, 24, 3, padding=1), seed=11)
+    x = torch.randn(2, 24, 16, 13)
+    expected = oracle_forward(layer, x)
+    for mode in (True, False):
+        layer.train(mode)
+        assert rel_err(layer(x), expected) < 1e-5
 
 
 # ---------------------------------------------------------------- training, autocast
