@@ -22,6 +22,10 @@ $(LS_STAMP): Makefile
 	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LS_VENV)/bin/python -m pip install --quiet "$(LS_SPEC)"
+	# A migrated database for the test servers to copy (`label-studio version` migrates first).
+	rm -rf $(LS_VENV)/db-template
+	LABEL_STUDIO_BASE_DATA_DIR=$(abspath $(LS_VENV)/db-template) HOME=$(abspath $(LS_VENV)/db-template) \
+		$(LS_VENV)/bin/label-studio version > $(LS_VENV)/db-template.log 2>&1
 	touch $(LS_STAMP)
 
 ls-venv: $(LS_STAMP)

@@ -2,14 +2,16 @@
 
 Label Studio lives in its own virtual environment (``.venv-ls``, made by ``make ls-venv``; its pins
 clash with ours). :func:`start_server` runs ``label-studio start`` with its data in a temporary folder
-(SQLite), waits for ``/health``, signs in and creates a personal access token (new organisations
-refuse legacy tokens), and :meth:`LabelStudioServer.stop` ends the whole process group, politely then
-by force, within a bounded time.
+(SQLite) and local files served from ``<data>/local-files``, waits for ``/health``, signs in and
+creates a personal access token (new organisations refuse legacy tokens), and
+:meth:`LabelStudioServer.stop` ends the whole process group, politely then by force, within a
+bounded time.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +23,9 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 LS_VENV = Path(os.environ.get("FDPOSE_LS_VENV", REPO / ".venv-ls"))
+# A data folder whose database is already migrated (`make ls-venv` makes it): a copy starts in
+# seconds, where a first start spends most of its time (25 s idle, 100 s on a busy box) migrating.
+DB_TEMPLATE = LS_VENV / "db-template"
 USERNAME = "fdpose-tests@example.com"
 PASSWORD = "fdpose-tests-Passw0rd"
 START_TIMEOUT_S = 240.0  # a first start runs the database migrations (about 25 s here, more on a busy box)
@@ -46,6 +51,7 @@ class LabelStudioServer:
     process: subprocess.Popen
     log_path: Path
     start_seconds: float
+    local_files_root: Path  # served as /data/local-files/?d=<path relative to it>
 
     def stop(self) -> None:
         """End the server and every child it started (its process group), within a bounded time."""
@@ -90,12 +96,18 @@ def start_server(data_dir: Path) -> LabelStudioServer:
     program = executable()
     if program is None:
         raise RuntimeError(f"Label Studio is not installed in {LS_VENV} (run `make ls-venv`)")
+    if (DB_TEMPLATE / "label_studio.sqlite3").is_file():
+        shutil.copytree(DB_TEMPLATE, data_dir, dirs_exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {key: value for key, value in os.environ.items() if not key.startswith(("LABEL_STUDIO", "DJANGO"))}
+    local_files_root = data_dir / "local-files"
+    local_files_root.mkdir(exist_ok=True)
     env.update({
         "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+        "LOCAL_FILES_SERVING_ENABLED": "true",
+        "LOCAL_FILES_DOCUMENT_ROOT": str(local_files_root),
         "HOME": str(data_dir),  # nothing of the tests lands in the real home folder
         "PATH": f"{program.parent}{os.pathsep}{env.get('PATH', '')}",
         "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
@@ -111,7 +123,7 @@ def start_server(data_dir: Path) -> LabelStudioServer:
             env=env, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group, so stop() reaches every child
         )
-    server = LabelStudioServer(url, "", process, log_path, 0.0)
+    server = LabelStudioServer(url, "", process, log_path, 0.0, local_files_root)
     try:
         deadline = started + START_TIMEOUT_S
         while True:

@@ -271,3 +271,35 @@ def test_predictions_round_trip_through_label_studio(project, label_studio, tmp_
     accepted = _export(label_studio, project.id, tmp_path / "accepted.json")
     same_as_sent(read_labelstudio_export(accepted, project.images, label_config=project.config,
                                          skeleton=SKELETON))
+
+
+def test_local_files_storage_live_and_from_the_export(label_studio, tmp_path, monkeypatch):
+    """Images served from local files storage (``/data/local-files/?d=...``): downloaded live by
+    their relative path, and found by that path under --images for a file export."""
+    client = _client(label_studio)
+    shoot = label_studio.local_files_root / "shoot" / "day1"
+    shoot.mkdir(parents=True)
+    Image.new("RGB", WALK, (200, 10, 10)).save(shoot / "walk.png")
+    created = client.projects.create(title="fdpose local files", label_config=CONFIG)
+    storage = client.import_storage.local.create(project=created.id, path=str(shoot.parent),
+                                                 recursive_scan=True, regex_filter=r".*\.png",
+                                                 use_blob_urls=True, title="shoot")
+    client.import_storage.local.sync(id=storage.id)
+    (task,) = list(client.tasks.list(project=created.id))
+    assert task.data["image"] == "/data/local-files/?d=shoot/day1/walk.png"
+    result = [_rect("p1", "person", EXPECTED_WALK[0][1], WALK),
+              *_point("h", "head", (90, 50), WALK, parent="p1")]
+    client.annotations.create(id=task.id, result=result)
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.api_key)
+    live = read_labelstudio_live(label_studio.url, created.id, tmp_path / "downloads", skeleton=SKELETON)
+    export = read_labelstudio_export(_export(label_studio, created.id, tmp_path / "export.json"),
+                                     label_studio.local_files_root, skeleton=SKELETON)
+    for dataset in (live, export):
+        (image,) = dataset.images
+        assert image.file_name == "shoot/day1/walk.png"
+        assert image.path.read_bytes() == (shoot / "walk.png").read_bytes()
+        (instance,) = image.instances
+        np.testing.assert_allclose(instance.bbox, EXPECTED_WALK[0][1], atol=1e-6)
+        np.testing.assert_allclose(instance.keypoints, [[90, 50, 2], [0, 0, 0], [0, 0, 0]], atol=1e-6)
+    assert live.images[0].path == tmp_path / "downloads" / "shoot" / "day1" / "walk.png"
