@@ -45,7 +45,7 @@ import yaml
 from pipeline import __version__
 from pipeline.config import load_params
 from pipeline.errors import FdposeError
-from pipeline.io import atomic_dir, atomic_write_bytes
+from pipeline.io import atomic_dir, atomic_write_bytes, write_json
 from pipeline.predict import (
     ModelMeta,
     OnnxRunner,
@@ -606,38 +606,41 @@ def package(weights: str | Path, eval_dir: str | Path | None, out: str | Path, *
 
 def bench_latency(package_dir: str | Path, sizes: tuple[int, ...] = (320, 640), runs: int = 20,
                   warmup: int = 3, threads: int | None = None) -> list[dict[str, Any]]:
-    """Median batch-1 CPU latency of the packaged model in PyTorch (safetensors) and onnxruntime.
+    """Median batch-1 CPU latency (ms) of the packaged model: PyTorch as packaged (the model the ONNX
+    file is exported from), PyTorch with Conv+BN fused (what ultralytics runs), and onnxruntime.
 
     The ONNX side is exported at each size into a temporary folder (the shipped file has one fixed
-    size). ``threads`` sets both torch's and onnxruntime's intra-op threads (default: their own).
+    size). The three take turns within every timed round, so load from other processes hits them
+    alike. ``threads`` sets torch's and onnxruntime's intra-op threads (default: their own choice).
     """
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     package_dir = Path(package_dir)
-    model = load_packaged_model(package_dir)
     meta = read_model_yaml(package_dir)
+    model = load_packaged_model(package_dir)
+    fused = load_packaged_model(package_dir).fuse(verbose=False)
     rows = []
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             batch = rng.random((1, 3, size, size), dtype=np.float32)
             onnx_path = export_onnx(model, meta, size, Path(tmp) / f"model-{size}.onnx")
-            timings = {}
-            for name, runner in (("pytorch", TorchRunner(model, meta, "safetensors")),
-                                 ("onnxruntime", OnnxRunner(onnx_path, meta, threads))):
-                for _ in range(warmup):
-                    runner(batch)
-                samples = []
-                for _ in range(runs):
+            runners = {"pytorch_ms": TorchRunner(model, meta, "safetensors"),
+                       "pytorch_fused_ms": TorchRunner(fused, meta, "safetensors"),
+                       "onnxruntime_ms": OnnxRunner(onnx_path, meta, threads)}
+            samples: dict[str, list[float]] = {name: [] for name in runners}
+            for round_index in range(warmup + runs):
+                for name, runner in runners.items():
                     start = time.perf_counter()
                     runner(batch)
-                    samples.append((time.perf_counter() - start) * 1000)
-                timings[name] = statistics.median(samples)
-            rows.append({"imgsz": size, "batch": 1, "pytorch_ms": timings["pytorch"],
-                         "onnxruntime_ms": timings["onnxruntime"],
-                         "speedup": timings["pytorch"] / timings["onnxruntime"]})
+                    if round_index >= warmup:
+                        samples[name].append((time.perf_counter() - start) * 1000)
+            row: dict[str, Any] = {"imgsz": size, "batch": 1, "runs": runs}
+            row.update({name: statistics.median(values) for name, values in samples.items()})
+            row["onnx_speedup_vs_fused"] = row["pytorch_fused_ms"] / row["onnxruntime_ms"]
+            rows.append(row)
     return rows
 
 
@@ -659,9 +662,13 @@ def bench_latency(package_dir: str | Path, sizes: tuple[int, ...] = (320, 640), 
               help="Only benchmark the package at OUT: PyTorch vs onnxruntime latency, batch 1, CPU.")
 @click.option("--sizes", default="320,640", show_default=True, help="Input sizes for --bench.")
 @click.option("--runs", type=int, default=20, show_default=True, help="Timed runs per size for --bench.")
+@click.option("--threads", type=int, default=None,
+              help="Intra-op threads for --bench (default: the libraries').")
+@click.option("--bench-json", type=click.Path(path_type=Path), default=None,
+              help="Also write the --bench rows to this JSON file.")
 def package_command(weights: Path | None, eval_dir: Path | None, out: Path | None, data: Path | None,
                     image: Path | None, imgsz: int | None, verify_path: Path | None, bench_path: Path | None,
-                    sizes: str, runs: int) -> None:
+                    sizes: str, runs: int, threads: int | None, bench_json: Path | None) -> None:
     """Package weights as model.pt, model.safetensors + model.yaml, model.onnx, MODEL_CARD.md, SHA256SUMS."""
     if verify_path is not None:
         click.echo(verify(verify_path).summary())
@@ -671,10 +678,16 @@ def package_command(weights: Path | None, eval_dir: Path | None, out: Path | Non
             size_list = tuple(int(s) for s in sizes.split(","))
         except ValueError:
             raise FdposeError(f"expected comma-separated integers, got {sizes!r}", item="--sizes") from None
-        click.echo(f"{'imgsz':>6} {'batch':>5} {'pytorch ms':>11} {'onnxruntime ms':>15} {'ratio':>6}")
-        for row in bench_latency(bench_path, size_list, runs):
-            click.echo(f"{row['imgsz']:>6} {row['batch']:>5} {row['pytorch_ms']:>11.1f} "
-                       f"{row['onnxruntime_ms']:>15.1f} {row['speedup']:>5.2f}x")
+        rows = bench_latency(bench_path, size_list, runs, threads=threads)
+        click.echo(f"median ms over {runs} runs, batch 1, CPU ({os.cpu_count()} cores, threads: "
+                   f"{threads or 'default'}, load average {os.getloadavg()[0]:.1f})")
+        click.echo(f"{'imgsz':>6} {'pytorch':>9} {'pytorch fused':>14} {'onnxruntime':>12} "
+                   f"{'fused/onnx':>11}")
+        for row in rows:
+            click.echo(f"{row['imgsz']:>6} {row['pytorch_ms']:>9.1f} {row['pytorch_fused_ms']:>14.1f} "
+                       f"{row['onnxruntime_ms']:>12.1f} {row['onnx_speedup_vs_fused']:>10.2f}x")
+        if bench_json is not None:
+            write_json(bench_json, {"package": str(bench_path), "rows": rows})
         return
     if weights is None or eval_dir is None or out is None:
         raise click.UsageError("--weights, --eval and --out are required (or use --verify / --bench)")
