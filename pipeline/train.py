@@ -70,6 +70,8 @@ DEFAULTS: dict[str, Any] = {
 # Arguments train() sets itself; the params file's ``hyp:`` may set any other ultralytics train argument.
 _MANAGED_ARGS = {"model", "data", "epochs", "imgsz", "batch", "device", "seed", "workers", "plots", "resume",
                  "pretrained", "project", "name", "exist_ok", "deterministic", "save_dir", "mode", "task"}
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_SCALE_LETTER = re.compile(r"(\d+)([nslmx])(.+)?$")  # ultralytics' yolov8n-... -> yolov8-... rule
 _ULTRALYTICS_DVC = "ultralytics.utils.callbacks.dvc"  # the module of the DVC callback we replace
 # ultralytics' list of GPUs whose AMP is known to give NaN losses or zero mAP (from its check_amp).
 _AMP_BAD_GPUS = re.compile(
@@ -181,7 +183,13 @@ def resolve_device(device: str | int | None) -> tuple[str, str]:
 
 
 def _model_argument(model: str | Path) -> str:
-    """The model as ultralytics takes it: an absolute path for our files, a bare name for its built-ins."""
+    """The model as ultralytics takes it: an absolute path for a file of ours, a bare name for its built-ins.
+
+    A relative YAML path is looked up in the working directory, then in the project (where
+    ``cfg/models`` lives), so the default model works from any directory. A scaled name such as
+    ``yolov8n-pose-C2f_FDConv.yaml`` need not exist itself: ultralytics reads the scale letter and
+    loads ``yolov8-pose-C2f_FDConv.yaml`` beside it.
+    """
     path = Path(model)
     if path.suffix == ".pt":
         if not path.is_file():
@@ -189,11 +197,13 @@ def _model_argument(model: str | Path) -> str:
         return str(path.resolve())
     if path.suffix not in (".yaml", ".yml"):
         raise FdposeError("expected a model YAML or a .pt checkpoint", path=path)
-    # A scaled name such as yolov8n-pose-C2f_FDConv.yaml need not exist itself: ultralytics reads the
-    # scale letter and loads yolov8-pose-C2f_FDConv.yaml beside it. Anchor names with a folder to the cwd.
-    if path.parent != Path(".") or path.is_file():
-        return str(path.resolve())
-    return str(path)  # ultralytics' own YAMLs (yolov8n-pose.yaml) by name
+    for candidate in ([path] if path.is_absolute() else [Path.cwd() / path, PROJECT_ROOT / path]):
+        unscaled = candidate.with_name(_SCALE_LETTER.sub(r"\1\3", candidate.name))
+        if candidate.is_file() or unscaled.is_file():
+            return str(candidate.resolve())
+    if path.parent == Path("."):
+        return str(path)  # ultralytics' own YAMLs (yolov8n-pose.yaml) by name
+    raise FdposeError("model YAML not found", path=path)
 
 
 def _hyp_overrides(hyp: dict[str, Any] | None, source: object) -> dict[str, Any]:
@@ -571,7 +581,7 @@ def train(data: str | Path, out: str | Path, model: str | Path | None = None, *,
     try:
         trainer = FdposePoseTrainer(overrides=overrides)
     except (FileNotFoundError, RuntimeError, SyntaxError) as error:  # ultralytics' dataset/argument checks
-        raise FdposeError(f"ultralytics rejected the run ({error})", path=data) from None
+        raise FdposeError(f"ultralytics rejected the run ({error})", item="fdpose train") from None
     for event, functions in (callbacks or {}).items():
         for function in functions:
             trainer.add_callback(event, function)

@@ -183,8 +183,15 @@ def test_hyp_keys_are_checked():
 def test_model_argument(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert stage._model_argument("yolov8n-pose.yaml") == "yolov8n-pose.yaml"  # ultralytics' own, by name
-    assert stage._model_argument("cfg/models/yolov8n-pose-C2f_FDConv.yaml") == \
-        str(tmp_path / "cfg/models/yolov8n-pose-C2f_FDConv.yaml")
+    # The default model resolves from any directory: the working directory first, then the project.
+    project_model = stage.PROJECT_ROOT / "cfg/models/yolov8n-pose-C2f_FDConv.yaml"
+    assert stage._model_argument("cfg/models/yolov8n-pose-C2f_FDConv.yaml") == str(project_model)
+    (tmp_path / "cfg/models").mkdir(parents=True)
+    (tmp_path / "cfg/models/yolov8-pose-C2f_FDConv.yaml").write_text("nc: 1\n")
+    assert stage._model_argument("cfg/models/yolov8s-pose-C2f_FDConv.yaml") == \
+        str(tmp_path / "cfg/models/yolov8s-pose-C2f_FDConv.yaml")
+    with pytest.raises(FdposeError, match="nowhere/model.yaml: model YAML not found"):
+        stage._model_argument("nowhere/model.yaml")
     with pytest.raises(FdposeError, match="missing.pt: model checkpoint not found"):
         stage._model_argument("missing.pt")
     with pytest.raises(FdposeError, match="expected a model YAML or a .pt checkpoint"):
