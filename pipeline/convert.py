@@ -8,6 +8,7 @@ run leaves the previous output untouched. Everything skipped or repaired on the 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -27,7 +28,11 @@ from pipeline.split import apply_split_file, assign_splits, parse_ratios
 
 SOURCES = ("coco", "label-studio", "yolo")
 TARGETS = ("yolo", "coco")
+# Keys of the params' ``convert:`` section that describe the input (what to read, and its layout); used
+# only when the command names no input format itself (the DVC pipeline's way: cfg/params.yaml alone).
+INPUT_KEYS = ("from", "input", "images", "label_config", "url", "project", "skeleton")
 DEFAULTS: dict[str, Any] = {
+    **dict.fromkeys(INPUT_KEYS),
     "split": [0.8, 0.2, 0.0],
     "seed": 0,
     "drop_unlabelled": False,
@@ -136,8 +141,9 @@ def _images_root(dataset: Dataset, given: Path | None) -> Path:
     return Path(os.path.commonpath([os.path.dirname(p) for p in paths]))
 
 
-def convert(*, source: str, out: str | Path, to: str = "yolo", input_path: str | Path | None = None,
-            images: str | Path | None = None, url: str | None = None, project: int | None = None,
+def convert(*, out: str | Path, source: str | None = None, to: str = "yolo",
+            input_path: str | Path | None = None, images: str | Path | None = None, url: str | None = None,
+            project: int | None = None,
             label_config: str | Path | None = None, skeleton: str | Path | None = None,
             split: str | list[float] | None = None, split_file: str | Path | None = None,
             seed: int | None = None, drop_unlabelled: bool | None = None, strict: bool | None = None,
@@ -146,20 +152,34 @@ def convert(*, source: str, out: str | Path, to: str = "yolo", input_path: str |
     """Convert keypoint labels from ``source`` to ``to`` at ``out``; arguments left None come from the
     ``convert:`` section of ``params_path``, then :data:`DEFAULTS`.
 
+    The input (:data:`INPUT_KEYS`: format, file or server, images, label config, skeleton) comes from
+    the params only when ``source`` is None, each key unless given; a caller that names ``source``
+    describes its input completely, so a params file set up for other data never leaks into it.
+
     Splits: a ``split_file`` wins; else ``split`` ratios (or, for ``source='yolo'`` without ``split``,
     the dataset's own splits are kept); else the params' ratios. Raises :class:`FdposeError` for
     unusable input, before anything at ``out`` is replaced.
     """
-    if source not in SOURCES:
-        raise FdposeError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}", item="--from")
     if to not in TARGETS:
         raise FdposeError(f"unknown target {to!r}; expected one of {', '.join(TARGETS)}", item="--to")
     params = {**DEFAULTS, **load_params("convert", params_path)}
+    if source is None:
+        source = params["from"]
+        if source is None:
+            raise FdposeError("no input format: give --from, or set convert.from in the params file",
+                              path=params_path)
+        input_path = input_path or params["input"]
+        images = images or params["images"]
+        label_config = label_config or params["label_config"]
+        url = url or params["url"]
+        project = project if project is not None else params["project"]
+        skeleton = skeleton or params["skeleton"]
+    if source not in SOURCES:
+        raise FdposeError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}", item="--from")
     seed = int(params["seed"] if seed is None else seed)
     strict = bool(params["strict"] if strict is None else strict)
     drop_unlabelled = bool(params["drop_unlabelled"] if drop_unlabelled is None else drop_unlabelled)
     annotation = annotation or params["annotation"]
-    skeleton = skeleton or params["skeleton"]
     out = Path(out)
     input_path = Path(input_path) if input_path is not None else None
     images = Path(images) if images is not None else None
@@ -179,6 +199,10 @@ def convert(*, source: str, out: str | Path, to: str = "yolo", input_path: str |
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             download_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.download-", dir=out.parent))
+    # Conversion allocates millions of small objects and no cycles: the cyclic collector's rescans
+    # of them would cost seconds on large inputs.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         dataset = _read(source, input_path=input_path, images=images, url=url, project=project,
                         label_config=Path(label_config) if label_config else None, skeleton=skeleton_obj,
@@ -197,6 +221,8 @@ def convert(*, source: str, out: str | Path, to: str = "yolo", input_path: str |
         return _write(dataset, out, to, source=source, input_path=input_path or url, images=images,
                       split_info=split_info, progress=progress)
     finally:
+        if collecting:
+            gc.enable()
         if download_dir is not None and to == "yolo":
             shutil.rmtree(download_dir, ignore_errors=True)
 
@@ -235,7 +261,9 @@ def _write(dataset: Dataset, out: Path, to: str, *, source: str, input_path: obj
 
 
 @click.command("convert")
-@click.option("--from", "source", type=click.Choice(SOURCES), required=True, help="Input format.")
+@click.option("--from", "source", type=click.Choice(SOURCES),
+              help="Input format. Without it, the input (format, input, images, label config, url, project, "
+                   "skeleton) comes from the params' convert: section, each unless given here.")
 @click.option("--input", "input_path", type=click.Path(path_type=Path),
               help="COCO JSON, Label Studio export JSON, or YOLO data.yaml.")
 @click.option("--images", type=click.Path(path_type=Path), help="Folder the input's image names resolve in.")

@@ -87,20 +87,35 @@ def generate(root: Path, annotations: int, images: int, keypoints: int = 17, see
     return path
 
 
+def _memory_mib(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process in MiB. Read from /proc because
+    ``ru_maxrss`` survives exec on Linux: a worker would report its parent's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _rss_mib() -> float:
     """Resident memory now (the imports' share, so the call's own growth can be told apart)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return _memory_mib("VmRSS")
 
 
 def _measure(which: str, json_path: Path, images: Path, out: Path) -> dict:
     """Run one converter in this process; seconds of the conversion call and peak RSS."""
     if which == "ours":
+        import pipeline.formats.coco  # noqa: F401  (imported before measuring, as ultralytics' is)
+        import pipeline.formats.yolo  # noqa: F401
         from pipeline.convert import convert
 
         before = _rss_mib()
         start = time.perf_counter()
         result = convert(source="coco", input_path=json_path, images=images, out=out, to="yolo",
-                         split="0.8,0.2", progress=False)
+                         split="0.8,0.2", progress=False, params_path=os.devnull)  # built-in defaults
         seconds = time.perf_counter() - start
         summary = result.report["summary"]
         written = {"images": summary["images"], "instances": summary["instances"],
@@ -116,8 +131,7 @@ def _measure(which: str, json_path: Path, images: Path, out: Path) -> dict:
         seconds = time.perf_counter() - start
         labels = list((out / "labels").rglob("*.txt"))
         written = {"label_files": len(labels)}
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"seconds": seconds, "peak_rss_mib": peak_kib / 1024, "rss_before_mib": before, **written}
+    return {"seconds": seconds, "peak_rss_mib": _memory_mib("VmHWM"), "rss_before_mib": before, **written}
 
 
 def _run(which: str, json_path: Path, images: Path, out: Path) -> dict:

@@ -118,12 +118,24 @@ def test_file_converts_or_fails_clearly(name, tmp_path):
     if name in FAILS:
         pattern, _reason = FAILS[name]
         with pytest.raises(FdposeError, match=pattern) as error:
-            convert(source="coco", input_path=source, images=_images_root(name), out=tmp_path / "out")
+            convert(
+                params_path=os.devnull,
+                source="coco",
+                input_path=source,
+                images=_images_root(name),
+                out=tmp_path / "out",
+            )
         assert str(error.value).startswith(str(source)) and "\n" not in str(error.value)
         assert not (tmp_path / "out").exists()
         return
     images, instances, k, classes = CONVERTS[name]
-    result = convert(source="coco", input_path=source, images=_images_root(name), out=tmp_path / "out")
+    result = convert(
+        params_path=os.devnull,
+        source="coco",
+        input_path=source,
+        images=_images_root(name),
+        out=tmp_path / "out",
+    )
     summary = result.report["summary"]
     assert (summary["images"], summary["instances"], summary["kpt_shape"]) == (images, instances, [k, 3])
     data = yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())
@@ -140,6 +152,7 @@ def test_halpe_converts_against_cocos_images(tmp_path):
     """halpe's file_names are COCO's images: pointed at coco/, its 136-keypoint file converts."""
     _require_corpus()
     result = convert(
+        params_path=os.devnull,
         source="coco",
         input_path=CORPUS / "halpe/test_halpe.json",
         images=CORPUS / "coco",
@@ -155,7 +168,12 @@ def test_label_lines_match_source_coordinates(name, tmp_path):
     """Label values recomputed from the raw JSON (an independent, literal oracle)."""
     _require_corpus()
     convert(
-        source="coco", input_path=CORPUS / name, images=_images_root(name), out=tmp_path / "out", split="1,0"
+        params_path=os.devnull,
+        source="coco",
+        input_path=CORPUS / name,
+        images=_images_root(name),
+        out=tmp_path / "out",
+        split="1,0",
     )
     coco = json.loads((CORPUS / name).read_text())
     category_index = {c["id"]: i for i, c in enumerate(coco["categories"])}

@@ -20,7 +20,15 @@ from pipeline.formats.coco import read_coco
 from pipeline.formats.yolo import output_names, read_yolo
 from pipeline.split import split_of
 
+SKELETON = Path(__file__).resolve().parents[2] / "cfg" / "skeletons" / "coco_person.yaml"
+
 NAMES = ["nose", "left_eye", "right_eye", "left_ear", "right_ear"]
+
+
+@pytest.fixture(autouse=True)
+def _outside_the_project(tmp_path, monkeypatch):
+    """Run where no cfg/params.yaml is: the project's own params must not steer these tests."""
+    monkeypatch.chdir(tmp_path)
 
 
 def make_coco(root: Path, count: int = 12, sizes=((120, 90), (64, 48)), sub_folders: bool = False) -> Path:
@@ -181,11 +189,11 @@ def test_skeleton_file_that_disagrees_is_an_error_naming_both(tmp_path):
             "--out",
             str(tmp_path / "o"),
             "--skeleton",
-            "cfg/skeletons/coco_person.yaml",
+            str(SKELETON),
         ]
     )
     assert result.exit_code == 1
-    assert "cfg/skeletons/coco_person.yaml" in result.output and str(source) in result.output
+    assert str(SKELETON) in result.output and str(source) in result.output
     assert not (tmp_path / "o").exists()
 
 
@@ -385,3 +393,45 @@ def test_label_studio_export_through_the_cli(tmp_path):
     (label,) = (out / "labels" / "train").glob("*.txt")
     values = list(map(float, label.read_text().split()))
     np.testing.assert_allclose(values, [0, 0.35, 0.5, 0.5, 0.6, 0.2, 0.3, 2, 0.4, 0.7, 2], atol=1e-6)
+
+
+def test_input_from_params_when_no_format_is_given(tmp_path):
+    """The DVC stage's way: `fdpose convert --out DIR` with everything else in cfg/params.yaml."""
+    source = make_coco(tmp_path, count=3)
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "convert": {
+                    "from": "coco",
+                    "input": str(source),
+                    "images": str(tmp_path / "img"),
+                    "split": [1, 0],
+                }
+            }
+        )
+    )
+    result = run(["--out", str(tmp_path / "o"), "--params", str(params), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "images 3, instances 6" in result.output and "splits train 3 images" in result.output
+    # A command that names its input format ignores the params' input keys (here: a bad skeleton).
+    params.write_text(yaml.safe_dump({"convert": {"from": "yolo", "skeleton": "missing.yaml"}}))
+    explicit = run(
+        [
+            "--from",
+            "coco",
+            "--input",
+            str(source),
+            "--images",
+            str(tmp_path / "img"),
+            "--out",
+            str(tmp_path / "o2"),
+            "--params",
+            str(params),
+            "--quiet",
+        ]
+    )
+    assert explicit.exit_code == 0, explicit.output
+    params.write_text(yaml.safe_dump({"convert": {"split": [0.5, 0.5]}}))
+    missing = run(["--out", str(tmp_path / "o3"), "--params", str(params)])
+    assert missing.exit_code == 1 and "no input format" in missing.output
