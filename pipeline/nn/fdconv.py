@@ -107,7 +107,7 @@ class StarReLU(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * F.relu(x) ** 2 + self.bias
+        return torch.addcmul(self.bias, self.scale, F.relu(x).square())
 
 
 # FBM low-passes use separable projections below this map size and FFTs from it on. Measured on
@@ -248,10 +248,17 @@ class FDConv(nn.Module):
         self.ksm_fc = nn.Linear(cin, hidden, bias=False, **factory)
         self.ksm_norm = nn.LayerNorm(hidden, **factory)
         self.ksm_act = StarReLU().to(device)
-        self.channel_head = nn.Linear(hidden, cin, **factory)
-        self.filter_head = nn.Linear(hidden, cout, **factory)
-        self.spatial_head = nn.Linear(hidden, k * k, **factory) if k > 1 else None
-        self.kernel_head = nn.Linear(hidden, groups_total, **factory) if groups_total > 1 else None
+        # The four heads as one Linear, output rows [channel | filter | spatial | kernel]; the
+        # spatial head is absent for k = 1 and the kernel head for r * n = 1 (size 0).
+        self.head_sizes = (cin, cout, k * k if k > 1 else 0, groups_total if groups_total > 1 else 0)
+        self.ksm_heads = nn.Linear(hidden, sum(self.head_sizes), **factory)
+        # Scale of the channel/filter/spatial attentions: att_multi for sigmoid, 1 for 1 + tanh; the
+        # filter columns also carry the local attention's att_multi (both scale the same kernel).
+        scale = torch.full((cin + cout + self.head_sizes[2],),
+                           1.0 if ksm_global_act == "tanh" else self.att_multi)
+        if ksm_local_act == "sigmoid":
+            scale[cin:cin + cout] *= self.att_multi
+        self.register_buffer("_att_scale", scale.to(device), persistent=False)
 
         # KSM local (section 2).
         ks = round(math.log2(cin) / 2 + 0.5) // 2 * 2 + 1
@@ -265,6 +272,19 @@ class FDConv(nn.Module):
             if cin % fbm_spatial_group:
                 raise ValueError(f"in_channels {cin} must divide by fbm_spatial_group {fbm_spatial_group}")
             self.fbm_conv = nn.Conv2d(cin, len(self.k_list) * fbm_spatial_group, 3, padding=1, **factory)
+            # Band maps m_j = 2 * sigmoid(conv_j(x)) -> coefficient maps [m_1, m_2 - m_1, ..., 1 - m_last]
+            # as one (bands + 1, bands) matrix times the sigmoids, plus an offset.
+            bands = len(self.k_list)
+            mix = torch.zeros(bands + 1, bands)
+            mix[0, 0] = 2.0
+            for j in range(bands):
+                mix[j + 1, j] = -2.0
+                if j + 1 < bands:
+                    mix[j + 1, j + 1] = 2.0
+            offset = torch.zeros(bands + 1, 1)
+            offset[bands] = 1.0
+            self.register_buffer("_band_mix", mix.to(device), persistent=False)
+            self.register_buffer("_band_offset", offset.to(device), persistent=False)
         else:
             self.fbm_conv = None
         self.reset_parameters()
@@ -325,10 +345,8 @@ class FDConv(nn.Module):
         self.ksm_norm.reset_parameters()
         nn.init.ones_(self.ksm_act.scale)
         nn.init.zeros_(self.ksm_act.bias)
-        for head in (self.channel_head, self.filter_head, self.spatial_head, self.kernel_head):
-            if head is not None:
-                nn.init.normal_(head.weight, std=1e-6)
-                nn.init.zeros_(head.bias)
+        nn.init.normal_(self.ksm_heads.weight, std=1e-6)
+        nn.init.zeros_(self.ksm_heads.bias)
         self.local_norm.reset_parameters()
         nn.init.constant_(self.local_conv.weight, 1e-6)
         if self.fbm_conv is not None:
@@ -400,30 +418,34 @@ class FDConv(nn.Module):
 
     # ------------------------------------------------------------------ KSM
 
-    def _global_attentions(self, pooled: torch.Tensor):
-        """Channel, filter, spatial and kernel attentions from the pooled input (section 2)."""
-        h = self.ksm_act(self.ksm_norm(self.ksm_fc(pooled)))
+    def _global_attentions(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """KSM global branch (section 2) in the forms the forward uses, all float32.
+
+        Returns ``ca`` ``(B, Cin)``; ``factor = fa * sa`` ``(B, Cout, 1, k*k)`` with the local
+        attention's ``att_multi`` folded in; the kernel attention times alpha, ``(B, r*n)``.
+        """
+        batch = pooled.shape[0]
+        cin, cout, kk, groups = self.head_sizes
+        z = self.ksm_heads(self.ksm_act(self.ksm_norm(self.ksm_fc(pooled)))).float()
+        logits = z[:, :cin + cout + kk] / self.temp
         if self.ksm_global_act == "tanh":
-            def act(z: torch.Tensor) -> torch.Tensor:
-                return 1.0 + torch.tanh(z / self.temp)
+            att = (1.0 + torch.tanh(logits)) * self._att_scale
         else:
-            def act(z: torch.Tensor) -> torch.Tensor:
-                return torch.sigmoid(z / self.temp) * self.att_multi
-        ca = act(self.channel_head(h))
-        fa = act(self.filter_head(h))
-        sa = act(self.spatial_head(h)) if self.spatial_head is not None else None
-        if self.kernel_head is None:
-            a = None
+            att = torch.sigmoid(logits) * self._att_scale
+        ca = att[:, :cin]
+        factor = att[:, cin:cin + cout].reshape(batch, cout, 1, 1)
+        if kk:
+            factor = factor * att[:, cin + cout:].reshape(batch, 1, 1, kk)
+        if not groups:
+            return ca, factor, z.new_full((batch, 1), self.alpha)
+        zk = z[:, cin + cout + kk:] / self.kernel_temp
+        if self.ksm_global_act == "softmax":
+            a = torch.softmax(zk, dim=-1) * self.alpha
+        elif self.ksm_global_act == "tanh":
+            a = (1.0 + torch.tanh(zk)) * (self.alpha / groups)
         else:
-            z = self.kernel_head(h) / self.kernel_temp
-            groups_total = self.kernel_num * self.param_ratio
-            if self.ksm_global_act == "softmax":
-                a = torch.softmax(z, dim=-1)
-            elif self.ksm_global_act == "tanh":
-                a = (1.0 + torch.tanh(z)) / groups_total
-            else:
-                a = torch.sigmoid(z) * (2.0 / groups_total)
-        return ca, fa, sa, a
+            a = torch.sigmoid(zk) * (2.0 * self.alpha / groups)
+        return ca, factor, a
 
     def _local_logits(self, pooled: torch.Tensor) -> torch.Tensor:
         """Local-branch logits ``l[b, o, c, i, j]`` as a ``(B, Cout, k*k, Cin)`` tensor (section 2)."""
@@ -482,47 +504,26 @@ class FDConv(nn.Module):
             lows.append(torch.mm(part, v[:, :kw].t()).reshape(batch, channels, height, width))
         return lows
 
-    def _band_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """``conv_f(x)`` for all bands at once: the 3x3, few-output convolution as one GEMM.
-
-        A 3x3 convolution to only ``bands * spatial_group`` channels is a poor fit for conv kernels;
-        instead every tap's maps come from one ``(9 * out, Cin) @ (Cin, H*W)`` product and are summed
-        with the tap's shift (zero padding 1), which is the same convolution (used without autograd).
-        """
-        if torch.is_grad_enabled():
-            # Under autograd the 9 shifted slices would each cost a full zero-filled gradient.
-            return self.fbm_conv(x)
-        batch, cin, height, width = x.shape
-        weight, bias = self.fbm_conv.weight, self.fbm_conv.bias
-        out_ch = weight.shape[0]
-        taps = weight.permute(2, 3, 0, 1).reshape(9 * out_ch, cin).to(x.dtype)
-        maps = torch.matmul(taps, x.reshape(batch, cin, height * width))
-        maps = F.pad(maps.reshape(batch, 3, 3, out_ch, height, width), (1, 1, 1, 1))
-        out = bias.to(x.dtype).reshape(1, out_ch, 1, 1)
-        for i in range(3):
-            for j in range(3):
-                out = out + maps[:, i, j, :, i:i + height, j:j + width]
-        return out
-
     def _fbm(self, x: torch.Tensor, channel_scale: torch.Tensor | None) -> torch.Tensor:
         """Frequency band modulation of the input (section 3), optionally times ``ca`` per channel.
 
         ``out = sum_f m_f * (prev_f - L_f) + L_last`` is regrouped per low-pass: ``out = m_1 * x +
-        sum_j c_j * L_j`` with ``c_j = m_{j+1} - m_j`` and ``c_last = 1 - m_last``, accumulated in
-        place. Low-passes run in float32 whatever autocast asks for.
+        sum_j c_j * L_j`` with ``c_j = m_{j+1} - m_j`` and ``c_last = 1 - m_last`` (one small
+        matrix product gives all coefficient maps), accumulated in place. Low-passes run in float32
+        whatever autocast asks for.
         """
         batch, channels, height, width = x.shape
         groups, bands = self.fbm_spatial_group, len(self.k_list)
-        band_logits = self._band_logits(x)
+        band_logits = self.fbm_conv(x)  # (B, bands * G, H, W), band-major
         with torch.autocast(x.device.type, enabled=False):
             x32 = x.float()
             lows = self._low_passes(x32)
-            maps = 2.0 * torch.sigmoid(band_logits.float().reshape(batch, bands, groups, 1, height, width))
-            maps = maps.unbind(1)
-            coefs = [maps[j + 1] - maps[j] for j in range(bands - 1)] + [1.0 - maps[bands - 1]]
+            gates = torch.sigmoid(band_logits.float()).reshape(batch, bands, groups * height * width)
+            coefs = torch.matmul(self._band_mix, gates) + self._band_offset  # (B, bands + 1, G*H*W)
+            coefs = coefs.reshape(batch, bands + 1, groups, 1, height, width).unbind(1)
             shape = (batch, groups, channels // groups, height, width)
-            out = x32.reshape(shape) * maps[0]
-            for low, coef in zip(lows, coefs, strict=True):
+            out = x32.reshape(shape) * coefs[0]
+            for low, coef in zip(lows, coefs[1:], strict=True):
                 if _exporting():
                     out = out + low.reshape(shape) * coef
                 else:
@@ -540,23 +541,15 @@ class FDConv(nn.Module):
         batch, cin, height, width = x.shape
         cout, k = self.out_channels, self.kernel_size[0]
         pooled = x.mean(dim=(2, 3))
-        ca, fa, sa, a = self._global_attentions(pooled)
+        ca, factor, a = self._global_attentions(pooled)
         logits = self._local_logits(pooled)
         basis = self._basis()
-        if a is None:
-            a = torch.ones(batch, 1, dtype=torch.float32, device=x.device)
-        a = a.float() * self.alpha
 
         # Section 4: fa and sa (and att_multi) fold into one small (B, Cout, 1, k*k) factor of the
         # kernel, which costs nothing extra; ca scales either the kernel (B * Cout*Cin*k*k products)
         # or the input (B * Cin*H*W products), whichever is fewer.
-        factor = fa.float().reshape(batch, cout, 1, 1)
-        if sa is not None:
-            factor = factor * sa.float().reshape(batch, 1, 1, k * k)
-        if self.ksm_local_act == "sigmoid":
-            factor = factor * self.att_multi
         kernel_side_ca = cout * cin * k * k < cin * height * width
-        kernel_ca = ca.float().reshape(batch, 1, cin, 1) if kernel_side_ca else None
+        kernel_ca = ca.reshape(batch, 1, cin, 1) if kernel_side_ca else None
         slope = 1.0 if self.ksm_local_act == "sigmoid" else 2.0
         with torch.autocast(x.device.type, enabled=False):
             args = (a, basis, logits.float(), factor, kernel_ca, slope)

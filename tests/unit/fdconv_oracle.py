@@ -81,8 +81,9 @@ def oracle_forward(layer, x: torch.Tensor) -> torch.Tensor:
         h = _layer_norm(h, layer.ksm_norm)
         h = layer.ksm_act.scale.double() * torch.relu(h) ** 2 + layer.ksm_act.bias.double()
 
-        def head(module, h=h):
-            return module.weight.double() @ h + module.bias.double()
+        # The fused head's output rows are [channel | filter | spatial | kernel].
+        z_all = layer.ksm_heads.weight.double() @ h + layer.ksm_heads.bias.double()
+        z_channel, z_filter, z_spatial, z_kernel = torch.split(z_all, list(layer.head_sizes))
 
         if layer.ksm_global_act == "tanh":
             def act(z):
@@ -90,13 +91,13 @@ def oracle_forward(layer, x: torch.Tensor) -> torch.Tensor:
         else:
             def act(z):
                 return torch.sigmoid(z / temp) * att_multi
-        ca = act(head(layer.channel_head))
-        fa = act(head(layer.filter_head))
-        sa = act(head(layer.spatial_head)).reshape(k, k) if k > 1 else torch.ones(1, 1, dtype=x.dtype)
-        if layer.kernel_head is None:
+        ca = act(z_channel)
+        fa = act(z_filter)
+        sa = act(z_spatial).reshape(k, k) if k > 1 else torch.ones(1, 1, dtype=x.dtype)
+        if n * r == 1:
             a = torch.ones(1, dtype=x.dtype)
         else:
-            z = head(layer.kernel_head)
+            z = z_kernel
             if layer.ksm_global_act == "softmax":
                 a = torch.softmax(z / kernel_temp, dim=0)
             elif layer.ksm_global_act == "tanh":

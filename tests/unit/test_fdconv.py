@@ -151,6 +151,7 @@ def test_boundary_frequency_dropped_for_every_factor():
         (24, 24, 3, 1, (12, 9), {"ksm_global_act": "tanh", "ksm_local_act": "tanh"}),
         (24, 24, 3, 2, (11, 12), {"ksm_global_act": "softmax", "fbm_spatial_group": 2}),
         (24, 32, 3, 1, (10, 9), {"param_ratio": 2, "kernel_num": 5, "k_list": (4, 2)}),
+        (24, 24, 1, 1, (6, 5), {"kernel_num": 1}),
     ],
 )
 def test_fast_layer_matches_the_literal_oracle(cin, cout, k, stride, size, options):
