@@ -11,6 +11,8 @@
 - logs to DVCLive under the run folder (``<out>/dvclive``) instead of ultralytics' own DVC callback,
   which writes ``dvclive/`` and ``dvc.yaml`` into the current directory and saves a DVC experiment
   (git commits and checkouts in the working tree) at the end of every run;
+- leaves the dataset as it is (ultralytics would write ``labels/<split>.cache`` into it, changing
+  another DVC stage's output);
 - writes checkpoints atomically (a kill while saving cannot leave a truncated ``last.pt``) and
   ``metrics.json``, the final box and pose metrics by name.
 
