@@ -165,7 +165,7 @@ class DataInfo:
     source: str  # where the keypoint layout came from
     data_yaml: Path | None = None
     fingerprint: str | None = None
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    counts: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> images, instances, sha256
     sample_image: Path | None = None
 
 
@@ -194,31 +194,24 @@ def _data_info(data_yaml: Path | None, meta: ModelMeta) -> tuple[ModelMeta, Data
                      kpt_shape=list(skeleton.kpt_shape), edges=[list(e) for e in skeleton.edges],
                      flip_idx=list(skeleton.flip_permutation), sigmas=list(skeleton.sigmas),
                      imgsz=meta.imgsz, stride=meta.stride)
-    # Fingerprint: the data.yaml and every image and label file, by relative path and content.
+    # Per split, the fingerprint fdpose eval records as data_sha256 (images and labels by name and
+    # content), so the card shows which split the eval numbers belong to; the whole dataset's
+    # fingerprint covers data.yaml and every split's.
+    from pipeline.evaluate import data_fingerprint
+
+    counts: dict[str, dict[str, Any]] = {}
+    for split, records in sorted(dataset.splits().items()):
+        if records:
+            counts[split] = {"images": len(records), "instances": sum(len(r.instances) for r in records),
+                             "sha256": data_fingerprint(records)}
     digest = hashlib.sha256(data_yaml.read_bytes())
-    counts: dict[str, dict[str, int]] = {}
-    sample: Path | None = None
-    sample_split: str | None = None
-    root = data_yaml.parent
-    for record in sorted(dataset.images, key=lambda r: (r.split or "", r.file_name)):
-        split = record.split or "all"
-        entry = counts.setdefault(split, {"images": 0, "instances": 0})
-        entry["images"] += 1
-        entry["instances"] += len(record.instances)
-        for path in (record.path, _label_path(record.path)):
-            if path.is_file():
-                rel = os.path.relpath(path, root).replace(os.sep, "/")
-                digest.update(f"\0{rel}\0{_sha256_file(path)}".encode())
-        if sample is None or (split == "val" and sample_split != "val"):
-            sample, sample_split = record.path, split
+    digest.update("".join(f"\n{split} {c['sha256']}" for split, c in counts.items()).encode())
+    # The ONNX check image: the first validation image (else the first image at all).
+    check_split = "val" if "val" in counts else next(iter(counts), None)
+    records = sorted(dataset.splits().get(check_split, []), key=lambda r: r.file_name) if check_split else []
     return meta, DataInfo(source=f"dataset {data_yaml.name}", data_yaml=data_yaml,
-                          fingerprint=digest.hexdigest(), counts=counts, sample_image=sample)
-
-
-def _label_path(image_path: Path) -> Path:
-    from pipeline.formats.yolo import label_path_for
-
-    return label_path_for(image_path)
+                          fingerprint=digest.hexdigest(), counts=counts,
+                          sample_image=records[0].path if records else None)
 
 
 # --- export and check ----------------------------------------------------------------------------
@@ -393,13 +386,15 @@ def verify(path: str | Path) -> VerifyResult:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:  # COCO has no data for this number (e.g. no large objects)
+        return "n/a"
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
 
 
-HEADLINE_METRICS = ("oks_map", "oks_map50", "oks_map75", "oks_map_medium", "oks_map_large", "box_map",
-                    "box_map50")
+EVAL_METRICS = ("oks_map", "oks_map50", "oks_map75", "oks_map_medium", "oks_map_large", "oks_ar", "oks_ar50",
+                "oks_ar75", "box_map", "box_map50", "box_map75")
 TRAIN_KEYS = ("model", "epochs", "imgsz", "batch", "optimizer", "lr0", "lrf", "momentum", "weight_decay",
               "warmup_epochs", "seed", "deterministic", "amp", "mosaic", "fliplr", "degrees", "scale",
               "translate", "hsv_h", "hsv_s", "hsv_v", "pose", "kobj", "box", "cls", "dfl", "patience")
@@ -442,13 +437,10 @@ def model_card(*, weights_name: str, weights_sha256: str, checkpoint: dict[str, 
         f"- Keypoint layout from {data.source}.",
     ]
     if data.fingerprint:
-        lines.append(f"- Dataset fingerprint (sha256 of data.yaml, images and labels): `{data.fingerprint}`.")
+        lines.append(f"- Dataset fingerprint (sha256 of data.yaml and the splits'): `{data.fingerprint}`.")
     for split, counts in sorted(data.counts.items()):
-        lines.append(f"- `{split}`: {counts['images']} images, {counts['instances']} instances.")
-    if metrics:
-        for key in ("data_fingerprint", "model_fingerprint"):
-            if key in metrics:
-                lines.append(f"- Eval {key.replace('_', ' ')}: `{metrics[key]}`.")
+        lines.append(f"- `{split}`: {counts['images']} images, {counts['instances']} instances "
+                     f"(sha256 `{counts['sha256']}`).")
     lines += ["", "| # | keypoint | flips to | OKS sigma |", "|---|---|---|---|"]
     for index, name in enumerate(meta.keypoint_names):
         flip = meta.keypoint_names[meta.flip_idx[index]] if meta.flip_idx else name
@@ -466,13 +458,24 @@ def model_card(*, weights_name: str, weights_sha256: str, checkpoint: dict[str, 
         lines.append("The checkpoint records no training arguments.")
     lines += ["", "## Evaluation", ""]
     if metrics:
-        numbers = [(key, metrics[key]) for key in HEADLINE_METRICS
-                   if isinstance(metrics.get(key), (int, float))]
-        lines += ["| metric | value |", "|---|---|"]
-        lines += [f"| {key} | {_fmt(value)} |" for key, value in numbers]
+        baseline = metrics.get("baseline") if isinstance(metrics.get("baseline"), dict) else None
+        header = "| metric | this model |" + (" baseline |" if baseline else "")
+        lines += [header, "|---|---|" + ("---|" if baseline else "")]
+        for key in EVAL_METRICS:
+            if key in metrics:
+                row = f"| {key} | {_fmt(metrics[key])} |"
+                lines.append(row + (f" {_fmt(baseline.get(key))} |" if baseline else ""))
         lines.append("")
-        lines.append("OKS mAP by the COCO protocol with the sigmas above (`eval/metrics.json`)."
-                     + (f" Full report: [{report}]({report})." if report else ""))
+        split = metrics.get("split", "?")
+        evaluated = (f"Evaluated on split `{split}`: {metrics.get('num_images', '?')} images, "
+                     f"{metrics.get('num_instances', '?')} instances")
+        if "data_sha256" in metrics:
+            same = data.counts.get(split, {}).get("sha256") == metrics["data_sha256"]
+            evaluated += (f", data sha256 `{metrics['data_sha256']}` ("
+                          + ("the packaged model's dataset split" if same else
+                             "NOT the training dataset's split listed above") + ")")
+        lines.append(evaluated + ". OKS mAP by the COCO protocol with the sigmas above "
+                     "(`eval/metrics.json`)." + (f" Full report: [{report}]({report})." if report else ""))
     else:
         lines.append("Not evaluated (packaged without `--eval`).")
     lines += [
@@ -556,6 +559,13 @@ def package(weights: str | Path, eval_dir: str | Path | None, out: str | Path, *
             metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise FdposeError(f"invalid JSON ({error})", path=metrics_path) from None
+        if not isinstance(metrics, dict):
+            raise FdposeError("expected a JSON object of metrics", path=metrics_path)
+        # The card must not show another model's numbers: fdpose eval records the weights' sha256.
+        evaluated = metrics.get("model_sha256")
+        if evaluated is not None and evaluated != _sha256_file(weights):
+            raise FdposeError(f"these numbers are for weights with sha256 {evaluated}, not {weights} "
+                              "(run fdpose eval on the weights you package)", path=metrics_path)
 
     architecture = json.loads(json.dumps(source_model.yaml))  # plain lists/dicts for yaml.safe_dump
     architecture.pop("yaml_file", None)  # a build-time path; scale is kept in 'scale'

@@ -87,14 +87,20 @@ def test_card_states_the_facts_it_is_given():
         checkpoint={"version": "8.4.190", "date": "2026-01-02T03:04:05",
                     "train_args": {"epochs": 7, "imgsz": 320, "lr0": 0.01}},
         meta=meta, architecture={"scale": "s", "backbone": [[-1, 3, "C2f_FDConv", [128, True]]]},
-        parameters=1234567, data=DataInfo(source="dataset data.yaml", fingerprint="f" * 64,
-                                          counts={"train": {"images": 10, "instances": 12}}),
-        metrics={"oks_map": 0.4321, "box_map": 0.5, "data_fingerprint": "d" * 8}, report="eval/report.html",
+        parameters=1234567, data=DataInfo(source="dataset data.yaml", fingerprint="f" * 64, counts={
+            "train": {"images": 10, "instances": 12, "sha256": "t" * 8},
+            "val": {"images": 3, "instances": 4, "sha256": "v" * 8}}),
+        metrics={"oks_map": 0.4321, "box_map": 0.5, "oks_map_large": None, "split": "val", "num_images": 3,
+                 "num_instances": 4, "data_sha256": "v" * 8, "baseline": {"oks_map": 0.25, "box_map": 0.375}},
+        report="eval/report.html",
         check=OnnxCheck("img.png", 1e-5, 100.0, 1e-7, 1e-4), opset=17)
     for fact in ("C2f_FDConv", "scale `s`", "1,234,567 parameters", "2026-01-02T03:04:05", "| epochs | 7 |",
                  "| lr0 | 0.01 |", "| oks_map | 0.4321 |", "[eval/report.html](eval/report.html)",
-                 "`train`: 10 images, 12 instances", "| 0 | l_eye | r_eye | 0.025 |", "l_eye-r_eye",
-                 "**1.000e-07**", "1x3x320x320", "(1, 11, N)", "Eval data fingerprint: `dddddddd`"):
+                 "`train`: 10 images, 12 instances (sha256 `tttttttt`)", "| 0 | l_eye | r_eye | 0.025 |",
+                 "l_eye-r_eye", "**1.000e-07**", "1x3x320x320", "(1, 11, N)",
+                 "| metric | this model | baseline |", "| oks_map | 0.4321 | 0.25 |",
+                 "| oks_map_large | n/a | n/a |",
+                 "split `val`: 3 images, 4 instances, data sha256 `vvvvvvvv` (the packaged model's dataset"):
         assert fact in card, fact
     unevaluated = model_card(weights_name="w.pt", weights_sha256="0" * 64, checkpoint={}, meta=meta,
                              architecture={}, parameters=1, data=DataInfo(source="checkpoint attributes"),

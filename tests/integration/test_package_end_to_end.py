@@ -7,6 +7,7 @@ packages it once; the tests then load, compare, tamper with, rebuild and run tha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import shutil
@@ -22,7 +23,8 @@ from click.testing import CliRunner, Result
 from pipeline.cli import main
 from pipeline.dataset import Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
-from pipeline.formats.yolo import write_yolo
+from pipeline.evaluate import data_fingerprint
+from pipeline.formats.yolo import read_yolo, write_yolo
 from pipeline.package import load_packaged_model, package, verify
 from pipeline.predict import OnnxRunner, TorchRunner, letterbox, read_onnx_meta
 from pipeline.skeleton import Skeleton
@@ -33,7 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 MODEL_YAML = REPO / "cfg" / "models" / "yolov8n-pose-C2f_FDConv.yaml"
 KEYPOINTS = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
 EDGES = [(0, 1), (0, 2), (0, 3), (0, 4)]
-METRICS = {"oks_map": 0.123456, "oks_map50": 0.5, "box_map": 0.25, "images": 2}
+METRICS = {"oks_map": 0.123456, "oks_map50": 0.5, "box_map": 0.25, "split": "val", "num_images": 2,
+           "num_instances": 2}
 
 
 def make_dataset(root: Path, count: int = 8, size: int = 64) -> Path:
@@ -77,9 +80,13 @@ def trained(tmp_path_factory) -> Trained:
                                 plots=False, val=False, seed=0, deterministic=True, amp=False,
                                 project=str(root / "runs"), name="train", exist_ok=True, verbose=False)
     weights = root / "runs" / "train" / "weights" / "best.pt"
+    # What fdpose eval writes besides the numbers: which weights and which data they belong to.
+    val = read_yolo(data_yaml).splits()["val"]
     eval_dir = root / "eval"
     eval_dir.mkdir()
-    (eval_dir / "metrics.json").write_text(json.dumps(METRICS))
+    (eval_dir / "metrics.json").write_text(json.dumps({
+        **METRICS, "model_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "data_sha256": data_fingerprint(val)}))
     (eval_dir / "report.html").write_text("<html><body>report</body></html>")
     result = package(weights, eval_dir, root / "pkg")
     assert result.archive == root / "pkg.zip"
@@ -105,6 +112,7 @@ def test_package_writes_every_file_with_a_card(trained):
     card = (trained.package / "MODEL_CARD.md").read_text()
     for fact in ("C2f_FDConv", "scale `n`", "0.123456", "eval/report.html", "left_hand | right_hand",
                  "Dataset fingerprint", "`train`: 6 images, 6 instances", "`val`: 2 images",
+                 "(the packaged model's dataset split)",
                  f"torch {torch.__version__.split('+')[0]}", "ultralytics 8.4", "| epochs | 1 |",
                  "| imgsz | 64 |", "Intended use and limits", "ONNX check"):
         assert fact in card, fact
@@ -181,6 +189,17 @@ def test_onnx_above_tolerance_fails_and_keeps_the_previous_package(trained, tmp_
         package(trained.weights, trained.eval_dir, out, tolerance=0.0)
     assert verify(out).ok  # untouched
     assert not (tmp_path / "pkg.zip").exists()
+
+
+def test_eval_of_other_weights_is_refused(trained, tmp_path):
+    other = tmp_path / "eval"
+    other.mkdir()
+    (other / "metrics.json").write_text(json.dumps({**METRICS, "model_sha256": "0" * 64}))
+    result = CliRunner().invoke(main, ["package", "--weights", str(trained.weights), "--eval", str(other),
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "metrics.json: these numbers are for weights with sha256 0000" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_package_rejects_bad_weights(trained, tmp_path):
