@@ -15,7 +15,11 @@
 * ``MODEL_CARD.md`` — the model, its data, training parameters, eval numbers (``eval/metrics.json``
   and ``eval/report.html`` copied from ``--eval DIR``), versions, intended use and limits;
 * ``SHA256SUMS`` — every other file, in ``sha256sum -c`` format; ``fdpose package --verify OUT``
-  checks them.
+  (or ``OUT.zip``) checks them and names every mismatched, missing or unlisted file.
+
+The eval numbers must belong to the packaged weights: a ``metrics.json`` whose ``model_sha256``
+names other weights is refused. ``fdpose package --bench OUT`` times the package at batch 1 on the
+CPU: PyTorch as packaged, PyTorch with Conv+BN fused, and onnxruntime (:func:`bench_latency`).
 
 The archive is reproducible: entries sorted, timestamps fixed at 1980-01-01, permissions 0644, and
 nothing time- or location-dependent in any file (ONNX doc strings cleared, no absolute paths in the
