@@ -440,7 +440,10 @@ class FdposePoseTrainer(PoseTrainer):
         register()
         install_guards()
         super().__init__(cfg, overrides, _callbacks)
-        if RANK in {-1, 0} and not self.ddp and DvcLiveLogger.available():
+        # One logger per run: callbacks handed over from another trainer may already carry one.
+        has_logger = any(isinstance(getattr(callback, "__self__", None), DvcLiveLogger)
+                         for callbacks in self.callbacks.values() for callback in callbacks)
+        if RANK in {-1, 0} and not self.ddp and not has_logger and DvcLiveLogger.available():
             DvcLiveLogger().attach(self)
 
     def get_model(self, cfg: Any = None, weights: torch.nn.Module | None = None, verbose: bool = True):
