@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from pipeline.dataset import Dataset, ImageRecord, Instance, Report
 from pipeline.errors import FdposeError
@@ -274,7 +275,7 @@ class _Reader:
     """One pass over an export's tasks, filling a report as it goes."""
 
     def __init__(self, tasks: list[Any], source: str, images: Any, config: LabelConfig | None,
-                 skeleton: Skeleton | None, annotation: str, strict: bool):
+                 skeleton: Skeleton | None, annotation: str, strict: bool, progress: bool = False):
         if annotation not in ANNOTATION_MODES:
             raise FdposeError(f"annotation must be one of {', '.join(ANNOTATION_MODES)}, got {annotation!r}")
         self.tasks = tasks
@@ -284,6 +285,7 @@ class _Reader:
         self.skeleton = skeleton
         self.mode = annotation
         self.strict = strict
+        self.progress = progress
         self.report = Report()
         self.aliases = dict(config.aliases) if config else {}
         self._unknown_choices: set[str] = set()
@@ -627,7 +629,9 @@ class _Reader:
         self._noted: set[tuple[str, str]] = set()
         images: list[ImageRecord] = []
         used: dict[str, str] = {}
-        for index, task in enumerate(self.tasks):
+        # Live reads download an image per task: the bar shows it (convert --quiet turns it off).
+        for index, task in enumerate(tqdm(self.tasks, desc="label studio tasks", unit="task",
+                                          disable=not self.progress)):
             if not isinstance(task, dict):
                 self.report.skip(self.source, f"task #{index}", "not a Label Studio task (not an object)")
                 continue
@@ -696,13 +700,13 @@ def _load_tasks(text: str, source: object) -> list[Any]:
 
 def read_labelstudio_export(export_json: Path, images_root: Path, *, label_config: Path | None = None,
                             skeleton: Skeleton | None = None, annotation: str = "latest",
-                            strict: bool = False) -> Dataset:
+                            strict: bool = False, progress: bool = False) -> Dataset:
     """Read a Label Studio JSON export with its images under ``images_root`` into the hub.
 
     ``label_config`` is the project's label config XML (for ``model_index``); ``skeleton`` a
     :class:`Skeleton` (for order, classes and ``occlusion_choice``). See the module docstring for
     every rule. Raises :class:`FdposeError` for an unusable input (unreadable or invalid JSON,
-    invalid config, a config and skeleton that disagree)."""
+    invalid config, a config and skeleton that disagree). ``progress`` shows a bar over the tasks."""
     export_json = Path(export_json)
     try:
         text = export_json.read_text(encoding="utf-8")
@@ -720,7 +724,7 @@ def read_labelstudio_export(export_json: Path, images_root: Path, *, label_confi
         config = parse_label_config(config_text, label_config)
     tasks = _load_tasks(text, export_json)
     return _Reader(tasks, str(export_json), FolderImages(Path(images_root)), config, skeleton,
-                   annotation, strict).read()
+                   annotation, strict, progress).read()
 
 
 # --- live server -------------------------------------------------------------------------------
@@ -780,7 +784,7 @@ def _export_snapshot(client: Any, url: str, project_id: int) -> bytes:
 
 def read_labelstudio_live(url: str, project_id: int, out_images_dir: Path, *,
                           skeleton: Skeleton | None = None, annotation: str = "latest",
-                          strict: bool = False) -> Dataset:
+                          strict: bool = False, progress: bool = False) -> Dataset:
     """Pull a project's JSON export and label config from a Label Studio server and read it like a
     file export; images served by the server are downloaded (with the key, with timeouts) into
     ``out_images_dir``. The key comes from ``LABEL_STUDIO_API_KEY`` only and is never written."""
@@ -794,7 +798,7 @@ def read_labelstudio_live(url: str, project_id: int, out_images_dir: Path, *,
     # The SDK's own headers: a personal access token is exchanged for an access token there.
     images = ServerImages(url, client._client_wrapper.get_headers, Path(out_images_dir))
     try:
-        return _Reader(tasks, source, images, config, skeleton, annotation, strict).read()
+        return _Reader(tasks, source, images, config, skeleton, annotation, strict, progress).read()
     finally:
         images.close()
 
