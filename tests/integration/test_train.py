@@ -235,6 +235,18 @@ def test_resume_after_sigkill_mid_epoch(data_yaml, tmp_path):
     with pytest.raises(FdposeError, match="finished; nothing to resume"):
         train(data_yaml, out, FDCONV_YAML, resume=True, **SMALL)
 
+    # A new run into the same folder that fails leaves the finished run as it was.
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+
+    def fail(trainer):
+        raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(data_yaml, out, FDCONV_YAML, epochs=2, plots=False, callbacks={"on_train_epoch_start": [fail]},
+              **SMALL)
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+    assert partial.is_dir()  # the failed run stays beside it, for --resume or inspection
+
 
 def test_finetune_from_a_stock_checkpoint(data_yaml, stock_checkpoint, tmp_path):
     from ultralytics.nn.modules import C2f
