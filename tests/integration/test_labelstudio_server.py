@@ -201,6 +201,31 @@ def test_export_file_converts_through_the_cli_to_yolo_labels(project, tmp_path):
     assert data["kpt_shape"] == [3, 3] and data["kpt_names"][0] == NAMES
 
 
+def test_live_convert_through_the_cli_writes_no_key(project, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", project.api_key)
+    skeleton_file = tmp_path / "skeleton.yaml"
+    skeleton_file.write_text(yaml.safe_dump({"keypoints": NAMES, "classes": ["person", "dog"],
+                                             "occlusion_choice": "occluded"}))
+    out = tmp_path / "dataset"
+    run = CliRunner().invoke(main, ["convert", "--from", "label-studio", "--url", project.url, "--project",
+                                    str(project.id), "--skeleton", str(skeleton_file), "--split", "1,0",
+                                    "--out", str(out), "--params", str(REPO / "cfg" / "params.yaml"),
+                                    "--quiet"])
+    assert run.exit_code == 0, run.output
+    (walk_label,) = (out / "labels" / "train").glob("*walk.txt")
+    first = [float(v) for v in walk_label.read_text().splitlines()[0].split()]
+    np.testing.assert_allclose(first[5:8], [90 / WALK[0], 50 / WALK[1], 2], atol=1e-6)
+    (walk_image,) = (out / "images" / "train").glob("*walk.png")
+    assert walk_image.read_bytes() == (project.images / "walk.png").read_bytes()
+    key = project.api_key.encode()
+    assert project.api_key not in run.output
+    assert not [p for p in out.rglob("*") if p.is_file() and key in p.read_bytes()]
+
+
 def test_live_read_downloads_images_and_matches_the_export(project, tmp_path, monkeypatch):
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", project.api_key)
     downloads = tmp_path / "downloads"
