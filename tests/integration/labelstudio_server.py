@@ -77,7 +77,7 @@ class LabelStudioServer:
 
 def _personal_access_token(url: str) -> str:
     """Sign in through the web form (CSRF cookie first) and create a personal access token."""
-    with httpx.Client(base_url=url, timeout=30.0) as web:
+    with httpx.Client(base_url=url, timeout=30.0, trust_env=False) as web:  # loopback: no proxy
         web.get("/user/login/").raise_for_status()
         csrf = web.cookies.get("csrftoken")
         response = web.post("/user/login/", data={"email": USERNAME, "password": PASSWORD,
@@ -130,7 +130,7 @@ def start_server(data_dir: Path) -> LabelStudioServer:
             if process.poll() is not None:
                 raise RuntimeError(f"Label Studio exited with {process.returncode}:\n{server.log_tail()}")
             try:
-                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                if httpx.get(f"{url}/health", timeout=2.0, trust_env=False).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
