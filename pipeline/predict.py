@@ -34,7 +34,8 @@ IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv"}
 PAD_VALUE = 114  # ultralytics' letterbox grey, so our inputs match what the model saw in training
 NMS_CLASS_OFFSET = 7680.0  # per-class box offset that makes one NMS pass class-aware (ultralytics' max_wh)
-DEFAULT_PREDICT = {"conf": 0.25, "iou": 0.7, "max_det": 300}
+# kpt_conf 0.5 is ultralytics' drawing default: less confident keypoints are neither drawn nor uploaded.
+DEFAULT_PREDICT = {"conf": 0.25, "iou": 0.7, "max_det": 300, "kpt_conf": 0.5}
 
 
 # --- model metadata ------------------------------------------------------------------------------
@@ -300,11 +301,10 @@ def run_image(runner: TorchRunner | OnnxRunner, image: np.ndarray, imgsz: int, c
     return decode(runner(batch), runner.meta, transform, conf, iou, max_det)
 
 
-KEYPOINT_DRAW_THRESHOLD = 0.5  # ultralytics' default: keypoints less confident than this are not drawn
-
-
-def draw(image: np.ndarray, detections: list[Detection], meta: ModelMeta) -> np.ndarray:
-    """Boxes, skeleton edges and keypoints drawn on a copy of ``image`` with OpenCV primitives."""
+def draw(image: np.ndarray, detections: list[Detection], meta: ModelMeta,
+         kpt_conf: float = 0.5) -> np.ndarray:
+    """Boxes, skeleton edges and keypoints (those at least ``kpt_conf`` confident) drawn on a copy of
+    ``image`` with OpenCV primitives."""
     import cv2
 
     canvas = image.copy()
@@ -315,7 +315,7 @@ def draw(image: np.ndarray, detections: list[Detection], meta: ModelMeta) -> np.
         label = f"{meta.class_names[det.class_id]} {det.score:.2f}"
         cv2.putText(canvas, label, (x0, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness,
                     (255, 128, 0), max(1, thickness - 1), cv2.LINE_AA)
-        visible = det.keypoints[:, 2] >= KEYPOINT_DRAW_THRESHOLD
+        visible = det.keypoints[:, 2] >= kpt_conf
         points = [(int(round(x)), int(round(y))) for x, y in det.keypoints[:, :2]]
         for a, b in meta.edges:
             if visible[a] and visible[b]:
@@ -418,20 +418,21 @@ def detection_to_coco(det: Detection, image_id: int) -> dict[str, Any]:
 
 def predict(model: str | Path, source: str | Path, out: str | Path, *, conf: float | None = None,
             iou: float | None = None, imgsz: int | None = None, max_det: int | None = None,
-            backend: str = "auto", to_label_studio: str | None = None, project: int | None = None,
-            params_path: str | Path = "cfg/params.yaml") -> PredictResult:
+            kpt_conf: float | None = None, backend: str = "auto", to_label_studio: str | None = None,
+            project: int | None = None, params_path: str | Path = "cfg/params.yaml") -> PredictResult:
     """Predict poses on ``source`` (image, video or folder); write drawn images and COCO results to ``out``.
 
-    ``conf``/``iou``/``max_det`` default to ``package.predict`` in the params file; ``imgsz`` to the
-    model's training size (an ONNX model only runs at its exported size). With ``to_label_studio`` and
-    ``project``, the predictions are also uploaded as Label Studio pre-annotations.
-    """
+    ``conf``/``iou``/``max_det``/``kpt_conf`` default to ``package.predict`` in the params file;
+    ``imgsz`` to the model's training size (an ONNX model only runs at its exported size). With
+    ``to_label_studio`` and ``project``, the predictions are also uploaded as Label Studio
+    pre-annotations (keypoints at least ``kpt_conf`` confident, as drawn)."""
     import cv2
 
     settings = {**DEFAULT_PREDICT, **(load_params("package", params_path).get("predict") or {})}
     conf = float(settings["conf"] if conf is None else conf)
     iou = float(settings["iou"] if iou is None else iou)
     max_det = int(settings["max_det"] if max_det is None else max_det)
+    kpt_conf = float(settings["kpt_conf"] if kpt_conf is None else kpt_conf)
     if (to_label_studio is None) != (project is None):
         raise FdposeError("--to-label-studio and --project go together", item="options")
     runner = load_runner(model, backend)
@@ -471,7 +472,7 @@ def predict(model: str | Path, source: str | Path, out: str | Path, *, conf: flo
                 uploads.append((Frame(frame.file_name, None), detections))
             target = tmp / record["drawn"]
             target.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(target), draw(frame.image, detections, meta)):
+            if not cv2.imwrite(str(target), draw(frame.image, detections, meta, kpt_conf)):
                 raise FdposeError("could not write the drawn image", path=target)
         if not images:
             raise FdposeError(f"no readable image or video frame (unreadable: {', '.join(skipped)})",
@@ -480,12 +481,13 @@ def predict(model: str | Path, source: str | Path, out: str | Path, *, conf: flo
         _write_json(tmp / "images.json", {"images": images, "categories": coco_categories(meta),
                                           "skipped": skipped, "source": str(source), "model": str(model),
                                           "settings": {"conf": conf, "iou": iou, "imgsz": imgsz,
-                                                       "max_det": max_det, "backend": runner.kind}})
+                                                       "max_det": max_det, "kpt_conf": kpt_conf,
+                                                       "backend": runner.kind}})
         os.chmod(tmp, 0o755)
     result = PredictResult(Path(out), runner.kind, len(images), len(results), skipped)
     if to_label_studio is not None:
         result.uploaded = upload_to_label_studio(uploads, images, meta, to_label_studio, int(project),
-                                                 model_version=_model_version(Path(model), runner.kind))
+                                                 kpt_conf, _model_version(Path(model), runner.kind))
     return result
 
 
@@ -500,10 +502,11 @@ def _model_version(model: Path, kind: str) -> str:
 
 
 def upload_to_label_studio(uploads: list[tuple[Frame, list[Detection]]], images: list[dict[str, Any]],
-                           meta: ModelMeta, url: str, project: int, model_version: str) -> int:
+                           meta: ModelMeta, url: str, project: int, kpt_conf: float,
+                           model_version: str) -> int:
     """Upload still-image predictions as Label Studio pre-annotations; returns how many were created.
 
-    Keypoints at least :data:`KEYPOINT_DRAW_THRESHOLD` confident become labelled points (v=2), the
+    Keypoints at least ``kpt_conf`` confident become labelled points (v=2), the
     others are left out, as in the drawings; the image's prediction score is the mean detection score.
     Images matching no task (or several) are skipped by the uploader and listed on stderr.
     """
@@ -524,7 +527,7 @@ def upload_to_label_studio(uploads: list[tuple[Frame, list[Detection]]], images:
         instances = []
         for det in detections:
             keypoints = det.keypoints.copy()
-            keypoints[:, 2] = np.where(keypoints[:, 2] >= KEYPOINT_DRAW_THRESHOLD, 2, 0)
+            keypoints[:, 2] = np.where(keypoints[:, 2] >= kpt_conf, 2, 0)
             instances.append(Instance(det.class_id, det.box.copy(), keypoints))
         records.append(ImageRecord(path=Path(frame.file_name), file_name=frame.file_name, width=width,
                                    height=height, instances=instances))
@@ -551,15 +554,18 @@ def _write_json(path: Path, obj: Any) -> None:
 @click.option("--iou", type=float, default=None, help="NMS IoU threshold (params: package.predict.iou).")
 @click.option("--imgsz", type=int, default=None, help="Input size (default: the model's; fixed for ONNX).")
 @click.option("--max-det", type=int, default=None, help="Most detections per image.")
+@click.option("--kpt-conf", type=float, default=None,
+              help="Keypoints at least this confident are drawn and uploaded (params: package.predict).")
 @click.option("--backend", type=click.Choice(["auto", "onnx"]), default="auto", show_default=True,
               help="For a package directory: 'auto' runs model.safetensors in PyTorch, 'onnx' model.onnx.")
 @click.option("--to-label-studio", "to_label_studio", metavar="URL", default=None,
               help="Upload predictions to this Label Studio server (key: LABEL_STUDIO_API_KEY).")
 @click.option("--project", type=int, default=None, help="Label Studio project id for --to-label-studio.")
 def predict_command(model: Path, source: Path, out: Path, conf: float | None, iou: float | None,
-                    imgsz: int | None, max_det: int | None, backend: str, to_label_studio: str | None,
-                    project: int | None) -> None:
+                    imgsz: int | None, max_det: int | None, kpt_conf: float | None, backend: str,
+                    to_label_studio: str | None, project: int | None) -> None:
     """Run a model on an image, a folder or a video: drawn images and COCO results in --out."""
-    result = predict(model, source, out, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, backend=backend,
+    result = predict(model, source, out, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, kpt_conf=kpt_conf,
+                     backend=backend,
                      to_label_studio=to_label_studio, project=project)
     click.echo(result.summary())
