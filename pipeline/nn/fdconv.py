@@ -447,11 +447,15 @@ class FDConv(nn.Module):
             a = torch.sigmoid(zk) * (2.0 * self.alpha / groups)
         return ca, factor, a
 
-    def _local_logits(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Local-branch logits ``l[b, o, c, i, j]`` as a ``(B, Cout, k*k, Cin)`` tensor (section 2)."""
-        cout, k = self.out_channels, self.kernel_size[0]
-        logits = self.local_conv(self.local_norm(pooled).unsqueeze(1))  # (B, Cout*k*k, Cin)
-        return logits.reshape(logits.shape[0], cout, k * k, self.in_channels)
+    def _local_taps(self) -> torch.Tensor:
+        """The local branch's 1-D convolution weight as ``(Cout, k*k, ks)`` taps (section 2).
+
+        Output channel ``o*k*k + i*k + j`` of that convolution is the logit of kernel element
+        ``(o, i, j)``; the convolution itself runs inside the kernel assembly, which writes its
+        output straight into the ``(B, Cout, Cin, k*k)`` layout of the kernels.
+        """
+        weight = self.local_conv.weight
+        return weight.reshape(self.out_channels, self.kernel_size[0] ** 2, weight.shape[-1])
 
     # ------------------------------------------------------------------ FBM
 
@@ -542,7 +546,7 @@ class FDConv(nn.Module):
         cout, k = self.out_channels, self.kernel_size[0]
         pooled = x.mean(dim=(2, 3))
         ca, factor, a = self._global_attentions(pooled)
-        logits = self._local_logits(pooled)
+        local_input = self.local_norm(pooled).float()
         basis = self._basis()
 
         # Section 4: fa and sa (and att_multi) fold into one small (B, Cout, 1, k*k) factor of the
@@ -552,11 +556,11 @@ class FDConv(nn.Module):
         kernel_ca = ca.reshape(batch, 1, cin, 1) if kernel_side_ca else None
         slope = 1.0 if self.ksm_local_act == "sigmoid" else 2.0
         with torch.autocast(x.device.type, enabled=False):
-            args = (a, basis, logits.float(), factor, kernel_ca, slope)
+            args = (a, basis, local_input, self._local_taps().float(), factor, kernel_ca, slope)
             if torch.is_grad_enabled() and not _exporting():
                 kernels = _AssembleKernels.apply(*args)
             else:
-                kernels, _ = _assemble_kernels(*args, inplace=not _exporting())
+                kernels, _ = _assemble_kernels(*args, mode="export" if _exporting() else "inference")
 
         activation_ca = None if kernel_side_ca else ca
         if self.fbm_conv is not None:
@@ -573,33 +577,58 @@ class FDConv(nn.Module):
         return out.reshape(batch, cout, out.shape[-2], out.shape[-1])
 
 
-def _assemble_kernels(a: torch.Tensor, basis: torch.Tensor, logits: torch.Tensor, factor: torch.Tensor,
-                      channel: torch.Tensor | None, slope: float, inplace: bool = True) -> torch.Tensor:
+def _local_logits_into(out: torch.Tensor, q: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Zero-padded 1-D convolution along channels: ``out[b, o, c, m] = sum_t taps[o, m, t] q[b, c+t-p]``.
+
+    One broadcast multiply-add per tap (``ks`` is 3 to 7) straight into ``out``'s contiguous
+    ``(B, Cout, Cin, k*k)`` layout.
+    """
+    batch, cin = q.shape
+    cout, kk, ks = taps.shape
+    padded = F.pad(q, ((ks - 1) // 2, (ks - 1) // 2))
+    for t in range(ks):
+        term_q = padded[:, t:t + cin].reshape(batch, 1, cin, 1)
+        term_w = taps[:, :, t].reshape(1, cout, 1, kk)
+        if t == 0:
+            torch.mul(term_q, term_w, out=out)
+        else:
+            out.addcmul_(term_q, term_w)
+    return out
+
+
+def _assemble_kernels(a: torch.Tensor, basis: torch.Tensor, q: torch.Tensor, taps: torch.Tensor,
+                      factor: torch.Tensor, channel: torch.Tensor | None, slope: float,
+                      mode: str = "inference") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample kernels ``(sum_g a_g B_g) * act(l) * factor [* ca]`` as ``(B, Cout, Cin, k*k)``.
 
-    ``act`` is ``sigmoid`` (slope 1) or ``1 + tanh`` (slope 2); ``factor`` holds fa, sa and
-    att_multi. In place where allowed: every full-size temporary here is ``B * Cout*Cin*k*k`` floats.
+    ``l`` are the local logits of ``q`` (the normalised pooled input) and ``taps``; ``act`` is
+    ``sigmoid`` (slope 1) or ``1 + tanh`` (slope 2); ``factor`` holds fa, sa and att_multi.
+    Every full-size temporary here is ``B * Cout*Cin*k*k`` floats, so ``mode`` picks the cheapest
+    form: ``inference`` runs the local branch as one ``conv1d`` (logits in ``(Cout, k*k, Cin)``
+    order, read transposed once) and works in place; ``training`` writes ``act`` contiguously in the
+    kernels' layout because the backward reads it three times; ``export`` is out of place.
+    Returns the kernels and ``act``.
     """
     batch = a.shape[0]
     groups, cout, cin, kk = basis.shape
-    layout = logits.transpose(2, 3)  # (B, Cout, Cin, k*k) view of the (B, Cout, k*k, Cin) logits
-    if inplace:
-        act = torch.empty((batch, cout, cin, kk), dtype=logits.dtype, device=logits.device)
-        if slope == 1.0:
-            torch.sigmoid(layout, out=act)
-        else:
-            torch.tanh(layout, out=act).add_(1.0)
-    else:
-        act = torch.sigmoid(layout) if slope == 1.0 else 1.0 + torch.tanh(layout)
+    ks = taps.shape[-1]
     kernels = torch.matmul(a, basis.reshape(groups, -1)).reshape(batch, cout, cin, kk)
-    if inplace:
-        kernels.mul_(act).mul_(factor)
-        if channel is not None:
-            kernels.mul_(channel)
+    if mode == "training":
+        act = _local_logits_into(torch.empty_like(kernels), q, taps)
     else:
+        logits = F.conv1d(q.unsqueeze(1), taps.reshape(cout * kk, 1, ks), padding=(ks - 1) // 2)
+        act = logits.reshape(batch, cout, kk, cin).transpose(2, 3)
+    if mode == "export":
+        act = torch.sigmoid(act) if slope == 1.0 else 1.0 + torch.tanh(act)
         kernels = kernels * act * factor
-        if channel is not None:
-            kernels = kernels * channel
+        return (kernels if channel is None else kernels * channel), act
+    if slope == 1.0:
+        act.sigmoid_()
+    else:
+        act.tanh_().add_(1.0)
+    kernels.mul_(act).mul_(factor)
+    if channel is not None:
+        kernels.mul_(channel)
     return kernels, act
 
 
@@ -607,20 +636,21 @@ class _AssembleKernels(torch.autograd.Function):
     """:func:`_assemble_kernels` with a hand-written backward that reuses two full-size buffers.
 
     Autograd through the plain expression keeps about a dozen ``B * Cout*Cin*k*k`` temporaries per
-    training step (each freshly allocated and page-faulted); here the mixed kernel ``sum_g a_g B_g``
-    is recomputed in the backward (one small GEMM) instead of being stored.
+    training step (each freshly allocated); here the mixed kernel ``sum_g a_g B_g`` is recomputed in
+    the backward (one small GEMM) instead of being stored, and the local convolution's gradients
+    are two GEMMs.
     """
 
     @staticmethod
-    def forward(ctx, a, basis, logits, factor, channel, slope):
-        kernels, act = _assemble_kernels(a, basis, logits, factor, channel, slope)
-        ctx.save_for_backward(a, basis, act, factor, channel)
+    def forward(ctx, a, basis, q, taps, factor, channel, slope):
+        kernels, act = _assemble_kernels(a, basis, q, taps, factor, channel, slope, mode="training")
+        ctx.save_for_backward(a, basis, q, taps, act, factor, channel)
         ctx.slope = slope
         return kernels
 
     @staticmethod
     def backward(ctx, grad):
-        a, basis, act, factor, channel = ctx.saved_tensors
+        a, basis, q, taps, act, factor, channel = ctx.saved_tensors
         batch = a.shape[0]
         groups, cout, cin, kk = basis.shape
         grad = grad.reshape(batch, cout, cin, kk)
@@ -646,12 +676,26 @@ class _AssembleKernels(torch.autograd.Function):
             grad_factor = grad_factor.reshape(batch, cout, 1, kk)
             grad_channel = torch.matmul(shared, factor.expand(batch, cout, 1, kk).transpose(2, 3))
             grad_channel = grad_channel.sum(dim=1, keepdim=True)  # (B, 1, Cin, 1)
+        grad_factor = grad_factor.sum_to_size(factor.shape)
+
         # d act / d logit = act * (slope - act) for sigmoid (slope 1) and 1 + tanh (slope 2).
         shared.mul_(factor)
         if channel is not None:
             shared.mul_(channel)
         if ctx.slope != 1.0:
             shared.mul_(ctx.slope)
-        shared.addcmul_(shared, act, value=-1.0 / ctx.slope)
-        grad_factor = grad_factor.sum_to_size(factor.shape)
-        return grad_a, grad_basis, shared.transpose(2, 3), grad_factor, grad_channel, None
+        shared.addcmul_(shared, act, value=-1.0 / ctx.slope)  # grad of the logits now
+
+        # The local convolution's gradients as two GEMMs over one (Cout*k*k, B*Cin) copy.
+        ks = taps.shape[-1]
+        pad = (ks - 1) // 2
+        grad_logits = shared.permute(1, 3, 0, 2).reshape(cout * kk, batch * cin)
+        del shared
+        windows = F.pad(q, (pad, pad)).unfold(1, ks, 1).reshape(batch * cin, ks)  # q[b, c + t - p]
+        grad_taps = torch.matmul(grad_logits, windows).reshape(taps.shape)
+        grad_windows = torch.matmul(grad_logits.t(), taps.reshape(cout * kk, ks)).reshape(batch, cin, ks)
+        grad_padded = q.new_zeros(batch, cin + 2 * pad)
+        for t in range(ks):
+            grad_padded[:, t:t + cin] += grad_windows[:, :, t]
+        grad_q = grad_padded[:, pad:pad + cin]
+        return grad_a, grad_basis, grad_q, grad_taps, grad_factor, grad_channel, None
