@@ -183,15 +183,15 @@ class Skeleton:
         return out
 
     def data_yaml_fields(self) -> dict[str, Any]:
-        """The keys a YOLO-pose ``data.yaml`` carries: ultralytics' own plus ours (``kpt_names``,
-        ``skeleton``, ``kpt_sigmas``)."""
+        """The keys a YOLO-pose ``data.yaml`` carries: ultralytics' own (``kpt_names``, and
+        ``kpt_oks_sigmas`` which its pose loss and validation read) plus ours (``skeleton``)."""
         return {
             "names": {i: name for i, name in enumerate(self.class_names)},
             "kpt_shape": self.kpt_shape,
             "flip_idx": list(self.flip_permutation),
             "kpt_names": {i: list(self.keypoint_names) for i in range(len(self.class_names))},
             "skeleton": [list(e) for e in self.edges],
-            "kpt_sigmas": list(self.sigmas),
+            "kpt_oks_sigmas": list(self.sigmas),
         }
 
     @classmethod
@@ -220,7 +220,7 @@ class Skeleton:
             class_names=class_names,
             kpt_dims=dims,
             flip_permutation=data.get("flip_idx") or list(range(k)),
-            sigmas=data.get("kpt_sigmas"),
+            sigmas=data.get("kpt_oks_sigmas"),
             edges=[tuple(e) for e in data.get("skeleton", []) or []],
         )
         skeleton.validate(source)

@@ -3,8 +3,8 @@
 A label line is ``class cx cy w h`` then ``K`` keypoints as ``x y`` or ``x y v``, all normalised by
 the image size and clipped to ``[0, 1]`` as ultralytics expects; an unlabelled keypoint is ``0 0 0``.
 ``data.yaml`` carries ultralytics' keys (``train``, ``val``, ``test``, ``names``, ``kpt_shape``,
-``flip_idx``, ``kpt_names``) and ours (``skeleton`` edges, ``kpt_sigmas``). It has no ``path`` key on
-purpose: ultralytics then resolves the splits against the file's own folder, so a dataset can be
+``flip_idx``, ``kpt_names``, and ``kpt_oks_sigmas``, which its pose loss and validation read) and
+ours (``skeleton`` edges). It has no ``path`` key on purpose: ultralytics then resolves the splits against the file's own folder, so a dataset can be
 moved or cached by DVC without rewriting it.
 """
 

@@ -139,7 +139,7 @@ def test_file_converts_or_fails_clearly(name, tmp_path):
     summary = result.report["summary"]
     assert (summary["images"], summary["instances"], summary["kpt_shape"]) == (images, instances, [k, 3])
     data = yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())
-    assert len(data["names"]) == classes and len(data["flip_idx"]) == len(data["kpt_sigmas"]) == k
+    assert len(data["names"]) == classes and len(data["flip_idx"]) == len(data["kpt_oks_sigmas"]) == k
     lines = [
         line for p in (tmp_path / "out" / "labels").rglob("*.txt") for line in p.read_text().splitlines()
     ]
