@@ -4,8 +4,8 @@ A label line is ``class cx cy w h`` then ``K`` keypoints as ``x y`` or ``x y v``
 the image size and clipped to ``[0, 1]`` as ultralytics expects; an unlabelled keypoint is ``0 0 0``.
 ``data.yaml`` carries ultralytics' keys (``train``, ``val``, ``test``, ``names``, ``kpt_shape``,
 ``flip_idx``, ``kpt_names``, and ``kpt_oks_sigmas``, which its pose loss and validation read) and
-ours (``skeleton`` edges). It has no ``path`` key on purpose: ultralytics then resolves the splits against the file's own folder, so a dataset can be
-moved or cached by DVC without rewriting it.
+ours (``skeleton`` edges). It has no ``path`` key on purpose: ultralytics then resolves the splits
+against the file's own folder, so a dataset can be moved or cached by DVC without rewriting it.
 """
 
 from __future__ import annotations
@@ -30,23 +30,27 @@ from pipeline.skeleton import Skeleton
 IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp", ".mpo", ".dng"}
 
 
-_THREE_DIGITS = np.array([list(f"{i:03d}".encode()) for i in range(1000)], dtype=np.uint8)
+def _word(text: str) -> int:
+    """Four ASCII bytes as the native-endian uint32 whose memory holds them."""
+    return int(np.frombuffer(text.encode("ascii"), dtype=np.uint32)[0])
+
+
+# "d.dd" for 0..299 (the integer digit and the first two decimals) and "dddd" for 0..9999 (the last
+# four): two table look-ups write a whole 8-byte number.
+_HEAD_WORDS = np.array([_word(f"{i // 100}.{i % 100:02d}") for i in range(300)], dtype=np.uint32)
+_TAIL_WORDS = np.array([_word(f"{i:04d}") for i in range(10000)], dtype=np.uint32)
 
 
 def _fixed6(values: np.ndarray) -> np.ndarray:
-    """``values`` in ``[0, 10)`` as ``d.dddddd`` ASCII, ``(..., 8)`` uint8: the ``%.6f`` text of each
+    """``values`` in ``[0, 3)`` as ``d.dddddd`` ASCII, ``(..., 8)`` uint8: the ``%.6f`` text of each
     number (to within one unit in the last place where the product by 1e6 rounds the other way),
-    built with integer arithmetic and a 3-digit table, so a whole dataset is formatted without a
-    per-number Python call."""
-    micro = np.rint(values * 1e6).astype(np.int64)
-    whole, fraction = np.divmod(micro, 1_000_000)
-    high, low = np.divmod(fraction, 1000)
-    digits = np.empty(values.shape + (8,), dtype=np.uint8)
-    digits[..., 0] = whole + 48
-    digits[..., 1] = 46  # "."
-    digits[..., 2:5] = _THREE_DIGITS[high]
-    digits[..., 5:8] = _THREE_DIGITS[low]
-    return digits
+    built from table look-ups, so a whole dataset is formatted without a per-number Python call."""
+    micro = np.clip(np.rint(values * 1e6), 0, 2_999_999).astype(np.int32)
+    head, tail = np.divmod(micro, 10000)
+    words = np.empty(values.shape + (2,), dtype=np.uint32)
+    np.take(_HEAD_WORDS, head, out=words[..., 0])
+    np.take(_TAIL_WORDS, tail, out=words[..., 1])
+    return words.view(np.uint8)
 
 
 def label_values(boxes: np.ndarray, keypoints: np.ndarray, widths: np.ndarray, heights: np.ndarray,
