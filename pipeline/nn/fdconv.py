@@ -633,12 +633,13 @@ def _assemble_kernels(a: torch.Tensor, basis: torch.Tensor, q: torch.Tensor, tap
 
 
 class _AssembleKernels(torch.autograd.Function):
-    """:func:`_assemble_kernels` with a hand-written backward that reuses two full-size buffers.
+    """:func:`_assemble_kernels` with a hand-written backward that needs two full-size buffers.
 
     Autograd through the plain expression keeps about a dozen ``B * Cout*Cin*k*k`` temporaries per
-    training step (each freshly allocated); here the mixed kernel ``sum_g a_g B_g`` is recomputed in
-    the backward (one small GEMM) instead of being stored, and the local convolution's gradients
-    are two GEMMs.
+    training step, each freshly allocated (above glibc's 32 MB mmap threshold every fresh buffer is
+    page-faulted in again, 10-15x the cost of reusing one); here the mixed kernel ``sum_g a_g B_g``
+    is recomputed in the backward (one small GEMM) instead of being stored, the incoming gradient
+    is reused in place, and the local convolution's gradients are two GEMMs.
     """
 
     @staticmethod
@@ -653,17 +654,10 @@ class _AssembleKernels(torch.autograd.Function):
         a, basis, q, taps, act, factor, channel = ctx.saved_tensors
         batch = a.shape[0]
         groups, cout, cin, kk = basis.shape
-        grad = grad.reshape(batch, cout, cin, kk)
+        # The kernels feed only the grouped convolution inside FDConv.forward, so this gradient is
+        # that convolution's fresh weight gradient and may be overwritten below (saves a buffer).
+        grad = grad.reshape(batch, cout, cin, kk).contiguous()
         flat_basis = basis.reshape(groups, -1)
-
-        # d(mixed kernel) = grad * act * factor [* channel] -> grads of a and of the basis.
-        grad_mixed = grad * act
-        grad_mixed.mul_(factor)
-        if channel is not None:
-            grad_mixed.mul_(channel)
-        grad_a = torch.matmul(grad_mixed.reshape(batch, -1), flat_basis.t())
-        grad_basis = torch.matmul(a.t(), grad_mixed.reshape(batch, -1)).reshape(basis.shape)
-        del grad_mixed
 
         # shared = grad * mixed * act; the factors' grads are its weighted sums.
         shared = torch.matmul(a, flat_basis).reshape(batch, cout, cin, kk)
@@ -677,6 +671,14 @@ class _AssembleKernels(torch.autograd.Function):
             grad_channel = torch.matmul(shared, factor.expand(batch, cout, 1, kk).transpose(2, 3))
             grad_channel = grad_channel.sum(dim=1, keepdim=True)  # (B, 1, Cin, 1)
         grad_factor = grad_factor.sum_to_size(factor.shape)
+
+        # d(mixed kernel) = grad * act * factor [* channel] -> grads of a and of the basis.
+        grad_mixed = grad.mul_(act).mul_(factor)
+        if channel is not None:
+            grad_mixed.mul_(channel)
+        grad_a = torch.matmul(grad_mixed.reshape(batch, -1), flat_basis.t())
+        grad_basis = torch.matmul(a.t(), grad_mixed.reshape(batch, -1)).reshape(basis.shape)
+        del grad, grad_mixed
 
         # d act / d logit = act * (slope - act) for sigmoid (slope 1) and 1 + tanh (slope 2).
         shared.mul_(factor)
