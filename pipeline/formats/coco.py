@@ -541,8 +541,11 @@ def _read_coco(source: Path, images_root: Path, skeleton: Skeleton | None, skele
     raw_boxes = [a.get("bbox") for a in kept]
     boxes, box_ok = _rows(raw_boxes, 4)
     box_ok &= np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+    bad_boxes = {index: raw_boxes[index] for index in np.flatnonzero(~box_ok).tolist()}
+    # Every number is in arrays now: let the parsed file go, so the rest runs in the arrays' memory.
+    del data, images, annotations, kept, raw_keypoints, candidates, raw_boxes
     boxes[:, 2:] += boxes[:, :2]
-    turned = np.array([orientation_of[i][0] != 1 for i in owner], dtype=bool)
+    turned = np.array([turn for turn, _, _ in orientation_of], dtype=np.int64)[owner] != 1
     for index in np.flatnonzero(turned):
         turn, stored_w, stored_h = orientation_of[owner[index]]
         mask = labelled[index]
@@ -559,8 +562,8 @@ def _read_coco(source: Path, images_root: Path, skeleton: Skeleton | None, skele
         derived = np.stack([np.nanmin(masked_x, axis=1), np.nanmin(masked_y, axis=1),
                             np.nanmax(masked_x, axis=1), np.nanmax(masked_y, axis=1)], axis=1)
     for index in np.flatnonzero(keep & ~box_ok):
-        missing = raw_boxes[index] is None
-        what = "no bbox" if missing else f"bbox {raw_boxes[index]!r} is not 4 numbers with w, h > 0"
+        missing = bad_boxes[index] is None
+        what = "no bbox" if missing else f"bbox {bad_boxes[index]!r} is not 4 numbers with w, h > 0"
         x0, y0, x1, y1 = derived[index]
         if has_points[index] and x1 > x0 and y1 > y0:
             boxes[index] = derived[index]

@@ -73,23 +73,35 @@ def label_values(boxes: np.ndarray, keypoints: np.ndarray, widths: np.ndarray, h
     return np.concatenate([head, points.reshape(len(points), -1)], axis=1)
 
 
-def label_lines(class_ids: np.ndarray, values: np.ndarray) -> list[bytes]:
-    """Label lines (newline-terminated) for rows of :func:`label_values`: class then values at 6 decimals."""
+def label_text(class_ids: np.ndarray, values: np.ndarray) -> tuple[bytes, list[int]]:
+    """All label lines for rows of :func:`label_values` (class, then values at 6 decimals, one line
+    each) as one bytes object, and the offset where each row starts (plus the end). Built as one
+    array when every class id is one digit (then every row has the same width)."""
     n, columns = values.shape
-    text = np.empty((n, columns, 9), dtype=np.uint8)
-    text[:, :, :8] = _fixed6(values)
-    text[:, :, 8] = 32  # " "
-    text[:, -1, 8] = 10  # "\n"
+    class_ids = np.asarray(class_ids, dtype=np.int64)
+    single_digit = bool(n == 0 or (class_ids.min() >= 0 and class_ids.max() <= 9))
+    prefix = 2 if single_digit else 0
+    text = np.empty((n, prefix + columns * 9), dtype=np.uint8)
+    numbers = text[:, prefix:].reshape(n, columns, 9)
+    numbers[:, :, :8] = _fixed6(values)
+    numbers[:, :, 8] = 32  # " "
+    numbers[:, -1, 8] = 10  # "\n"
+    if single_digit:
+        text[:, 0] = class_ids + 48
+        text[:, 1] = 32
+        return text.tobytes(), list(range(0, (n + 1) * text.shape[1], text.shape[1]))
     width = columns * 9
     body = text.tobytes()
-    return [b"%d " % c + body[i * width:(i + 1) * width] for i, c in enumerate(class_ids.tolist())]
+    lines = [b"%d " % c + body[i * width:(i + 1) * width] for i, c in enumerate(class_ids.tolist())]
+    offsets = np.concatenate([[0], np.cumsum([len(line) for line in lines])]).tolist()
+    return b"".join(lines), offsets
 
 
 def label_line(instance: Instance, width: int, height: int, kpt_dims: int) -> str:
     """One label line, normalised and clipped; deterministic formatting (6 decimals)."""
     values = label_values(instance.bbox[None], instance.keypoints[None], np.array([width]),
                           np.array([height]), kpt_dims)
-    return label_lines(np.array([instance.class_id]), values)[0].decode().rstrip("\n")
+    return label_text(np.array([instance.class_id]), values)[0].decode().rstrip("\n")
 
 
 def output_names(file_names: list[str]) -> list[str]:
@@ -228,7 +240,7 @@ def write_yolo(dataset: Dataset, out_dir: str | Path, extra: dict[str, Any] | No
 
     Images are hard-linked or copied, never re-encoded, under the flat names of :func:`output_names`.
     ``train`` and ``val`` are always declared (ultralytics requires both); ``test`` only when it has
-    images. Label text for the whole dataset is formatted at once (:func:`label_lines`).
+    images. Label text for the whole dataset is formatted at once (:func:`label_text`).
     ``extra_files`` (name -> bytes, e.g. a report) are written into the folder before it replaces
     the previous one.
     """
@@ -246,7 +258,8 @@ def write_yolo(dataset: Dataset, out_dir: str | Path, extra: dict[str, Any] | No
     class_ids = np.array([inst.class_id for _, inst in instances], dtype=np.int64)
     widths = np.array([im.width for im in dataset.images], dtype=np.float64)[owner]
     heights = np.array([im.height for im in dataset.images], dtype=np.float64)[owner]
-    lines = label_lines(class_ids, label_values(boxes, keypoints, widths, heights, skeleton.kpt_dims))
+    text, offsets = label_text(class_ids, label_values(boxes, keypoints, widths, heights, skeleton.kpt_dims))
+    del boxes, keypoints, widths, heights  # the text is all that is needed from here on
     first_line = np.searchsorted(owner, np.arange(len(dataset.images) + 1)).tolist()
     position_of = {id(im): position for position, im in enumerate(dataset.images)}
     declared = [s for s in SPLITS if s in ("train", "val") or s in splits]
@@ -267,7 +280,7 @@ def write_yolo(dataset: Dataset, out_dir: str | Path, extra: dict[str, Any] | No
                 except OSError:  # another filesystem, or links not allowed: copy the bytes
                     shutil.copyfile(image.path, target)
                 position = position_of[id(image)]
-                label = b"".join(lines[first_line[position]:first_line[position + 1]])
+                label = text[offsets[first_line[position]]:offsets[first_line[position + 1]]]
                 _write_new(os.path.join(label_dir, os.path.splitext(name)[0] + ".txt"), label)
                 bar.update()
         bar.close()

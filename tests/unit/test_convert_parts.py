@@ -113,3 +113,22 @@ def test_truncated_jpeg_header_is_left_to_pil(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(data[:40])  # inside the quantisation tables, before the frame header
     with pytest.raises(FdposeError, match="corrupt or unreadable image"):
         image_info(tmp_path / "cut.jpg")
+
+
+def test_label_text_with_multi_digit_classes_matches_single_lines():
+    from pipeline.formats.yolo import label_text, label_values
+
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 20], [1, 2, 3, 4]], dtype=float)
+    keypoints = np.array([[[5, 5, 2]], [[10, 10, 1]], [[0, 0, 0]]], dtype=float)
+    values = label_values(boxes, keypoints, np.array([20.0] * 3), np.array([40.0] * 3), 3)
+    for class_ids in ([1, 2, 3], [12, 3, 101]):
+        text, offsets = label_text(np.array(class_ids), values)
+        rows = [text[a:b].decode() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        expected = [
+            label_line(Instance(c, box, points), 20, 40, 3) + "\n"
+            for c, box, points in zip(class_ids, boxes, keypoints, strict=True)
+        ]
+        assert rows == expected and offsets[-1] == len(text)
+        assert rows[0].startswith(
+            f"{class_ids[0]} 0.250000 0.125000 0.500000 0.250000 0.250000 0.125000 2.000000"
+        )
