@@ -268,11 +268,13 @@ def test_predict_image_folder_and_video(trained, tmp_path):
     assert drawn.shape == (64, 64, 3)
 
 
-def test_predict_with_the_pt_checkpoint_and_bad_input(trained, tmp_path):
+def test_predict_with_pt_and_onnx_files_and_bad_input(trained, tmp_path):
     image = sorted((trained.data_yaml.parent / "images" / "val").iterdir())[0]
-    _predict(["--model", str(trained.package / "model.pt"), "--conf", "0.001", str(image),
-              "--out", str(tmp_path / "pt")])
-    assert json.loads((tmp_path / "pt" / "predictions.json").read_text())
+    for name in ("model.pt", "model.onnx"):
+        result = _predict(["--model", str(trained.package / name), "--conf", "0.001", str(image),
+                           "--out", str(tmp_path / name)])
+        assert f"({name.split('.')[1]})" in result.output
+        assert json.loads((tmp_path / name / "predictions.json").read_text())
 
     result = CliRunner().invoke(main, ["predict", "--model", str(trained.package / "model.onnx"), "--imgsz",
                                        "128", str(image), "--out", str(tmp_path / "x")])
