@@ -4,6 +4,16 @@ One reader fills the hub (:class:`pipeline.dataset.Dataset`), splits are assigne
 (:mod:`pipeline.split`) or a split file, and one writer produces the output, atomically: a failed
 run leaves the previous output untouched. Everything skipped or repaired on the way is counted in
 ``report.json`` (beside ``data.yaml``; ``FILE.report.json`` beside a COCO output) and the summary.
+
+Choices where the task left room:
+- Output image names are flat: sub-folders are joined with ``__`` (``seq1/0001.jpg`` ->
+  ``seq1__0001.jpg``), since ultralytics maps ``images/`` to ``labels/`` by the last ``/images/`` of
+  a path, which a source folder named ``images`` would break; names that still collide (also by
+  case) get 8 hex digits of their source name's hash. ``report.json`` lists every renamed image.
+- Splits hash the source name (``file_name`` as the input gives it), so renaming rules never move
+  an image between splits. ``--from yolo`` keeps the dataset's splits unless ``--split`` is given.
+- ``--to coco`` writes ``file_name``s relative to ``--images`` (or, from a YOLO dataset, to the
+  images' common folder); the report names that folder as ``images_root``. Areas are box areas.
 """
 
 from __future__ import annotations
