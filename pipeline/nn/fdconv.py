@@ -122,17 +122,20 @@ def _exporting() -> bool:
 
 
 @contextlib.contextmanager
-def _untraced():
-    """Compute parameter-derived constants without recording them into a trace being built.
+def _cache_context():
+    """Compute cached, parameter-derived constants: no autograd, no trace, no inference tensors.
 
-    Inside ``torch.onnx.export`` / ``torch.jit.trace`` the inference caches (basis kernels, FBM
-    projections) must enter the graph as constants; recording their computation would put the
-    FFTs (which the TorchScript ONNX exporter cannot export) back into the graph.
+    Inside ``torch.onnx.export`` / ``torch.jit.trace`` the caches (basis kernels, FBM projections)
+    must enter the graph as constants; recording their computation would put the FFTs (which the
+    TorchScript ONNX exporter cannot export) back into the graph. And a cache first built under
+    ``torch.inference_mode`` (ultralytics validates that way between training epochs) must still be
+    usable by autograd afterwards, so it is built as a normal tensor.
     """
     state = torch._C._get_tracing_state()
     torch._C._set_tracing_state(None)
     try:
-        yield
+        with torch.inference_mode(False), torch.no_grad():
+            yield
     finally:
         torch._C._set_tracing_state(state)
 
@@ -411,7 +414,7 @@ class FDConv(nn.Module):
             return self._compute_basis()
         key = (param.data_ptr(), param._version, param.device, param.dtype)
         if self._basis_cache is None or self._basis_key != key:
-            with torch.no_grad(), _untraced():
+            with _cache_context():
                 self._basis_cache = self._compute_basis()
             self._basis_key = key
         return self._basis_cache
@@ -463,7 +466,7 @@ class FDConv(nn.Module):
         key = (size, device)
         if key not in self._projection_cache:
             basis = real_fourier_basis(size, min(self.k_list))
-            with _untraced():
+            with _cache_context():
                 self._projection_cache[key] = torch.from_numpy(basis).to(device=device, dtype=torch.float32)
         return self._projection_cache[key]
 

@@ -255,6 +255,21 @@ def test_inference_cache_is_reused_and_invalidated_by_optimizer_steps_and_load_s
         assert rel_err(layer(x), oracle_forward(layer, x)) < 1e-5
 
 
+def test_caches_built_under_inference_mode_serve_training_afterwards():
+    """ultralytics validates under torch.inference_mode between training epochs."""
+    layer = FDConv(24, 24, 3, padding=1)
+    x = torch.randn(2, 24, 10, 10)
+    layer.eval()
+    with torch.inference_mode():
+        layer(x)
+    layer.train()
+    layer(x.clone().requires_grad_()).sum().backward()  # inside a network the input needs a gradient
+    layer.eval()
+    with torch.no_grad():
+        evaluated = layer(x)
+    assert rel_err(evaluated, oracle_forward(layer, x)) < 1e-5
+
+
 def test_pickle_drops_the_cache_and_round_trips():
     layer = perturb(FDConv(24, 24, 3, padding=1), seed=4).eval()
     x = torch.randn(1, 24, 8, 8)
