@@ -526,7 +526,8 @@ class FDConv(nn.Module):
             x32 = x.float()
             lows = self._low_passes(x32)
             gates = torch.sigmoid(band_logits.float()).reshape(batch, bands, groups * height * width)
-            coefs = torch.matmul(self._band_mix, gates) + self._band_offset  # (B, bands + 1, G*H*W)
+            # (B, bands + 1, G*H*W); buffers cast as a .half()/.bfloat16() module keeps them low-precision
+            coefs = torch.matmul(self._band_mix.float(), gates) + self._band_offset.float()
             coefs = coefs.reshape(batch, bands + 1, groups, 1, height, width).unbind(1)
             shape = (batch, groups, channels // groups, height, width)
             out = x32.reshape(shape) * coefs[0]
@@ -573,8 +574,9 @@ class FDConv(nn.Module):
 
         # Per-sample convolution as ONE grouped convolution: the batch is folded into the channel
         # axis (1, B*Cin, H, W) and sample b's kernel forms group b, so group b only sees sample b.
-        weight = kernels.reshape(batch * cout, cin, k, k)
-        bias = None if self.bias is None else self.bias.repeat(batch)
+        # Kernels are float32; a half-precision module and input (no autocast) convolve in half.
+        weight = kernels.reshape(batch * cout, cin, k, k).to(x.dtype)
+        bias = None if self.bias is None else self.bias.repeat(batch).to(x.dtype)
         out = F.conv2d(x.reshape(1, batch * cin, height, width), weight, bias, self.stride, self.padding,
                        self.dilation, batch)
         return out.reshape(batch, cout, out.shape[-2], out.shape[-1])

@@ -224,6 +224,8 @@ def test_bfloat16_autocast_forward_and_backward():
     layer.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert rel_err(layer(x).float(), conv(x)) < 3e-2
+    with torch.no_grad():  # a bfloat16 module (no autocast) runs too, its FFTs still in float32
+        assert rel_err(layer.to(torch.bfloat16)(x.bfloat16()).float(), conv(x)) < 3e-2
 
 
 # ---------------------------------------------------------------- inference cache
