@@ -215,7 +215,7 @@ class FDConv(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self._basis_cache: torch.Tensor | None = None
         self._basis_key: tuple | None = None
-        self._projection_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._projection_cache: dict[tuple, torch.Tensor] = {}
         if not self.is_dynamic:
             self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size,
                                                    **factory))

@@ -94,6 +94,16 @@ def test_plain_convolution_where_fdconv_does_not_apply(args, kwargs):
     assert FDConv(*args, **kwargs).is_dynamic is False
 
 
+def test_param_reduction_stores_fewer_frequency_cells_and_trains():
+    full = FDConv(24, 24, 3, padding=1)
+    reduced = FDConv(24, 24, 3, padding=1, param_reduction=0.5)
+    assert reduced.dft_weight.numel() == pytest.approx(full.dft_weight.numel() / 2, abs=2)
+    x = torch.randn(2, 24, 9, 8)
+    reduced(x).square().mean().backward()
+    assert reduced.dft_weight.grad.abs().sum() > 0
+    assert torch.isfinite(reduced.eval()(x)).all()
+
+
 def test_conv2d_attributes_and_reset_parameters():
     layer = FDConv(32, 64, 3, stride=2, padding=1)
     assert (layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
