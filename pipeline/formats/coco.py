@@ -342,6 +342,9 @@ def _read_coco(source: Path, images_root: Path, skeleton: Skeleton | None, skele
         k, message = _infer_count([_shape(a["keypoints"]) for a in annotations
                                    if isinstance(a, dict) and isinstance(a.get("keypoints"), list)
                                    and a["keypoints"]])
+        if k == 0:
+            raise FdposeError("cannot tell the keypoint count: no category names keypoints and no "
+                              "annotation holds a multiple of 2 or 3 values", path=source)
         if skeleton is None:
             report.warn(message)
     permutation = None

@@ -306,3 +306,9 @@ def test_size_mismatch_is_skipped(tmp_path):
     dataset = read_coco(coco_file(tmp_path, [ann(), ann(2, image_id=2)], images=images), tmp_path / "img")
     assert [im.file_name for im in dataset.images] == ["b.png"]
     assert any("size 100x80 in the file differs from the image's 50x50" in line for line in reasons(dataset))
+
+
+def test_keypoint_count_that_cannot_be_told_is_an_error(tmp_path):
+    path = coco_file(tmp_path, [ann(keypoints=[1, 2, 3, 4, 5])], categories=[{"id": 1, "name": "x"}])
+    with pytest.raises(FdposeError, match="cannot tell the keypoint count"):
+        read_coco(path, tmp_path / "img")
