@@ -8,7 +8,10 @@ side in the same run, alternating repeat by repeat so machine noise hits both al
 - one training step at batch 8, 320: forward, ultralytics' pose loss on synthetic targets (one
   person per image), backward and an SGD step, as ultralytics' trainer does it.
 
-Times are medians over the repeats; the ratio is C2f_FDConv / stock.
+Per case the table gives medians and minima over the repeats and both ratios (C2f_FDConv / stock).
+The verdict against the target uses the ratio of minima: on a shared machine the fastest repeat is
+the one least disturbed by other processes, so it estimates each model's own cost best; the
+median ratio is printed beside it.
 """
 
 from __future__ import annotations
@@ -38,9 +41,12 @@ class ModelBenchRow:
     mode: str
     imgsz: int
     batch: int
-    fdconv_ms: float
+    fdconv_ms: float  # median
     stock_ms: float
-    ratio: float
+    ratio: float  # of medians
+    fdconv_min_ms: float
+    stock_min_ms: float
+    ratio_min: float  # of minima: judged against the target
     target: float
 
 
@@ -63,19 +69,21 @@ class ModelBenchResult:
                  f"{self.repeats} (train: {self.train_repeats}), torch {self.torch_version}; parameters "
                  f"{self.fdconv_parameters:,} vs {self.stock_parameters:,} "
                  f"({self.fdconv_parameters / self.stock_parameters:.4f}x)",
+                 f"{'':>22} {'--------- median ---------':>28} {'---------- min -----------':>28}",
                  f"{'mode':>10} {'imgsz':>5} {'batch':>5} {'FDConv ms':>10} {'stock ms':>10} {'ratio':>6} "
-                 f"{'target':>6}"]
+                 f"{'FDConv ms':>10} {'stock ms':>10} {'ratio':>6} {'target':>6}"]
         for row in self.rows:
-            verdict = "ok" if row.ratio <= row.target else "OVER"
+            verdict = "ok" if row.ratio_min <= row.target else "OVER"
             lines.append(f"{row.mode:>10} {row.imgsz:>5} {row.batch:>5} {row.fdconv_ms:>10.2f} "
-                         f"{row.stock_ms:>10.2f} {row.ratio:>6.3f} {'<=' + format(row.target, '.3g'):>6} "
-                         f"{verdict}")
+                         f"{row.stock_ms:>10.2f} {row.ratio:>6.3f} {row.fdconv_min_ms:>10.2f} "
+                         f"{row.stock_min_ms:>10.2f} {row.ratio_min:>6.3f} "
+                         f"{'<=' + format(row.target, '.3g'):>6} {verdict}")
         return "\n".join(lines)
 
 
 def _time_pair(first: Callable[[], object], second: Callable[[], object], repeats: int,
-               warmup: int) -> tuple[float, float]:
-    """Median milliseconds of two callables, run alternately."""
+               warmup: int) -> tuple[list[float], list[float]]:
+    """Milliseconds of every timed call of two callables, run alternately."""
     for _ in range(warmup):
         first()
         second()
@@ -85,7 +93,16 @@ def _time_pair(first: Callable[[], object], second: Callable[[], object], repeat
             start = time.perf_counter()
             fn()
             bucket.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return times
+
+
+def _row(mode: str, imgsz: int, batch: int, times: tuple[list[float], list[float]]) -> ModelBenchRow:
+    """Medians, minima and their ratios of (C2f_FDConv, stock) timings."""
+    fd, stock = times
+    fd_med, stock_med = statistics.median(fd), statistics.median(stock)
+    fd_min, stock_min = min(fd), min(stock)
+    return ModelBenchRow(mode, imgsz, batch, fd_med, stock_med, fd_med / stock_med, fd_min, stock_min,
+                         fd_min / stock_min, TARGETS[(mode, imgsz)])
 
 
 def _pose_batch(batch: int, imgsz: int, kpt_shape: list[int], seed: int) -> dict:
@@ -135,10 +152,9 @@ def bench_model(scale: str = "n", threads: int = 2, repeats: int = 20, train_rep
             with torch.no_grad():
                 model(x)
 
-        fd_ms, stock_ms = _time_pair(functools.partial(infer, fused["fdconv"]),
-                                     functools.partial(infer, fused["stock"]), repeats, warmup=3)
-        rows.append(ModelBenchRow("inference", imgsz, 1, fd_ms, stock_ms, fd_ms / stock_ms,
-                                  TARGETS[("inference", imgsz)]))
+        times = _time_pair(functools.partial(infer, fused["fdconv"]),
+                           functools.partial(infer, fused["stock"]), repeats, warmup=3)
+        rows.append(_row("inference", imgsz, 1, times))
 
     batch = _pose_batch(TRAIN_BATCH, TRAIN_IMGSZ, list(d["kpt_shape"]), seed)
     optimizers = {}
@@ -153,10 +169,9 @@ def bench_model(scale: str = "n", threads: int = 2, repeats: int = 20, train_rep
         loss.sum().backward()
         optimizers[name].step()
 
-    fd_ms, stock_ms = _time_pair(functools.partial(step, "fdconv"), functools.partial(step, "stock"),
-                                 train_repeats, warmup=1)
-    rows.append(ModelBenchRow("train_step", TRAIN_IMGSZ, TRAIN_BATCH, fd_ms, stock_ms, fd_ms / stock_ms,
-                              TARGETS[("train_step", TRAIN_IMGSZ)]))
+    times = _time_pair(functools.partial(step, "fdconv"), functools.partial(step, "stock"), train_repeats,
+                       warmup=1)
+    rows.append(_row("train_step", TRAIN_IMGSZ, TRAIN_BATCH, times))
 
     result = ModelBenchResult(
         scale=scale, threads=threads, repeats=repeats, train_repeats=train_repeats,

@@ -66,3 +66,27 @@ def test_train_val_predict_with_ultralytics_engine(tmp_path, monkeypatch):
                               device="cpu", verbose=False)
     assert len(results) == 1 and results[0].keypoints is not None
     assert results[0].keypoints.data.shape[1:] == (17, 3)
+
+
+@pytest.mark.slow
+def test_bench_model_prints_the_table_and_writes_json(tmp_path):
+    """The benchmark runs end to end (figures are not asserted: tests never judge wall-clock time)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(main, ["bench", "model", "--repeats", "1", "--train-repeats", "1",
+                                       "--threads", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert [(r["mode"], r["imgsz"], r["batch"]) for r in figures["rows"]] == [
+        ("inference", 320, 1), ("inference", 640, 1), ("train_step", 320, 8)]
+    assert figures["fdconv_parameters"] > figures["stock_parameters"] > 0
+    for row in figures["rows"]:
+        assert 0 < row["stock_min_ms"] <= row["stock_ms"] and 0 < row["fdconv_min_ms"] <= row["fdconv_ms"]
+        assert row["ratio"] == pytest.approx(row["fdconv_ms"] / row["stock_ms"])
+        assert row["ratio_min"] == pytest.approx(row["fdconv_min_ms"] / row["stock_min_ms"])
+        assert f"{row['ratio']:.3f}" in result.output and f"{row['ratio_min']:.3f}" in result.output
