@@ -30,9 +30,16 @@ $(LS_STAMP): Makefile
 
 ls-venv: $(LS_STAMP)
 
-# The whole pipeline on the bundled demo data (data/raw/demo), through DVC.
+# The whole pipeline on the bundled demo data (data/raw/demo), through DVC. The stages call `fdpose`,
+# so the venv's bin goes first on PATH; a second `make demo` finds everything up to date.
 demo: install
-	$(BIN)/python -m pipeline.demo_run
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	@$(BIN)/python -c 'import json; m = json.load(open("reports/eval/metrics.json")); \
+	print("\neval ({} split, {} images): OKS mAP {:.3f}, OKS mAP50 {:.3f}, box mAP50 {:.3f}".format( \
+	m["split"], m["num_images"], m["oks_map"], m["oks_map50"], m["box_map50"]))'
+	@echo "report:  reports/eval/report.html (also report.md; metrics.json, plots/)"
+	@echo "package: models/package/ and models/package.zip (check: fdpose package --verify models/package.zip)"
+	@echo "curves:  dvc plots show  (training curves and PR/PCK plots, written to dvc_plots/index.html)"
 
 # The whole test suite (slow and integration tests included).
 test: install ls-venv

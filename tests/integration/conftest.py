@@ -24,3 +24,12 @@ def label_studio(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """A tiny copy of the repository after one full `dvc repro` (see pipeline_repo.py), shared by the
+    DVC pipeline and README tests: (path, output of that run). Copy it (clone_built) before changing it."""
+    import pipeline_repo
+
+    return pipeline_repo.build_tiny_pipeline(tmp_path_factory.mktemp("tiny-pipeline") / "repo")
