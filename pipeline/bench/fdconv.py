@@ -19,6 +19,8 @@ from pathlib import Path
 
 import click
 
+from pipeline.errors import FdposeError
+
 CASES: tuple[tuple[int, int], ...] = ((32, 80), (64, 40), (128, 20), (256, 20))
 TRAIN_BATCH = 16
 TARGETS = {"inference": 2.5, "train_step": 3.0}
@@ -80,6 +82,8 @@ def _time_pair(first: Callable[[], object], second: Callable[[], object], repeat
 def bench_fdconv(threads: int = 2, repeats: int = 20, json_path: str | Path | None = None,
                  cases: Sequence[tuple[int, int]] = CASES, seed: int = 0, clock: str = "wall") -> BenchResult:
     """Time FDConv against ``nn.Conv2d`` for every case; write JSON to ``json_path`` if given."""
+    if json_path is not None and not Path(json_path).resolve().parent.is_dir():
+        raise FdposeError("the folder for the JSON output does not exist", path=json_path)
     import torch
     from torch import nn
 

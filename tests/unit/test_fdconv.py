@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import pickle
 
 import numpy as np
@@ -314,3 +315,29 @@ def test_onnx_export_is_fft_free_and_matches_onnxruntime(tmp_path):
     with torch.no_grad():
         expected = layer(x)
     assert rel_err(torch.from_numpy(result), expected) < 1e-5
+
+
+# ---------------------------------------------------------------- benchmark command
+
+def test_bench_reports_both_layers_side_by_side(tmp_path):
+    from pipeline.bench.fdconv import bench_fdconv
+
+    path = tmp_path / "bench.json"
+    result = bench_fdconv(threads=1, repeats=1, json_path=path, cases=[(24, 8)], clock="cpu")
+    rows = json.loads(path.read_text())["rows"]
+    assert [(row["channels"], row["mode"]) for row in rows] == [(24, "inference"), (24, "train_step")]
+    for row in rows:
+        assert row["fdconv_ms"] > 0 and row["conv2d_ms"] > 0
+        assert row["ratio"] == pytest.approx(row["fdconv_ms"] / row["conv2d_ms"])
+    assert "24@8x8" in result.table()
+
+
+def test_bench_rejects_a_missing_output_folder_before_running(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    target = tmp_path / "missing" / "bench.json"
+    outcome = CliRunner().invoke(main, ["bench", "fdconv", "--json", str(target)])
+    assert outcome.exit_code == 1
+    assert "does not exist" in outcome.output and "Traceback" not in outcome.output
