@@ -291,8 +291,9 @@ def _write(dataset: Dataset, out: Path, to: str, *, source: str, input_path: obj
 @click.option("--drop-unlabelled/--keep-unlabelled", default=None,
               help="Drop instances with no labelled keypoint (kept as boxes by default).")
 @click.option("--strict/--no-strict", default=None, help="Fail on the first problem instead of repairing it.")
-@click.option("--annotation", type=click.Choice(["latest", "ground-truth", "all"]),
-              help="Label Studio: which annotation of a task counts.")
+@click.option("--annotation", type=click.Choice(["latest", "ground-truth", "all", "predictions"]),
+              help="Label Studio: which annotation of a task counts (predictions: the model's "
+                   "pre-annotations, e.g. to check an upload).")
 @click.option("--params", "params_path", type=click.Path(path_type=Path), default=DEFAULT_PARAMS,
               show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-item listing.")
