@@ -4,8 +4,9 @@ For every case (k = 3, Cin = Cout = C, stride 1, padding 1) both layers are time
 the same run, alternating repeat by repeat so machine noise hits both alike: batch-1 inference
 (eval mode, no grad; FDConv uses its cached basis kernels) and one training step at batch 16
 (forward and backward, the input requiring a gradient as it does inside a network). Times are
-medians over the repeats; the ratio is FDConv / Conv2d. ``--clock cpu`` times process CPU time
-instead of wall time, which a machine shared with other busy processes distorts less.
+medians over the repeats, with the ratio of the fastest repeats beside them (competing processes
+distort minima least); ratios are FDConv / Conv2d. ``--clock cpu`` times process CPU time
+instead of wall time.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time
 
 @dataclass
 class BenchRow:
-    """One timing: a case (channels, map size) and a mode, both layers, their ratio."""
+    """One timing: a case (channels, map size) and a mode, both layers, their ratio.
+
+    ``*_ms`` and ``ratio`` are from medians; ``*_min_ms`` and ``ratio_min`` from the fastest repeat,
+    which other processes competing for the cores distort least.
+    """
 
     channels: int
     size: int
@@ -38,6 +43,9 @@ class BenchRow:
     fdconv_ms: float
     conv2d_ms: float
     ratio: float
+    fdconv_min_ms: float
+    conv2d_min_ms: float
+    ratio_min: float
     target: float
 
 
@@ -55,18 +63,18 @@ class BenchResult:
         lines = [f"FDConv vs nn.Conv2d (k=3, Cin=Cout=C), {self.threads} threads, {self.clock} clock, "
                  f"median of {self.repeats}, torch {self.torch_version}",
                  f"{'case':>12} {'mode':>10} {'batch':>5} {'FDConv ms':>10} {'Conv2d ms':>10} "
-                 f"{'ratio':>6} {'target':>6}"]
+                 f"{'ratio':>6} {'min ratio':>9} {'target':>6}"]
         for row in self.rows:
             verdict = "ok" if row.ratio <= row.target else "OVER"
             lines.append(f"{f'{row.channels}@{row.size}x{row.size}':>12} {row.mode:>10} {row.batch:>5} "
                          f"{row.fdconv_ms:>10.2f} {row.conv2d_ms:>10.2f} {row.ratio:>6.2f} "
-                         f"{'<=' + format(row.target, '.2g'):>6} {verdict}")
+                         f"{row.ratio_min:>9.2f} {'<=' + format(row.target, '.2g'):>6} {verdict}")
         return "\n".join(lines)
 
 
 def _time_pair(first: Callable[[], object], second: Callable[[], object], repeats: int,
-               warmup: int, clock: Callable[[], float]) -> tuple[float, float]:
-    """Median milliseconds of two callables, run alternately."""
+               warmup: int, clock: Callable[[], float]) -> tuple[list[float], list[float]]:
+    """Milliseconds of every repeat of two callables, run alternately."""
     for _ in range(warmup):
         first()
         second()
@@ -76,7 +84,14 @@ def _time_pair(first: Callable[[], object], second: Callable[[], object], repeat
             start = clock()
             fn()
             bucket.append((clock() - start) * 1e3)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return times
+
+
+def _row(channels: int, size: int, mode: str, batch: int, times: tuple[list[float], list[float]]) -> BenchRow:
+    fd_ms, conv_ms = statistics.median(times[0]), statistics.median(times[1])
+    fd_min, conv_min = min(times[0]), min(times[1])
+    return BenchRow(channels, size, mode, batch, fd_ms, conv_ms, fd_ms / conv_ms, fd_min, conv_min,
+                    fd_min / conv_min, TARGETS[mode])
 
 
 def bench_fdconv(threads: int = 2, repeats: int = 20, json_path: str | Path | None = None,
@@ -106,10 +121,8 @@ def bench_fdconv(threads: int = 2, repeats: int = 20, json_path: str | Path | No
             with torch.no_grad():
                 module(x)
 
-        fd_ms, conv_ms = _time_pair(functools.partial(infer, layer), functools.partial(infer, conv), repeats,
-                                    3, timer)
-        rows.append(BenchRow(channels, size, "inference", 1, fd_ms, conv_ms, fd_ms / conv_ms,
-                             TARGETS["inference"]))
+        times = _time_pair(functools.partial(infer, layer), functools.partial(infer, conv), repeats, 3, timer)
+        rows.append(_row(channels, size, "inference", 1, times))
 
         conv.train()
         layer.train()
@@ -121,10 +134,9 @@ def bench_fdconv(threads: int = 2, repeats: int = 20, json_path: str | Path | No
             module(x).mean().backward()
 
         train_repeats = max(3, repeats // 4)
-        fd_ms, conv_ms = _time_pair(functools.partial(step, layer), functools.partial(step, conv),
-                                    train_repeats, 1, timer)
-        rows.append(BenchRow(channels, size, "train_step", TRAIN_BATCH, fd_ms, conv_ms, fd_ms / conv_ms,
-                             TARGETS["train_step"]))
+        times = _time_pair(functools.partial(step, layer), functools.partial(step, conv), train_repeats, 1,
+                           timer)
+        rows.append(_row(channels, size, "train_step", TRAIN_BATCH, times))
     result = BenchResult(threads, repeats, clock, torch.__version__, rows)
     if json_path is not None:
         write_json(json_path, asdict(result))
