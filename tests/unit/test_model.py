@@ -75,6 +75,43 @@ def outputs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x)[0]
 
 
+# --- the block ---------------------------------------------------------------------------------------
+
+
+def test_c2f_fdconv_constructor_matches_c2f_layout():
+    from ultralytics.nn.modules import C2f
+
+    block, stock = C2f_FDConv(48, 64, n=2, shortcut=True), C2f(48, 64, n=2, shortcut=True)
+    assert block.c == stock.c == 32 and len(block.m) == 2
+    for bottleneck in block.m:
+        assert isinstance(bottleneck.cv2, FDConvBN) and bottleneck.add
+        conv = bottleneck.cv2.conv
+        assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (32, 32, (3, 3))
+    x = torch.randn(2, 48, 24, 20)
+    assert block(x).shape == stock(x).shape == (2, 64, 24, 20)
+    block.train()
+    block(torch.randn(1, 48, 16, 16)).mean().backward()  # batch 1 trains
+
+
+def test_from_c2f_computes_the_same_function():
+    from ultralytics.nn.modules import C2f, Conv
+
+    stock = C2f(40, 40, n=2, shortcut=True)
+    perturb_bn(stock, seed=7)
+    stock.eval()
+    x = torch.randn(2, 40, 19, 23)
+    with torch.no_grad():
+        expected = stock(x)
+        converted = C2f_FDConv.from_c2f(copy.deepcopy(stock)).eval()
+        assert rel_err(converted(x), expected) < 1e-4
+    with pytest.raises(TypeError, match="expected an ultralytics C2f"):
+        C2f_FDConv.from_c2f(converted)
+    fused = Conv(8, 8, 3)
+    del fused.bn  # what BaseModel.fuse() leaves
+    with pytest.raises(ValueError, match="fused Conv"):
+        FDConvBN.from_conv(fused)
+
+
 # --- building ----------------------------------------------------------------------------------------
 
 
