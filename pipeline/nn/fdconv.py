@@ -18,6 +18,24 @@ function.
 Where FDConv does not apply (``min(Cin, Cout) <= use_fdconv_if_c_gt``, kernel size not in
 ``use_fdconv_if_k_in``, non-square kernel or ``groups != 1``) the layer is a plain convolution with
 an ordinary ``weight``; :attr:`FDConv.is_dynamic` says which path is active.
+
+The fast path, in the order a forward runs it:
+
+* Basis kernels: all ``r * n`` of them by one batched ``irfft2``, once per forward in training
+  (shared by the batch) and cached in inference; the cache key is the parameter's storage pointer
+  and version counter, so optimizer steps, ``load_state_dict`` and ``.to()`` invalidate it.
+* Kernel assembly: ``(alpha * a) @ B`` (one GEMM for the whole batch), times the local attention
+  and one small ``fa * sa`` factor, and ``ca`` on whichever side is cheaper (section 4); in training
+  a hand-written backward keeps the number of full-size temporaries low.
+* Convolution: one grouped convolution with ``groups = B`` for all per-sample kernels.
+* FBM: low-passes as separable projections (a few 2-D GEMMs) up to ``FBM_FFT_MIN_SIZE``, masked
+  FFTs above; always projections under ONNX export / tracing, where the eval-mode basis is a
+  constant too, so the exported graph has no FFT. FFTs always run in float32, autocast disabled.
+
+Allocator note: above glibc's 32 MB mmap threshold every freshly allocated tensor is page-faulted
+in again, which makes training steps of wide layers at large batches (e.g. 256 channels at batch
+16, whose per-sample kernels take 38 MB) up to ~1.6x slower; ``MALLOC_MMAP_THRESHOLD_`` /
+``MALLOC_TRIM_THRESHOLD_`` (or jemalloc / tcmalloc) remove that cost.
 """
 
 from __future__ import annotations
