@@ -357,7 +357,7 @@ def draw_cell(path: Path, instances: list[Instance], skeleton: Skeleton, caption
             if v > 0:
                 centre = (round(x * scale), round(y * scale))
                 cv2.circle(cell, centre, 3, colours[index], -1 if v == 2 else 1, cv2.LINE_AA)
-    cv2.putText(cell, caption, (3, _CELL + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
+    cv2.putText(cell, caption, (3, image.shape[0] + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
                 cv2.LINE_AA)
     return cell
 
