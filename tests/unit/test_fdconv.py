@@ -301,6 +301,8 @@ def test_pickle_drops_the_cache_and_round_trips():
 
 # ---------------------------------------------------------------- ONNX
 
+# Shape-dependent choices (FBM projections, ca side) are fixed per input size in the trace: expected.
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_onnx_export_is_fft_free_and_matches_onnxruntime(tmp_path):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
