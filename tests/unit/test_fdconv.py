@@ -68,6 +68,15 @@ def test_from_conv_computes_the_source_conv(cin, cout, k, stride, size, batch):
         assert rel_err(layer(x), expected) < 1e-4
 
 
+@pytest.mark.parametrize("options", [{"padding": "same", "dilation": 2}, {"padding": (1, 0), "stride": 2}])
+def test_from_conv_keeps_padding_dilation_and_accepts_channels_last(options):
+    conv = nn.Conv2d(24, 32, 3, **options)
+    layer = FDConv.from_conv(conv)
+    x = torch.randn(2, 24, 13, 11).contiguous(memory_format=torch.channels_last)
+    for mode in (True, False):
+        assert rel_err(layer.train(mode)(x), conv(x)) < 1e-4
+
+
 def test_from_conv_without_bias_and_with_param_ratio():
     conv = nn.Conv2d(32, 48, 3, 1, 1, bias=False)
     layer = FDConv.from_conv(conv, param_ratio=2, kernel_num=8)
