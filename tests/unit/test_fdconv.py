@@ -54,7 +54,7 @@ def perturb(layer: FDConv, seed: int) -> FDConv:
         (32, 32, 3, 1, (37, 53), 2),
         (24, 40, 3, 2, (21, 16), 1),
         (48, 24, 1, 1, (9, 13), 3),
-        (40, 40, 3, 1, (5, 7), 2),  # small map: ca/fa applied on the activations
+        (40, 40, 3, 1, (5, 7), 2),  # small map: ca applied on the activations
     ],
 )
 def test_from_conv_computes_the_source_conv(cin, cout, k, stride, size, batch):
@@ -167,7 +167,7 @@ def test_boundary_frequency_dropped_for_every_factor():
         (24, 24, 3, 1, (13, 11), {}),
         (40, 24, 3, 2, (17, 15), {}),
         (24, 40, 1, 1, (9, 7), {}),
-        (40, 40, 3, 1, (5, 7), {}),  # activation-side ca/fa
+        (40, 40, 3, 1, (5, 7), {}),  # activation-side ca
         (24, 24, 3, 1, (12, 9), {"ksm_global_act": "tanh", "ksm_local_act": "tanh"}),
         (24, 24, 3, 2, (11, 12), {"ksm_global_act": "softmax", "fbm_spatial_group": 2}),
         (24, 32, 3, 1, (10, 9), {"param_ratio": 2, "kernel_num": 5, "k_list": (4, 2)}),
@@ -215,6 +215,18 @@ def test_fft_low_pass_path_for_large_maps_matches_the_oracle(monkeypatch):
     for mode in (True, False):
         layer.train(mode)
         assert rel_err(layer(x), expected) < 1e-5
+
+
+def test_random_parameters_make_every_attention_non_neutral():
+    """Guards the oracle tests: with neutral attentions they would not test the attentions."""
+    layer = perturb(FDConv(24, 24, 3, padding=1), seed=3)
+    pooled = torch.randn(2, 24, 9, 9).mean(dim=(2, 3))
+    ca, factor, a = layer._global_attentions(pooled)
+    local = torch.sigmoid(layer.local_conv(layer.local_norm(pooled).unsqueeze(1))) * layer.att_multi
+    bands = 2 * torch.sigmoid(layer.fbm_conv(torch.randn(2, 24, 9, 9)))
+    for neutral, values in ((1.0, ca), (layer.att_multi, factor), (layer.alpha / 16, a), (1.0, local),
+                            (1.0, bands)):
+        assert (values / neutral - 1).abs().max() > 0.1
 
 
 # ---------------------------------------------------------------- training, autocast
