@@ -1,0 +1,195 @@
+"""Every command README.md shows, run in document order on a tiny copy of the repository.
+
+The copy is the DVC pipeline tests' tiny repository after one `dvc repro` (16 generated demo images,
+one epoch at 64 px; pipeline_repo.py). Shell blocks run as they are written, with bash -euo pipefail;
+params snippets (YAML blocks starting `# cfg/params.yaml`) are merged into a copy of the params file and
+converted with `fdpose convert --params`; Python blocks run with the venv's interpreter. Three kinds of
+block are handled apart:
+- the Quick start (`make demo`, `make test`) is checked to be exactly those two commands, not run
+  (it is the whole pipeline and the whole suite);
+- blocks naming a GPU (`--device 0`) run too: on a machine without CUDA they must fail with one clear
+  `Error:` line (no traceback), which is what the README says happens there;
+- blocks for a live Label Studio server (`http://localhost:8080`, project 1) run against the test
+  suite's real server on loopback (conftest `label_studio`), with its URL, a project made here from the
+  tiny demo export, and the key in the environment only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from pipeline_repo import BIN, REPO, clone_built, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+README = REPO / "README.md"
+LS_URL = "http://localhost:8080"
+LS_PROJECT = re.compile(r"(--project |project: )1\b")
+GPU_DEVICE = re.compile(r"--device [0-9]")
+PARAMS_SNIPPET = "# cfg/params.yaml"
+
+
+@dataclass
+class Block:
+    language: str
+    text: str
+    section: str  # the heading it sits under
+    line: int  # where it starts in README.md (1-based), for failure messages
+
+    @property
+    def label(self) -> str:
+        return f"README.md:{self.line} ({self.section})"
+
+
+def readme_blocks() -> list[Block]:
+    """The fenced code blocks of README.md (indented ones in lists included), in order."""
+    blocks, section = [], ""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if line.startswith("#"):
+            section = line.lstrip("#").strip()
+        fence = re.match(r"^(\s*)```(\w*)\s*$", line)
+        if fence:
+            indent, language, start = fence.group(1), fence.group(2), index + 1
+            body = []
+            index += 1
+            while not lines[index].strip().startswith("```"):
+                body.append(lines[index][len(indent):] if lines[index].startswith(indent) else lines[index])
+                index += 1
+            blocks.append(Block(language, "\n".join(body) + "\n", section, start))
+        index += 1
+    return blocks
+
+
+def is_quick_start(block: Block) -> bool:
+    return block.section == "Quick start"
+
+
+def needs_label_studio(block: Block) -> bool:
+    return LS_URL in block.text
+
+
+def needs_gpu(block: Block) -> bool:
+    return GPU_DEVICE.search(block.text) is not None
+
+
+def cuda_available() -> bool:
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                           capture_output=True, text=True, check=True)
+    return probe.stdout.strip() == "True"
+
+
+def run_block(repo: Path, block: Block, number: int, extra_env: dict[str, str] | None = None) -> None:
+    """Run one block in ``repo``; fail naming the block and showing its output."""
+    if block.language == "bash":
+        result = run(repo, "bash", "-euo", "pipefail", "-c", block.text, check=False, extra_env=extra_env)
+    elif block.language == "python":
+        script = repo / "runs" / f"readme_block_{number}.py"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(block.text, encoding="utf-8")
+        result = run(repo, str(BIN / "python"), str(script), check=False, extra_env=extra_env)
+    elif block.language == "yaml" and block.text.startswith(PARAMS_SNIPPET):
+        params = yaml.safe_load((repo / "cfg/params.yaml").read_text(encoding="utf-8"))
+        for section, values in yaml.safe_load(block.text).items():
+            params[section].update(values)
+        snippet_params = repo / "runs" / f"params_block_{number}.yaml"
+        snippet_params.parent.mkdir(parents=True, exist_ok=True)
+        snippet_params.write_text(yaml.safe_dump(params), encoding="utf-8")
+        out = repo / "runs" / f"params_block_{number}"
+        result = run(repo, "fdpose", "convert", "--params", str(snippet_params), "--out", str(out), "--quiet",
+                     check=False, extra_env=extra_env)
+        if result.returncode == 0:
+            summary = json.loads((out / "report.json").read_text(encoding="utf-8"))["summary"]
+            assert summary["images"] > 0 and summary["instances"] > 0, f"{block.label}: nothing converted"
+    else:
+        raise AssertionError(f"{block.label}: a ```{block.language} block the test does not know how to run")
+
+    if needs_gpu(block) and not cuda_available():
+        lines = result.stdout.strip().splitlines()
+        context = f"{block.label}:\n{result.stdout}"
+        assert result.returncode == 1 and "Traceback" not in result.stdout, context
+        assert lines[-1].startswith("Error:") and "not available" in lines[-1], context
+        return
+    assert result.returncode == 0, (f"{block.label} exited {result.returncode}:\n{block.text}\n"
+                                    f"{result.stdout[-6000:]}")
+
+
+@pytest.fixture(scope="module")
+def readme_repo(tiny_pipeline, tmp_path_factory) -> Path:
+    return clone_built(tiny_pipeline[0], tmp_path_factory.mktemp("readme") / "repo")
+
+
+def test_quick_start_is_the_two_make_targets():
+    (quick_start,) = [block for block in readme_blocks() if is_quick_start(block)]
+    commands = [line.split("#")[0].strip() for line in quick_start.text.splitlines()]
+    assert commands == ["make demo", "make test"]
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^demo:", makefile, re.MULTILINE) and re.search(r"^test:", makefile, re.MULTILINE)
+
+
+def test_readme_commands_run(readme_repo):
+    blocks = [block for block in readme_blocks()
+              if not is_quick_start(block) and not needs_label_studio(block)]
+    assert len(blocks) >= 15  # the README's examples are all here (a parsing slip would skip them)
+    for number, block in enumerate(blocks):
+        run_block(readme_repo, block, number)
+    # The experiment ran (and reran only what follows train), the package verifies, plots were drawn.
+    assert (readme_repo / "dvc_plots" / "index.html").is_file()
+    assert (readme_repo / "runs" / "package.zip").is_file()
+    assert list((readme_repo / "runs" / "predict").iterdir())
+
+
+def _label_studio_project(server, repo: Path) -> int:
+    """A project on the test server holding the tiny demo: images in local-files storage, and the
+    export's annotations, so that live reads and prediction uploads have something to work on."""
+    from label_studio_sdk import LabelStudio
+
+    client = LabelStudio(base_url=server.url, api_key=server.api_key)
+    folder = server.local_files_root / "fdpose-readme"
+    shutil.copytree(repo / "data/raw/demo/images", folder)
+    config = (repo / "data/raw/demo/label_config.xml").read_text(encoding="utf-8")
+    project = client.projects.create(title="fdpose README", label_config=config)
+    storage = client.import_storage.local.create(project=project.id, path=str(folder), recursive_scan=True,
+                                                 regex_filter=r".*\.jpg", use_blob_urls=True, title="demo")
+    client.import_storage.local.sync(id=storage.id)
+    export = json.loads((repo / "data/raw/demo/export.json").read_text(encoding="utf-8"))
+    # The export names images as uploads (/data/upload/<project>/<8 hex>-<name>): match by name.
+    results = {task["data"]["image"].rsplit("/", 1)[1].split("-", 1)[1]: task["annotations"][-1]["result"]
+               for task in export if task.get("annotations")}
+    tasks = list(client.tasks.list(project=project.id))
+    assert len(tasks) == len(list(folder.iterdir()))
+    for task in tasks:
+        name = task.data["image"].rsplit("/", 1)[1]
+        if name in results:
+            client.annotations.create(id=task.id, result=results[name])
+    return project.id
+
+
+def test_readme_label_studio_commands_run(readme_repo, label_studio):
+    """After test_readme_commands_run (its package is predicted with): the live server blocks."""
+    if not (readme_repo / "runs" / "package" / "model.safetensors").is_file():
+        pytest.skip("needs the package made by test_readme_commands_run")
+    project = _label_studio_project(label_studio, readme_repo)
+    blocks = [block for block in readme_blocks() if needs_label_studio(block)]
+    assert len(blocks) >= 3  # the params snippet, the live convert and the prediction upload
+    key = {"LABEL_STUDIO_API_KEY": label_studio.api_key}
+    for number, block in enumerate(blocks):
+        text = block.text.replace(LS_URL, label_studio.url)
+        text = LS_PROJECT.sub(lambda m: f"{m.group(1)}{project}", text)
+        run_block(readme_repo, Block(block.language, text, block.section, block.line), 100 + number, key)
+    converted = json.loads((readme_repo / "runs/dataset-from-server/report.json").read_text(encoding="utf-8"))
+    assert converted["summary"]["images"] == len(list((readme_repo / "data/raw/demo/images").iterdir()))
+    # The key never lands in a file the commands wrote.
+    for path in (readme_repo / "runs").rglob("*"):
+        if path.is_file() and path.suffix in {".json", ".yaml", ".md", ".txt", ".html"}:
+            assert label_studio.api_key not in path.read_text(encoding="utf-8", errors="replace"), path
