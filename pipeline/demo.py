@@ -80,18 +80,18 @@ def sample_pose(rng: np.random.Generator) -> tuple[np.ndarray, float]:
     points[K["left_shoulder"]] = neck + side * shoulder_half
     points[K["right_shoulder"]] = neck - side * shoulder_half
     head = neck + up * 1.15
-    head_radius = 0.62
+    head_radius = 0.72  # a large head keeps the five face points apart at small scales
     yaw = rng.uniform(-0.12, 0.12)  # a slight head turn moves the face sideways
-    points[K["nose"]] = head + up * -0.18 + side * yaw
-    points[K["left_eye"]] = head + up * 0.12 + side * (0.27 + yaw)
-    points[K["right_eye"]] = head + up * 0.12 - side * (0.27 - yaw)
+    points[K["nose"]] = head + up * -0.22 + side * yaw
+    points[K["left_eye"]] = head + up * 0.14 + side * (0.32 + yaw)
+    points[K["right_eye"]] = head + up * 0.14 - side * (0.32 - yaw)
     points[K["left_ear"]] = head + side * (head_radius + 0.02) * (1 - yaw)
     points[K["right_ear"]] = head - side * (head_radius + 0.02) * (1 + yaw)
     for prefix, outward in (("left", -1), ("right", 1)):
         # Arm angles measured from hanging straight down, swung outwards (to the person's side).
-        raise_angle = rng.uniform(10, 150)
+        raise_angle = rng.uniform(15, 110)
         upper = 90 + lean + outward * raise_angle
-        lower = upper + outward * rng.uniform(-40, 100) * (1 if raise_angle < 100 else -0.5)
+        lower = upper + outward * rng.uniform(-20, 60) * (1 if raise_angle < 90 else -0.5)
         shoulder = points[K[f"{prefix}_shoulder"]]
         elbow = shoulder + _unit(upper) * rng.uniform(1.35, 1.6)
         points[K[f"{prefix}_elbow"]] = elbow
@@ -130,13 +130,13 @@ def _place(rng: np.random.Generator, local: np.ndarray, head_radius: float, widt
     low = np.minimum(local.min(axis=0), head - head_radius)
     high = np.maximum(local.max(axis=0), head + head_radius)
     extent = high - low
-    largest = {1: 0.92, 2: 0.75, 3: 0.62}[count]
+    smallest, largest = {1: (0.65, 0.95), 2: (0.55, 0.85), 3: (0.5, 0.7)}[count]
     for _ in range(20):
-        figure_height = rng.uniform(0.55, largest) * height
+        figure_height = rng.uniform(smallest, largest) * height
         unit = figure_height / extent[1]
         size = extent * unit
         # Mostly inside the frame; now and then pushed partly out (absent keypoints).
-        margin = size * (0.3 if rng.random() < 0.18 else 0.0)
+        margin = size * (0.3 if rng.random() < 0.15 else 0.0)
         x0 = rng.uniform(-margin[0], max(-margin[0], width - size[0] + margin[0]))
         y0 = rng.uniform(-margin[1], max(-margin[1], height - size[1] + margin[1]))
         box = np.array([x0, y0, x0 + size[0], y0 + size[1]])
@@ -166,7 +166,7 @@ def draw_figure(canvas: np.ndarray, rng: np.random.Generator, points: np.ndarray
     """Draw limbs with a dark outline, side-coloured; head with side-coloured eyes and ears."""
     colours = {"left": _jitter(rng, (235, 120, 30)), "right": _jitter(rng, (40, 70, 235)),
                "centre": _jitter(rng, (90, 215, 235), 20)}
-    thickness = max(2, round(0.24 * unit))
+    thickness = max(2, round(0.3 * unit))
     outline = (20, 20, 20)
     limbs = [(a, b) for a, b in COCO_PERSON_EDGES if max(a, b) >= 5]  # the face is drawn below
     for width, use_outline in ((thickness + 2, True), (thickness, False)):
@@ -181,7 +181,7 @@ def draw_figure(canvas: np.ndarray, rng: np.random.Generator, points: np.ndarray
     radius = int(round(head_radius * unit * (1 << _SHIFT)))
     cv2.circle(canvas, _px(head), radius, _jitter(rng, (150, 190, 225), 20), -1, cv2.LINE_AA, _SHIFT)
     cv2.circle(canvas, _px(head), radius, outline, max(1, thickness // 2), cv2.LINE_AA, _SHIFT)
-    dot = max(1, round(0.12 * unit))
+    dot = max(1, round(0.13 * unit))
     for name in ("left_ear", "right_ear"):
         colour = colours[_side(name)]
         cv2.circle(canvas, _px(points[K[name]]), (dot + 1) << _SHIFT, colour, -1, cv2.LINE_AA, _SHIFT)
@@ -189,8 +189,9 @@ def draw_figure(canvas: np.ndarray, rng: np.random.Generator, points: np.ndarray
         cv2.circle(canvas, _px(points[K[name]]), dot << _SHIFT, colours[_side(name)], -1, cv2.LINE_AA,
                    _SHIFT)
     cv2.circle(canvas, _px(points[K["nose"]]), dot << _SHIFT, (30, 30, 60), -1, cv2.LINE_AA, _SHIFT)
+    # A dot on every body joint: a junction of two lines is harder to pin down than a dot.
     for name in ("left_wrist", "right_wrist", "left_ankle", "right_ankle", "left_elbow", "right_elbow",
-                 "left_knee", "right_knee"):
+                 "left_knee", "right_knee", "left_shoulder", "right_shoulder", "left_hip", "right_hip"):
         cv2.circle(canvas, _px(points[K[name]]), (thickness // 2 + 1) << _SHIFT, colours[_side(name)],
                    -1, cv2.LINE_AA, _SHIFT)
 
@@ -255,7 +256,7 @@ def draw_image(seed: int, index: int, size: int) -> tuple[np.ndarray, list[Figur
     aspect = [(1.0, 1.0), (1.0, 0.75), (0.75, 1.0)][int(rng.integers(0, 3))]
     width, height = int(round(size * aspect[0])), int(round(size * aspect[1]))
     canvas = background(rng, width, height)
-    count = int(rng.choice([1, 2, 3], p=[0.45, 0.35, 0.2]))
+    count = int(rng.choice([1, 2, 3], p=[0.55, 0.3, 0.15]))
     placed: list[tuple[np.ndarray, np.ndarray]] = []  # pixel keypoints, visibility
     boxes: list[np.ndarray] = []
     occluders: list[tuple[int, np.ndarray]] = []  # (figures drawn before it, mask)
@@ -268,7 +269,7 @@ def draw_image(seed: int, index: int, size: int) -> tuple[np.ndarray, list[Figur
         draw_figure(canvas, rng, points, unit, head_radius)
         boxes.append(extent)
         placed.append((points, np.full(17, 2)))
-        if rng.random() < 0.3:
+        if rng.random() < 0.25:
             part = _OCCLUDABLE[int(rng.integers(0, len(_OCCLUDABLE)))]
             occluders.append((len(placed), draw_occluder(canvas, rng, points, unit, part)))
     figures = []
