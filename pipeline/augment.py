@@ -420,7 +420,7 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def augment(data: str | Path, out: str | Path, copies: int = 2, seed: int = 0,
+def augment(data: str | Path, out: str | Path, copies: int = 1, seed: int = 0,
             config: str | Path = DEFAULT_CONFIG, workers: int | None = None, progress: bool = True,
             preview_rows: int = 4) -> AugmentResult:
     """Write at ``out`` the dataset of ``data`` (a ``data.yaml``) with ``copies`` augmented variants of
@@ -501,7 +501,7 @@ def augment(data: str | Path, out: str | Path, copies: int = 2, seed: int = 0,
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder of the augmented dataset (replaced atomically).")
 @click.option("--copies", type=int, default=None, help="Augmented variants per training image "
-              "[params.yaml augment.copies, else 2].")
+              "[params.yaml augment.copies, else 1].")
 @click.option("--seed", type=int, default=None, help="Random seed [params.yaml augment.seed, else 0].")
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Transforms file [params.yaml augment.config, else cfg/augment.yaml].")
@@ -515,7 +515,7 @@ def augment_command(data: Path, out: Path, copies: int | None, seed: int | None,
     params = load_params("augment", params_path)
     result = augment(
         data, out,
-        copies=int(params.get("copies", 2)) if copies is None else copies,
+        copies=int(params.get("copies", 1)) if copies is None else copies,
         seed=int(params.get("seed", 0)) if seed is None else seed,
         config=Path(params.get("config", DEFAULT_CONFIG)) if config is None else config,
         workers=workers,
