@@ -134,3 +134,17 @@ def test_committed_demo_is_what_the_generator_writes():
         assert tasks[index] == json.loads(json.dumps(item.task)), item.name
     assert f"--images {params['images']} --seed {params['seed']} --size {params['size']}" in (
         COMMITTED / "README.md").read_text()
+
+
+def test_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    out = tmp_path / "cli"
+    outcome = CliRunner().invoke(main, ["demo-data", "--out", str(out), "--images", "2", "--size", "96"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "2 images" in outcome.output and (out / "images" / "demo_0002.jpg").is_file()
+    bad = CliRunner().invoke(main, ["demo-data", "--out", str(tmp_path / "bad"), "--images", "0"])
+    assert bad.exit_code == 1 and bad.output.startswith("Error: ") and "--images" in bad.output
+    assert not (tmp_path / "bad").exists()
