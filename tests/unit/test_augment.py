@@ -11,7 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.augment import augment
+from pipeline.augment import augment, is_mirror
 from pipeline.cli import main
 from pipeline.dataset import Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
@@ -199,3 +199,23 @@ def test_bad_config_is_a_clear_error_and_keeps_previous_output(tmp_path, transfo
     assert outcome.exit_code == 1
     assert outcome.output.startswith("Error: ") and str(config) in outcome.output
     assert "Traceback" not in outcome.output
+
+
+@pytest.mark.parametrize(("name", "params", "mirror"), [
+    ("HorizontalFlip", {}, True), ("VerticalFlip", {}, True), ("Transpose", {}, True),
+    ("D4", {"group_element": "h"}, True), ("D4", {"group_element": "hvt"}, True),
+    ("D4", {"group_element": "r90"}, False), ("RandomRotate90", {"factor": 1}, False),
+    ("Affine", {"matrix": np.array([[-1.0, 0, 99], [0, 1, 0], [0, 0, 1]])}, True),
+    ("Affine", {"matrix": np.array([[0.0, 1, 0], [-1, 0, 99], [0, 0, 1]])}, False),
+    ("RandomBrightnessContrast", {"alpha": 1.1}, False),
+])
+def test_mirror_detection(name, params, mirror):
+    assert is_mirror(name, params) is mirror
+
+
+def test_transform_that_cannot_run_on_pose_data_names_the_image(tmp_path):
+    data = make_dataset(tmp_path / "in")
+    config = write_config(tmp_path / "mask.yaml", [{"MaskDropout": {"p": 1}}])
+    with pytest.raises(FdposeError, match=r"img0\.png: copy 1: augmentation failed: .*mask"):
+        augment(data, tmp_path / "out", config=config, workers=1, progress=False)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))  # no staging left
