@@ -134,6 +134,11 @@ class StarReLU(nn.Module):
 FBM_FFT_MIN_SIZE = 288
 
 
+def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor.to(dtype)`` without a dispatcher call when it already is (most calls, per forward)."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
 def _exporting() -> bool:
     """True while ONNX export or TorchScript tracing records the graph (no FFT allowed there)."""
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
@@ -233,7 +238,7 @@ class FDConv(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self._basis_cache: torch.Tensor | None = None
         self._basis_key: tuple | None = None
-        self._projection_cache: dict[tuple, torch.Tensor] = {}
+        self._projection_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         if not self.is_dynamic:
             self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size,
                                                    **factory))
@@ -447,7 +452,7 @@ class FDConv(nn.Module):
         """
         batch = pooled.shape[0]
         cin, cout, kk, groups = self.head_sizes
-        z = self.ksm_heads(self.ksm_act(self.ksm_norm(self.ksm_fc(pooled)))).float()
+        z = _as(self.ksm_heads(self.ksm_act(self.ksm_norm(self.ksm_fc(pooled)))), torch.float32)
         logits = z[:, :cin + cout + kk] / self.temp
         if self.ksm_global_act == "tanh":
             att = (1.0 + torch.tanh(logits)) * self._att_scale
@@ -480,12 +485,14 @@ class FDConv(nn.Module):
 
     # ------------------------------------------------------------------ FBM
 
-    def _projections(self, size: int, device: torch.device) -> torch.Tensor:
+    def _projections(self, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The widest band's real Fourier basis for ``size`` and its transpose (both contiguous)."""
         key = (size, device)
         if key not in self._projection_cache:
             basis = real_fourier_basis(size, min(self.k_list))
             with _cache_context():
-                self._projection_cache[key] = torch.from_numpy(basis).to(device=device, dtype=torch.float32)
+                forward = torch.from_numpy(basis).to(device=device, dtype=torch.float32)
+                self._projection_cache[key] = (forward, forward.t().contiguous())
         return self._projection_cache[key]
 
     def _low_passes(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -515,8 +522,8 @@ class FDConv(nn.Module):
         """
         batch, channels, height, width = (int(size) for size in x.shape)
         planes = batch * channels
-        u = self._projections(height, x.device)
-        v = self._projections(width, x.device)
+        u, u_t = self._projections(height, x.device)
+        v, v_t = self._projections(width, x.device)
         kh_max, kw_max = u.shape[1], v.shape[1]
         rows = torch.mm(x.reshape(planes * height, width), v)  # x V: (N*H, kW)
         rows = rows.reshape(planes, height, kw_max).transpose(1, 2).reshape(planes * kw_max, height)
@@ -524,9 +531,9 @@ class FDConv(nn.Module):
         lows = []
         for f in self.k_list:
             kh, kw = 1 + 2 * ((height - 1) // (2 * f)), 1 + 2 * ((width - 1) // (2 * f))
-            part = torch.mm(coeffs_t[:, :kw, :kh].reshape(planes * kw, kh), u[:, :kh].t())  # (N*kw, H)
+            part = torch.mm(coeffs_t[:, :kw, :kh].reshape(planes * kw, kh), u_t[:kh])  # (N*kw, H)
             part = part.reshape(planes, kw, height).transpose(1, 2).reshape(planes * height, kw)
-            lows.append(torch.mm(part, v[:, :kw].t()).reshape(batch, channels, height, width))
+            lows.append(torch.mm(part, v_t[:kw]).reshape(batch, channels, height, width))
         return lows
 
     def _fbm(self, x: torch.Tensor, channel_scale: torch.Tensor | None) -> torch.Tensor:
@@ -540,12 +547,13 @@ class FDConv(nn.Module):
         batch, channels, height, width = x.shape
         groups, bands = self.fbm_spatial_group, len(self.k_list)
         band_logits = self.fbm_conv(x)  # (B, bands * G, H, W), band-major
+        f32 = torch.float32
         with torch.autocast(x.device.type, enabled=False):
-            x32 = x.float()
+            x32 = _as(x, f32)
             lows = self._low_passes(x32)
-            gates = torch.sigmoid(band_logits.float()).reshape(batch, bands, groups * height * width)
+            gates = torch.sigmoid(_as(band_logits, f32)).reshape(batch, bands, groups * height * width)
             # (B, bands + 1, G*H*W); buffers cast as a .half()/.bfloat16() module keeps them low-precision
-            coefs = torch.matmul(self._band_mix.float(), gates) + self._band_offset.float()
+            coefs = torch.matmul(_as(self._band_mix, f32), gates) + _as(self._band_offset, f32)
             coefs = coefs.reshape(batch, bands + 1, groups, 1, height, width).unbind(1)
             shape = (batch, groups, channels // groups, height, width)
             out = x32.reshape(shape) * coefs[0]
@@ -556,8 +564,8 @@ class FDConv(nn.Module):
                     out.addcmul_(low.reshape(shape), coef)
             out = out.reshape(batch, channels, height, width)
             if channel_scale is not None:
-                out = out * channel_scale.float().reshape(batch, channels, 1, 1)
-        return out.to(x.dtype)
+                out = out * _as(channel_scale, f32).reshape(batch, channels, 1, 1)
+        return _as(out, x.dtype)
 
     # ------------------------------------------------------------------ forward
 
@@ -568,7 +576,7 @@ class FDConv(nn.Module):
         cout, k = self.out_channels, self.kernel_size[0]
         pooled = x.mean(dim=(2, 3))
         ca, factor, a = self._global_attentions(pooled)
-        local_input = self.local_norm(pooled).float()
+        local_input = _as(self.local_norm(pooled), torch.float32)
         basis = self._basis()
 
         # Section 4: fa and sa (and att_multi) fold into one small (B, Cout, 1, k*k) factor of the
@@ -578,7 +586,7 @@ class FDConv(nn.Module):
         kernel_ca = ca.reshape(batch, 1, cin, 1) if kernel_side_ca else None
         slope = 1.0 if self.ksm_local_act == "sigmoid" else 2.0
         with torch.autocast(x.device.type, enabled=False):
-            args = (a, basis, local_input, self._local_taps().float(), factor, kernel_ca, slope)
+            args = (a, basis, local_input, _as(self._local_taps(), torch.float32), factor, kernel_ca, slope)
             if torch.is_grad_enabled() and not _exporting():
                 kernels = _AssembleKernels.apply(*args)
             else:
@@ -588,13 +596,15 @@ class FDConv(nn.Module):
         if self.fbm_conv is not None:
             x = self._fbm(x, activation_ca)
         elif activation_ca is not None:
-            x = x * activation_ca.reshape(batch, cin, 1, 1).to(x.dtype)
+            x = x * _as(activation_ca.reshape(batch, cin, 1, 1), x.dtype)
 
         # Per-sample convolution as ONE grouped convolution: the batch is folded into the channel
         # axis (1, B*Cin, H, W) and sample b's kernel forms group b, so group b only sees sample b.
         # Kernels are float32; a half-precision module and input (no autocast) convolve in half.
-        weight = kernels.reshape(batch * cout, cin, k, k).to(x.dtype)
-        bias = None if self.bias is None else self.bias.repeat(batch).to(x.dtype)
+        weight = _as(kernels.reshape(batch * cout, cin, k, k), x.dtype)
+        bias = self.bias
+        if bias is not None:
+            bias = _as(bias if batch == 1 else bias.repeat(batch), x.dtype)
         out = F.conv2d(x.reshape(1, batch * cin, height, width), weight, bias, self.stride, self.padding,
                        self.dilation, batch)
         return out.reshape(batch, cout, out.shape[-2], out.shape[-1])
