@@ -10,11 +10,15 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from fdconv_oracle import (  # pytest puts tests/unit on sys.path (prepend import mode)
+    oracle_forward,
+    oracle_groups,
+    oracle_mask,
+)
 from torch import nn
 
 from pipeline.nn import FDConv, fdconv
 from pipeline.nn.fdconv import frequency_groups, real_fourier_basis
-from tests.unit.fdconv_oracle import oracle_forward, oracle_groups, oracle_mask
 
 
 @pytest.fixture(autouse=True)
