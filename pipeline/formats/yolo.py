@@ -70,7 +70,7 @@ def label_values(boxes: np.ndarray, keypoints: np.ndarray, widths: np.ndarray, h
     points[:, :, 1] = np.where(labelled, np.clip(keypoints[:, :, 1] / heights, 0.0, 1.0), 0.0)
     if kpt_dims == 3:
         points[:, :, 2] = np.where(labelled, np.rint(keypoints[:, :, 2]), 0.0)
-    return np.concatenate([head, points.reshape(len(points), -1)], axis=1)
+    return np.concatenate([head, points.reshape(len(points), keypoints.shape[1] * kpt_dims)], axis=1)
 
 
 def label_text(class_ids: np.ndarray, values: np.ndarray) -> tuple[bytes, list[int]]:

@@ -132,3 +132,20 @@ def test_label_text_with_multi_digit_classes_matches_single_lines():
         assert rows[0].startswith(
             f"{class_ids[0]} 0.250000 0.125000 0.500000 0.250000 0.250000 0.125000 2.000000"
         )
+
+
+def test_dataset_without_instances_writes_background_images(tmp_path):
+    # Background-only datasets (or splits) are valid for ultralytics: empty label files.
+    from PIL import Image
+
+    from pipeline.dataset import Dataset, ImageRecord
+    from pipeline.formats.yolo import read_yolo, write_yolo
+    from pipeline.skeleton import Skeleton
+
+    Image.new("RGB", (20, 10)).save(tmp_path / "a.png")
+    image = ImageRecord(tmp_path / "a.png", "a.png", 20, 10, [], split="train")
+    dataset = Dataset(Skeleton(["a", "b"]), [image])
+    write_yolo(dataset, tmp_path / "out")
+    assert (tmp_path / "out" / "labels" / "train" / "a.txt").read_text() == ""
+    again = read_yolo(tmp_path / "out" / "data.yaml")
+    assert [len(image.instances) for image in again.images] == [0]
