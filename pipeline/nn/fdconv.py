@@ -727,8 +727,10 @@ class _AssembleKernels(torch.autograd.Function):
         grad_logits = shared.permute(1, 3, 0, 2).reshape(cout * kk, batch * cin)
         del shared
         windows = F.pad(q, (pad, pad)).unfold(1, ks, 1).reshape(batch * cin, ks)  # q[b, c + t - p]
-        grad_taps = torch.matmul(grad_logits, windows).reshape(taps.shape)
-        grad_windows = torch.matmul(grad_logits.t(), taps.reshape(cout * kk, ks)).reshape(batch, cin, ks)
+        # Both products with the 3-7 wide operand on the left: (ks, *) @ (*, *) runs 3-12x faster in
+        # MKL than the same product with a 3-7 column result (42 ms -> 3.4 ms at 256 channels).
+        grad_taps = torch.mm(windows.t(), grad_logits.t()).t().reshape(taps.shape)
+        grad_windows = torch.mm(taps.reshape(cout * kk, ks).t(), grad_logits).t().reshape(batch, cin, ks)
         grad_padded = q.new_zeros(batch, cin + 2 * pad)
         for t in range(ks):
             grad_padded[:, t:t + cin] += grad_windows[:, :, t]
