@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,9 +136,23 @@ def image_info(path: str | Path) -> ImageInfo:
     return _pil_info(path)
 
 
+def pil_open(path: str | Path) -> Image.Image:
+    """PIL's own ``Image.open``, even after ultralytics is imported.
+
+    ultralytics replaces ``Image.open`` on import with a wrapper that, on a file PIL cannot identify,
+    tries to pip-install ``pi-heif`` and retries; for us such a file is a corrupt image to report, and
+    nothing may be installed at run time.
+    """
+    patches = sys.modules.get("ultralytics.utils.patches")
+    opener = Image.open
+    if patches is not None and opener is getattr(patches, "image_open", None):
+        opener = patches._image_open
+    return opener(path)
+
+
 def _pil_info(path: str | Path) -> ImageInfo:
     try:
-        with Image.open(path) as image:
+        with pil_open(path) as image:
             width, height = image.size
             try:
                 orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1))

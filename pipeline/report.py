@@ -179,7 +179,9 @@ def _load_thumbnail(path: Path) -> tuple[np.ndarray, float]:
     """The image as displayed (EXIF orientation applied), shrunk to THUMBNAIL; and the scale used."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as image:
+    from pipeline.images import pil_open
+
+    with pil_open(path) as image:
         image = ImageOps.exif_transpose(image).convert("RGB")
         scale = min(1.0, THUMBNAIL / max(image.size))
         if scale < 1.0:

@@ -39,6 +39,18 @@ def test_missing_and_corrupt_images_are_clear_errors(tmp_path):
         image_info(tmp_path / "bad.jpg")
 
 
+def test_corrupt_image_stays_a_clear_error_after_ultralytics_patches_pil(tmp_path):
+    # ultralytics' import replaces PIL's Image.open with one that tries to install pi-heif on a file
+    # PIL cannot identify; a corrupt image must still be reported, and nothing installed.
+    import ultralytics.utils.patches  # noqa: F401
+
+    (tmp_path / "bad.gif").write_bytes(b"GIF89a truncated")
+    (tmp_path / "bad.bin").write_bytes(b"neither jpeg nor png")
+    for name in ("bad.gif", "bad.bin"):
+        with pytest.raises(FdposeError, match="corrupt or unreadable image"):
+            image_info(tmp_path / name)
+
+
 def test_fixed6_is_percent_f_formatting():
     """The vectorised formatter against Python's .6f formatting (the literal oracle)."""
     rng = np.random.default_rng(0)
