@@ -143,7 +143,15 @@ def test_readme_commands_run(readme_repo):
     assert len(blocks) >= 15  # the README's examples are all here (a parsing slip would skip them)
     for number, block in enumerate(blocks):
         run_block(readme_repo, block, number)
-    # The experiment ran (and reran only what follows train), the package verifies, plots were drawn.
+    # `dvc exp run -S train.epochs=N` reached cfg/params.yaml (through the root params.yaml link) and the
+    # model in the workspace is the experiment's; plots were drawn; the package and predictions exist.
+    readme = README.read_text(encoding="utf-8")
+    epochs = int(re.search(r"dvc exp run -S train\.epochs=(\d+)", readme).group(1))
+    params = yaml.safe_load((readme_repo / "cfg/params.yaml").read_text(encoding="utf-8"))
+    assert params["train"]["epochs"] == epochs
+    assert (readme_repo / "params.yaml").is_symlink()
+    trained = json.loads((readme_repo / "models/train/metrics.json").read_text(encoding="utf-8"))
+    assert trained["epochs"] == epochs
     assert (readme_repo / "dvc_plots" / "index.html").is_file()
     assert (readme_repo / "runs" / "package.zip").is_file()
     assert list((readme_repo / "runs" / "predict").iterdir())
