@@ -57,7 +57,8 @@ def test_metrics_and_plots_are_declared(repo):
     files = next(iter(shown.values()))["data"]
     assert "oks_map50" in files["reports/eval/metrics.json"]["data"]
     plots = json.loads(run(repo, "dvc", "plots", "show", "--json").stdout)["data"]
-    assert {"OKS precision-recall (eval split)", "PCK per keypoint (eval split)"} <= set(plots)
+    assert {"OKS precision-recall (eval split)", "PCK@0.05 per keypoint (eval split)",
+            "PCK@0.1 per keypoint (eval split)"} <= set(plots)
     assert any(name.startswith("models/train/dvclive/plots/metrics/") for name in plots)
 
 
