@@ -7,6 +7,15 @@ the same run, alternating repeat by repeat so machine noise hits both alike: bat
 medians over the repeats, with the ratio of the fastest repeats beside them (competing processes
 distort minima least); ratios are FDConv / Conv2d. ``--clock cpu`` times process CPU time
 instead of wall time.
+
+Reading the figures (measured on the shared 2-core machine): ``OMP_WAIT_POLICY=PASSIVE`` makes
+every parallel region wake a sleeping thread, which costs FDConv (about 95 small operators per
+forward) far more than one convolution: its 2-thread inference ratios read 5.8-6.0 with it and
+3.1-4.2 without. Without ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` raised, glibc
+page-faults the large training temporaries in again on every step (256 channels: about 550 ms
+instead of 300 ms). And oneDNN's 32-channel 80x80 convolution is bimodal, 0.53 or 1.45 ms on one
+thread depending only on where its buffers happen to lie, which moves that case's ratio by up to
+2.7x between runs: compare such figures only within one run.
 """
 
 from __future__ import annotations
