@@ -35,13 +35,20 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_dir(tmp, target)
+
+
+def replace_dir(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename the folder ``source`` to ``target``; an existing ``target`` is removed only once
+    ``source`` is in its place."""
+    source, target = Path(source), Path(target)
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         if old.exists():
             shutil.rmtree(old)
         os.replace(target, old)
-    os.replace(tmp, target)
+    os.replace(source, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -54,7 +54,7 @@ from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, LOGGER, RANK  # noq
 from pipeline.config import DEFAULT_PARAMS, load_params
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import load_data_yaml
-from pipeline.io import atomic_write_bytes, write_json
+from pipeline.io import atomic_write_bytes, replace_dir, write_json
 from pipeline.nn.ultralytics import register
 from pipeline.skeleton import Skeleton
 
@@ -494,19 +494,6 @@ def _staging_dir(out: Path) -> Path:
     return out.with_name(f"{out.name}.partial")
 
 
-def _replace_dir(source: Path, target: Path) -> None:
-    """Rename ``source`` to ``target``; an existing ``target`` goes only once ``source`` is in place."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(target, old)
-    os.replace(source, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _finish_run_dir(staging: Path, out: Path) -> None:
     """Point ``args.yaml`` at the final folder, then move the run there."""
     args_file = staging / "args.yaml"
@@ -514,7 +501,7 @@ def _finish_run_dir(staging: Path, out: Path) -> None:
         args = yaml.safe_load(args_file.read_text(encoding="utf-8")) or {}
         args.update(save_dir=str(out), project=str(out.parent), name=out.name)
         atomic_write_bytes(args_file, yaml.safe_dump(args, sort_keys=False, allow_unicode=True).encode())
-    _replace_dir(staging, out)
+    replace_dir(staging, out)
 
 
 def train(data: str | Path, out: str | Path, model: str | Path | None = None, *,
