@@ -14,6 +14,12 @@ import torch
 import torch.nn.functional as F
 
 
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """Max absolute difference over max absolute value: the yardstick of every comparison."""
+    expected = expected.double()
+    return ((actual.double() - expected).abs().max() / expected.abs().max()).item()
+
+
 def oracle_groups(rows: int, cols: int, n: int) -> list[list[tuple[int, int]]]:
     """Section 1: cells of the rfft2 grid sorted by radius (ties by flat index), split into n groups."""
     width = cols // 2 + 1

@@ -14,21 +14,12 @@ from fdconv_oracle import (  # pytest puts tests/unit on sys.path (prepend impor
     oracle_forward,
     oracle_groups,
     oracle_mask,
+    rel_err,
 )
 from torch import nn
 
 from pipeline.nn import FDConv, fdconv
 from pipeline.nn.fdconv import frequency_groups, real_fourier_basis
-
-
-@pytest.fixture(autouse=True)
-def _seeded():
-    torch.manual_seed(0)
-
-
-def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    expected = expected.double()
-    return ((actual.double() - expected).abs().max() / expected.abs().max()).item()
 
 
 def perturb(layer: FDConv, seed: int) -> FDConv:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fdconv_oracle import rel_err  # pytest puts tests/unit on sys.path (prepend import mode)
 
 import pipeline  # noqa: F401  (installs the ultralytics hook, as a user's `import pipeline` does)
 from pipeline.errors import FdposeError
@@ -19,16 +20,6 @@ from pipeline.nn.ultralytics import MODEL_YAML, SCALES, check_version, model_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
 FDCONV_LAYERS = [2, 4, 6, 8]
-
-
-@pytest.fixture(autouse=True)
-def _seeded():
-    torch.manual_seed(0)
-
-
-def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    expected = expected.double()
-    return ((actual.double() - expected).abs().max() / expected.abs().max()).item()
 
 
 @torch.no_grad()
