@@ -43,15 +43,15 @@ import albumentations as A  # noqa: E402
 import click  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
-from pipeline.config import load_params  # noqa: E402
+from pipeline.config import MAX_COPIES, PARAMS_FILE, apply_overrides, load_section, section_defaults  # noqa: E402
 from pipeline.dataset import Dataset, ImageRecord, Instance  # noqa: E402
-from pipeline.errors import FdposeError  # noqa: E402
+from pipeline.errors import FdposeError, printable  # noqa: E402
 from pipeline.formats.yolo import read_yolo, write_yolo  # noqa: E402
+from pipeline.io import read_yaml_mapping  # noqa: E402
 from pipeline.skeleton import Skeleton  # noqa: E402
 
-DEFAULT_CONFIG = Path("cfg/augment.yaml")
+DEFAULT_CONFIG = Path(section_defaults("augment")["config"])
 JPEG_QUALITY = 95  # fixed, so that re-running gives the same bytes
 PNG_COMPRESSION = 3
 # D4 / SquareSymmetry group elements that are reflections (the others are rotations).
@@ -67,20 +67,15 @@ def load_transforms(config: str | Path) -> list[dict[str, Any]]:
     Structure only; :func:`build_pipeline` checks the names and parameters against albumentations.
     """
     config = Path(config)
-    try:
-        raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FdposeError("augment config not found", path=config) from None
-    except yaml.YAMLError as error:
-        raise FdposeError(f"invalid YAML ({error})", path=config) from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("transforms"), list):
+    raw = read_yaml_mapping(config, "augment config", expected="a mapping with a 'transforms' list")
+    if not isinstance(raw.get("transforms"), list):
         raise FdposeError("expected a mapping with a 'transforms' list", path=config)
     return raw["transforms"]
 
 
 def _entry_label(entry: Any, where: str) -> str:
     name = next(iter(entry)) if isinstance(entry, dict) and len(entry) == 1 else None
-    return f"{where} ({name})" if name else where
+    return f"{where} ({printable(name)})" if name else where
 
 
 def _build_transform(entry: Any, where: str, source: Path | str) -> A.BasicTransform | A.BaseCompose:
@@ -116,7 +111,7 @@ def _build_transform(entry: Any, where: str, source: Path | str) -> A.BasicTrans
             warnings.simplefilter("error")  # a warning at construction means an ignored setting
             transform = cls(**kwargs)
     except Exception as error:  # pydantic ValidationError, ValueError, TypeError, UserWarning...
-        reason = " ".join(str(error).split())
+        reason = printable(" ".join(str(error).split()))
         raise FdposeError(f"invalid parameters for {name}: {reason}", path=source, item=label) from None
     if getattr(transform, "invalid_args", None):
         raise FdposeError(f"unknown parameter(s) {transform.invalid_args} for {name}", path=source,
@@ -149,7 +144,8 @@ def is_mirror(name: str, params: dict[str, Any]) -> bool:
         return str(params["group_element"]) in _MIRROR_GROUP_ELEMENTS
     matrix = params.get("matrix")
     if matrix is not None and np.shape(matrix) in ((2, 3), (3, 3)):
-        return float(np.linalg.det(np.asarray(matrix, dtype=np.float64)[:2, :2])) < 0
+        with np.errstate(invalid="ignore"):  # a NaN matrix (a broken parameter) mirrors nothing
+            return float(np.linalg.det(np.asarray(matrix, dtype=np.float64)[:2, :2])) < 0
     return False
 
 
@@ -191,7 +187,8 @@ def augment_instances(compose: A.Compose, image: np.ndarray, instances: list[Ins
         out = compose(image=image, keypoints=points - 0.5, keypoint_ids=np.arange(len(points)),
                       bboxes=boxes, box_ids=np.arange(len(boxes)))
     except Exception as error:  # e.g. a transform that needs inputs a pose dataset has not (masks)
-        raise FdposeError(f"augmentation failed: {type(error).__name__}: {error}") from None
+        reason = printable(" ".join(str(error).split()))
+        raise FdposeError(f"augmentation failed: {type(error).__name__}: {reason}") from None
     mirrored = sum(is_mirror(name, params) for name, params in out["applied_transforms"]) % 2 == 1
     new_height, new_width = out["image"].shape[:2]
     moved = np.zeros_like(points)
@@ -199,11 +196,14 @@ def augment_instances(compose: A.Compose, image: np.ndarray, instances: list[Ins
     kept = []
     made_invisible = 0
     for box, box_id in zip(np.asarray(out["bboxes"]).reshape(-1, 4), out["box_ids"], strict=True):
+        if not np.isfinite(box[:4]).all():
+            continue  # a transform with broken parameters: the instance is lost, and counted as dropped
         source = instances[int(box_id)]
         keypoints = np.zeros((num_keypoints, 3))
         keypoints[:, :2] = moved[int(box_id) * num_keypoints:(int(box_id) + 1) * num_keypoints]
         keypoints[:, 2] = source.keypoints[:, 2]
-        outside = ((keypoints[:, 0] < 0) | (keypoints[:, 0] > new_width)
+        outside = (~np.isfinite(keypoints[:, :2]).all(axis=1)
+                   | (keypoints[:, 0] < 0) | (keypoints[:, 0] > new_width)
                    | (keypoints[:, 1] < 0) | (keypoints[:, 1] > new_height))
         made_invisible += int((outside & (keypoints[:, 2] > 0)).sum())
         keypoints[outside, 2] = 0
@@ -282,34 +282,43 @@ def _run_all(images: list[ImageRecord], workers: int, init_args: tuple, progress
     """Variants of every image, in input order (whatever order the workers finish in)."""
     from tqdm import tqdm
 
-    results: list[list[Variant]] = []
-    bar = tqdm(total=len(images), desc="augment", unit="img", disable=not progress)
-    if workers <= 1 or len(images) <= 1:
-        threads = cv2.getNumThreads()
-        try:
-            _init_worker(*init_args)
-            for image in images:
-                results.append(_augment_one(image))
-                bar.update()
-        finally:
-            cv2.setNumThreads(threads)
-            _WORKER.clear()
-    else:
-        from concurrent.futures import ProcessPoolExecutor
+    # The bar is closed on a failure too, so that the error starts a line of its own.
+    with tqdm(total=len(images), desc="augment", unit="img", disable=not progress) as bar:
+        if workers <= 1 or len(images) <= 1:
+            return _run_here(images, init_args, bar)
+        return _run_pool(images, workers, init_args, bar)
 
-        # fork: workers start in milliseconds with albumentations already imported (spawn or forkserver
-        # re-import it, about 1.5 s, as long as augmenting a few hundred images). Workers use only
-        # numpy/OpenCV, single-threaded (_init_worker), so no thread pool of this process is needed there.
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        context = multiprocessing.get_context(method)
-        # Chunks amortise the inter-process round trips; several per worker keep the load balanced.
-        chunk = max(1, min(16, len(images) // (workers * 4)))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                                 initargs=init_args) as pool:
-            for variants in pool.map(_augment_one, images, chunksize=chunk):  # yields in input order
-                results.append(variants)
-                bar.update()
-    bar.close()
+
+def _run_here(images: list[ImageRecord], init_args: tuple, bar: Any) -> list[list[Variant]]:
+    results = []
+    threads = cv2.getNumThreads()
+    try:
+        _init_worker(*init_args)
+        for image in images:
+            results.append(_augment_one(image))
+            bar.update()
+    finally:
+        cv2.setNumThreads(threads)
+        _WORKER.clear()
+    return results
+
+
+def _run_pool(images: list[ImageRecord], workers: int, init_args: tuple, bar: Any) -> list[list[Variant]]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: workers start in milliseconds with albumentations already imported (spawn or forkserver
+    # re-import it, about 1.5 s, as long as augmenting a few hundred images). Workers use only
+    # numpy/OpenCV, single-threaded (_init_worker), so no thread pool of this process is needed there.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    # Chunks amortise the inter-process round trips; several per worker keep the load balanced.
+    chunk = max(1, min(16, len(images) // (workers * 4)))
+    results = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                             initargs=init_args) as pool:
+        for variants in pool.map(_augment_one, images, chunksize=chunk):  # yields in input order
+            results.append(variants)
+            bar.update()
     return results
 
 
@@ -387,7 +396,7 @@ def render_preview(rows: list[tuple[ImageRecord, list[Variant]]], skeleton: Skel
 class AugmentResult:
     """What ``fdpose augment`` wrote and counted."""
 
-    out_dir: Path
+    out: Path  # the augmented dataset folder
     data_yaml: Path
     images_in: int
     images_out: int
@@ -398,7 +407,16 @@ class AugmentResult:
     mirrored_variants: int
     report_path: Path
     preview_path: Path | None
-    summary: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)  # the output's counts (Dataset.summary)
+
+    def summary(self) -> str:
+        """What the command prints: the counts, then the files written."""
+        files = f"wrote {self.data_yaml}, {self.report_path}" + (f", {self.preview_path}" if self.preview_path
+                                                                  else "")
+        return (f"images in {self.images_in}, images out {self.images_out}, "
+                f"instances dropped {self.instances_dropped}, "
+                f"keypoints made invisible {self.keypoints_made_invisible}, "
+                f"mirrored variants {self.mirrored_variants}\n{files}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -428,8 +446,8 @@ def augment(data: str | Path, out: str | Path, copies: int = 1, seed: int = 0,
 
     Also writes ``out/report.json`` (counts) and ``out/preview.png`` (originals beside variants).
     """
-    if copies < 0:
-        raise FdposeError(f"--copies must be 0 or more, got {copies}")
+    if not 0 <= copies <= MAX_COPIES:
+        raise FdposeError(f"--copies must be between 0 and {MAX_COPIES}, got {copies}")
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise FdposeError(f"--workers must be 1 or more, got {workers}")
@@ -463,7 +481,7 @@ def augment(data: str | Path, out: str | Path, copies: int = 1, seed: int = 0,
         flat = [variant for per_image in variants for variant in per_image]
         instances_in = sum(len(image.instances) for image in train)
         result = AugmentResult(
-            out_dir=out,
+            out=out,
             data_yaml=out / "data.yaml",
             images_in=len(train),
             images_out=len(train) + len(flat),
@@ -474,7 +492,7 @@ def augment(data: str | Path, out: str | Path, copies: int = 1, seed: int = 0,
             mirrored_variants=sum(v.mirrored for v in flat),
             report_path=out / "report.json",
             preview_path=out / "preview.png" if train else None,
-            summary=augmented.summary(),
+            dataset=augmented.summary(),
         )
         report = {
             **result.to_dict(),
@@ -482,7 +500,7 @@ def augment(data: str | Path, out: str | Path, copies: int = 1, seed: int = 0,
             "seed": seed,
             "config": str(config),
             "transforms": json.loads(json.dumps(transforms, default=str)),
-            "dataset": result.summary,
+            "dataset": result.dataset,
             "source_report": dataset.report.to_dict(),
         }
         extra_files = {"report.json": (json.dumps(report, indent=2, sort_keys=True) + "\n").encode()}
@@ -508,21 +526,12 @@ def augment(data: str | Path, out: str | Path, copies: int = 1, seed: int = 0,
 @click.option("--workers", type=int, default=None, help="Worker processes [all cores]; the output does "
               "not depend on it.")
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("cfg/params.yaml"), show_default=True, help="Params file for the defaults.")
+              default=PARAMS_FILE, show_default=True, help="Params file for the defaults.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 def augment_command(data: Path, out: Path, copies: int | None, seed: int | None, config: Path | None,
-                    workers: int | None, params_path: Path) -> None:
+                    workers: int | None, params_path: Path, quiet: bool) -> None:
     """Keypoint-aware offline augmentation of a dataset's training split."""
-    params = load_params("augment", params_path)
-    result = augment(
-        data, out,
-        copies=int(params.get("copies", 1)) if copies is None else copies,
-        seed=int(params.get("seed", 0)) if seed is None else seed,
-        config=Path(params.get("config", DEFAULT_CONFIG)) if config is None else config,
-        workers=workers,
-    )
-    click.echo(f"images in {result.images_in}, images out {result.images_out}, "
-               f"instances dropped {result.instances_dropped}, "
-               f"keypoints made invisible {result.keypoints_made_invisible}, "
-               f"mirrored variants {result.mirrored_variants}")
-    click.echo(f"wrote {result.data_yaml}, {result.report_path}"
-               + (f", {result.preview_path}" if result.preview_path else ""))
+    settings = apply_overrides(load_section("augment", params_path), copies=copies, seed=seed, config=config)
+    result = augment(data, out, copies=settings["copies"], seed=settings["seed"],
+                     config=Path(settings["config"]), workers=workers, progress=not quiet)
+    click.echo(result.summary())

@@ -5,7 +5,7 @@ One reader fills the hub (:class:`pipeline.dataset.Dataset`), splits are assigne
 run leaves the previous output untouched. Everything skipped or repaired on the way is counted in
 ``report.json`` (beside ``data.yaml``; ``FILE.report.json`` beside a COCO output) and the summary.
 
-Choices where the task left room:
+Conventions:
 - Output image names are flat: sub-folders are joined with ``__`` (``seq1/0001.jpg`` ->
   ``seq1__0001.jpg``), since ultralytics maps ``images/`` to ``labels/`` by the last ``/images/`` of
   a path, which a source folder named ``images`` would break; names that still collide (also by
@@ -18,18 +18,20 @@ Choices where the task left room:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
-from pipeline.config import DEFAULT_PARAMS, load_params
+from pipeline.config import PARAMS_FILE, apply_overrides, load_section
 from pipeline.dataset import Dataset, ImageRecord
 from pipeline.errors import FdposeError
 from pipeline.io import write_json
@@ -41,15 +43,6 @@ TARGETS = ("yolo", "coco")
 # Keys of the params' ``convert:`` section that describe the input (what to read, and its layout); used
 # only when the command names no input format itself (the DVC pipeline's way: cfg/params.yaml alone).
 INPUT_KEYS = ("from", "input", "images", "label_config", "url", "project", "skeleton")
-DEFAULTS: dict[str, Any] = {
-    **dict.fromkeys(INPUT_KEYS),
-    "split": [0.8, 0.2, 0.0],
-    "seed": 0,
-    "drop_unlabelled": False,
-    "strict": False,
-    "annotation": "latest",
-    "skeleton": None,
-}
 
 
 @dataclass
@@ -61,8 +54,9 @@ class ConvertResult:
     report_path: Path
     report: dict[str, Any] = field(default_factory=dict)
 
-    def summary_lines(self) -> list[str]:
-        """The printed summary: counts, then every skipped or repaired item and every warning."""
+    def summary(self, *, items: bool = True) -> str:
+        """The printed summary: counts, then every skipped or repaired item (unless ``items`` is
+        False) and every warning."""
         summary = self.report["summary"]
         visibility = summary["keypoints_by_visibility"]
         lines = [
@@ -77,11 +71,12 @@ class ConvertResult:
         details = self.report["details"]
         for reason, count in details["counts"].items():
             lines.append(f"{count} x {reason}")
-        for item in details["items"]:
-            lines.append(f"  {item['action']}: {item['file']}: {item['item']}: {item['reason']}")
+        if items:
+            lines.extend(f"  {item['action']}: {item['file']}: {item['item']}: {item['reason']}"
+                         for item in details["items"])
         lines.extend(f"warning: {warning}" for warning in details["warnings"])
         lines.append(f"report: {self.report_path}")
-        return lines
+        return "\n".join(lines)
 
 
 def _read(source: str, *, input_path: Path | None, images: Path | None, url: str | None, project: int | None,
@@ -133,8 +128,10 @@ def _drop_unlabelled(dataset: Dataset, source: object) -> None:
             if instance.num_labelled:
                 kept.append(instance)
             else:
+                # An instance: for Label Studio its task still converts (as an image without it).
+                units = 0 if dataset.report.tally.get("unit") == "tasks" else 1
                 dataset.report.skip(source, instance.source or image.file_name,
-                                    "no labelled keypoints (--drop-unlabelled)")
+                                    "no labelled keypoints (--drop-unlabelled)", units=units)
         image.instances = kept
 
 
@@ -151,6 +148,56 @@ def _images_root(dataset: Dataset, given: Path | None) -> Path:
     return Path(os.path.commonpath([os.path.dirname(p) for p in paths]))
 
 
+def _settings(params_path: str | Path, source: str | None, inputs: dict[str, Any],
+              options: dict[str, Any]) -> dict[str, Any]:
+    """The params' ``convert:`` section with the given options in place. The input (:data:`INPUT_KEYS`)
+    comes from the params only when ``source`` is None; a caller that names ``source`` describes its
+    input completely, so a params file set up for other data never leaks into it."""
+    params = load_section("convert", params_path)
+    if source is None:
+        if params["from"] is None:
+            raise FdposeError("no input format: give --from, or set convert.from in the params file",
+                              path=params_path)
+        settings = apply_overrides(params, **inputs)
+    else:
+        settings = {**params, **dict.fromkeys(INPUT_KEYS), **inputs, "from": source}
+    return apply_overrides(settings, **options)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Conversion allocates millions of small objects and no cycles: the cyclic collector's rescans
+    of them would cost seconds on large inputs."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _download_dir(out: Path, to: str) -> Path:
+    """Where live Label Studio images go: a temporary folder beside a YOLO dataset (its images are then
+    linked into it), ``FILE_images/`` beside a COCO file (its file_names point there)."""
+    if to == "coco":
+        return out.with_name(f"{out.stem}_images")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.download-", dir=out.parent))
+
+
+def _assign_splits(dataset: Dataset, split_file: str | Path | None, ratios: tuple[float, float, float] | None,
+                   seed: int) -> dict[str, Any]:
+    """Set every image's split; returns how, for the report."""
+    if split_file is not None:
+        apply_split_file(dataset, split_file)
+        return {"file": str(split_file)}
+    if ratios is None:
+        return {"kept": "the input dataset's splits"}
+    assign_splits(dataset, ratios, seed)
+    return {"ratios": list(ratios), "seed": seed}
+
+
 def convert(*, out: str | Path, source: str | None = None, to: str = "yolo",
             input_path: str | Path | None = None, images: str | Path | None = None, url: str | None = None,
             project: int | None = None,
@@ -158,9 +205,9 @@ def convert(*, out: str | Path, source: str | None = None, to: str = "yolo",
             split: str | list[float] | None = None, split_file: str | Path | None = None,
             seed: int | None = None, drop_unlabelled: bool | None = None, strict: bool | None = None,
             annotation: str | None = None, progress: bool = False,
-            params_path: str | Path = DEFAULT_PARAMS) -> ConvertResult:
+            params_path: str | Path = PARAMS_FILE) -> ConvertResult:
     """Convert keypoint labels from ``source`` to ``to`` at ``out``; arguments left None come from the
-    ``convert:`` section of ``params_path``, then :data:`DEFAULTS`.
+    ``convert:`` section of ``params_path`` (:func:`pipeline.config.load_section`).
 
     The input (:data:`INPUT_KEYS`: format, file or server, images, label config, skeleton) comes from
     the params only when ``source`` is None, each key unless given; a caller that names ``source``
@@ -172,69 +219,51 @@ def convert(*, out: str | Path, source: str | None = None, to: str = "yolo",
     """
     if to not in TARGETS:
         raise FdposeError(f"unknown target {to!r}; expected one of {', '.join(TARGETS)}", item="--to")
-    params = {**DEFAULTS, **load_params("convert", params_path)}
-    if source is None:
-        source = params["from"]
-        if source is None:
-            raise FdposeError("no input format: give --from, or set convert.from in the params file",
-                              path=params_path)
-        input_path = input_path or params["input"]
-        images = images or params["images"]
-        label_config = label_config or params["label_config"]
-        url = url or params["url"]
-        project = project if project is not None else params["project"]
-        skeleton = skeleton or params["skeleton"]
+    inputs = {"input": input_path, "images": images, "label_config": label_config, "url": url,
+              "project": project, "skeleton": skeleton}
+    options = {"seed": seed, "strict": strict, "annotation": annotation, "drop_unlabelled": drop_unlabelled}
+    settings = _settings(params_path, source, inputs, options)
+    source = settings["from"]
     if source not in SOURCES:
         raise FdposeError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}", item="--from")
-    seed = int(params["seed"] if seed is None else seed)
-    strict = bool(params["strict"] if strict is None else strict)
-    drop_unlabelled = bool(params["drop_unlabelled"] if drop_unlabelled is None else drop_unlabelled)
-    annotation = annotation or params["annotation"]
     out = Path(out)
-    input_path = Path(input_path) if input_path is not None else None
-    images = Path(images) if images is not None else None
+    input_path = Path(settings["input"]) if settings["input"] is not None else None
+    images = Path(settings["images"]) if settings["images"] is not None else None
+    url, skeleton = settings["url"], settings["skeleton"]
     skeleton_obj = Skeleton.load(skeleton) if skeleton else None
     # Settings are checked before any input is read: a typo fails at once.
     ratios = None
     if split_file is None and not (split is None and source == "yolo"):
-        ratios = parse_ratios(split if split is not None else params["split"])
-
-    # Live Label Studio images are downloaded beside the output: into a temporary folder for a YOLO
-    # dataset (then linked into it), into FILE_images/ for a COCO file (its file_names point there).
-    download_dir = None
-    if source == "label-studio" and url is not None:
-        if to == "coco":
-            download_dir = out.with_name(f"{out.stem}_images")
-            images = download_dir
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            download_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.download-", dir=out.parent))
-    # Conversion allocates millions of small objects and no cycles: the cyclic collector's rescans
-    # of them would cost seconds on large inputs.
-    collecting = gc.isenabled()
-    gc.disable()
+        ratios = parse_ratios(split if split is not None else settings["split"])
+    download_dir = _download_dir(out, to) if source == "label-studio" and url is not None else None
+    if download_dir is not None and to == "coco":
+        images = download_dir
     try:
-        dataset = _read(source, input_path=input_path, images=images, url=url, project=project,
-                        label_config=Path(label_config) if label_config else None, skeleton=skeleton_obj,
-                        skeleton_source=skeleton, annotation=annotation, drop_unlabelled=drop_unlabelled,
-                        strict=strict, progress=progress, download_dir=download_dir)
-        if split_file is not None:
-            apply_split_file(dataset, split_file)
-            split_info: dict[str, Any] = {"file": str(split_file)}
-        elif ratios is None:
-            split_info = {"kept": "the input dataset's splits"}
-        else:
-            assign_splits(dataset, ratios, seed)
-            split_info = {"ratios": list(ratios), "seed": seed}
-        if not any(image.instances for image in dataset.images):
-            raise FdposeError("no instances to write", path=input_path or url)
-        return _write(dataset, out, to, source=source, input_path=input_path or url, images=images,
-                      split_info=split_info, progress=progress)
+        with _collector_paused():
+            dataset = _read(
+                source, input_path=input_path, images=images, url=url, project=settings["project"],
+                label_config=Path(settings["label_config"]) if settings["label_config"] else None,
+                skeleton=skeleton_obj, skeleton_source=skeleton, annotation=settings["annotation"],
+                drop_unlabelled=bool(settings["drop_unlabelled"]), strict=bool(settings["strict"]),
+                progress=progress, download_dir=download_dir)
+            split_info = _assign_splits(dataset, split_file, ratios, int(settings["seed"]))
+            if not any(image.instances for image in dataset.images):
+                raise FdposeError("no instances to write", path=input_path or url)
+            return _write(dataset, out, to, source=source, input_path=input_path or url, images=images,
+                          split_info=split_info, progress=progress)
     finally:
-        if collecting:
-            gc.enable()
         if download_dir is not None and to == "yolo":
             shutil.rmtree(download_dir, ignore_errors=True)
+
+
+def _counts(dataset: Dataset) -> dict[str, Any]:
+    """What the reader read, in its unit, and how much of it was converted and skipped
+    (``read = converted + skipped``)."""
+    tally = dataset.report.tally
+    if not tally:
+        return {}
+    converted = tally.get("converted", sum(len(image.instances) for image in dataset.images))
+    return {"unit": tally["unit"], "read": tally["read"], "converted": converted, "skipped": tally["skipped"]}
 
 
 def _write(dataset: Dataset, out: Path, to: str, *, source: str, input_path: object, images: Path | None,
@@ -245,6 +274,7 @@ def _write(dataset: Dataset, out: Path, to: str, *, source: str, input_path: obj
         "skeleton": dataset.skeleton.to_dict(),
         "summary": dataset.summary(),
         "details": dataset.report.to_dict(),
+        "counts": _counts(dataset),
     }
     if to == "yolo":
         from pipeline.formats.yolo import output_names, write_yolo
@@ -294,14 +324,9 @@ def _write(dataset: Dataset, out: Path, to: str, *, source: str, input_path: obj
 @click.option("--annotation", type=click.Choice(["latest", "ground-truth", "all", "predictions"]),
               help="Label Studio: which annotation of a task counts (predictions: the model's "
                    "pre-annotations, e.g. to check an upload).")
-@click.option("--params", "params_path", type=click.Path(path_type=Path), default=DEFAULT_PARAMS,
+@click.option("--params", "params_path", type=click.Path(path_type=Path), default=PARAMS_FILE,
               show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-item listing.")
 def convert_command(quiet: bool, **options: Any) -> None:
     """Label Studio / COCO / YOLO keypoints to a YOLO-pose dataset (or COCO)."""
-    result = convert(progress=not quiet, **options)
-    lines = result.summary_lines()
-    if quiet:
-        lines = [line for line in lines if not line.startswith("  ")]
-    for line in lines:
-        click.echo(line)
+    click.echo(convert(progress=not quiet, **options).summary(items=not quiet))

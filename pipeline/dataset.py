@@ -80,9 +80,31 @@ class Report:
 
     items: list[ReportItem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # What the reader read, in its own unit (COCO annotations, YOLO label lines, Label Studio tasks),
+    # and how many of those were skipped: {"unit", "read", "skipped"} (and "converted" for tasks).
+    tally: dict[str, Any] = field(default_factory=dict)
 
-    def skip(self, file: object, item: object, reason: str) -> None:
+    def count_read(self, unit: str, read: int) -> None:
+        self.tally = {"unit": unit, "read": int(read), "skipped": 0}
+
+    def skip(self, file: object, item: object, reason: str, *, units: int = 0) -> None:
+        """Record a skipped item; ``units`` of the reader's unit (see :attr:`tally`) go with it."""
         self.items.append(ReportItem("skipped", str(file), str(item), reason))
+        if units:
+            self.count_skipped(units)
+
+    def count_skipped(self, units: int) -> None:
+        if self.tally:
+            self.tally["skipped"] += int(units)
+
+    def skip_instances(self, file: object, item: object, reason: str, instances: int) -> None:
+        """Record a skipped instance or image (with ``instances`` instances) after reading: counted in
+        the tally when its unit is one per instance; for Label Studio tasks an image is a task."""
+        if self.tally.get("unit") == "tasks":
+            self.tally["converted"] -= 1
+            self.skip(file, item, reason, units=1)
+        else:
+            self.skip(file, item, reason, units=instances)
 
     def repair(self, file: object, item: object, reason: str) -> None:
         self.items.append(ReportItem("repaired", str(file), str(item), reason))
@@ -94,11 +116,14 @@ class Report:
         return dict(Counter(f"{i.action}: {i.reason.split(' (')[0]}" for i in self.items))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "counts": dict(sorted(self.counts().items())),
             "items": [i.to_dict() for i in self.items],
             "warnings": list(self.warnings),
         }
+        if self.tally:
+            out["tally"] = dict(self.tally)
+        return out
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Image files: true (EXIF-oriented) size, and placing files without re-encoding them.
+"""Image files: which suffixes are images, safe relative names under an images folder, the true
+(EXIF-oriented) size, and the EXIF orientation transform of pixel coordinates.
 
 Checks read the image header only (format, size, EXIF orientation): a file that is missing, empty
 or not an image is caught; a file whose header is intact but whose pixel data is truncated is not
@@ -7,9 +8,9 @@ or not an image is caught; a file whose header is intact but whose pixel data is
 
 from __future__ import annotations
 
-import os
-import shutil
+import re
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,27 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import FdposeError
 
+# ultralytics' image formats (its IMG_FORMATS without the ones PIL cannot open).
+IMAGE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp", ".mpo", ".dng"})
 _EXIF_ORIENTATION = 0x0112
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_WINDOWS_DRIVE = re.compile(r"^[a-zA-Z]:")
+
+
+def safe_relative_name(name: object) -> str | None:
+    """``name`` as a relative POSIX path that stays under an images root, or None when it is not a
+    string, is empty, holds control characters, is absolute, is a URL, or climbs out with ``..``."""
+    if not isinstance(name, str) or not name.strip():
+        return None
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs") for c in name):  # NUL, newlines...
+        return None
+    posix = name.replace("\\", "/")
+    if _URL.match(posix) or posix.startswith("/") or _WINDOWS_DRIVE.match(posix):
+        return None
+    parts = [part for part in posix.split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
+        return None
+    return "/".join(parts)
 
 
 @dataclass(frozen=True)
@@ -126,6 +147,8 @@ def image_info(path: str | Path) -> ImageInfo:
         raise FdposeError("is a directory, not an image", path=path) from None
     except OSError as error:
         raise FdposeError(f"unreadable image ({error.strerror})", path=path) from None
+    except ValueError as error:  # a NUL or an unencodable character in the name
+        raise FdposeError(f"unusable image file name ({error})", path=path) from None
     fast = None
     if head[:3] == b"\xff\xd8\xff":
         fast = _jpeg_info(head)
@@ -169,11 +192,6 @@ def _pil_info(path: str | Path) -> ImageInfo:
     return ImageInfo(width, height, orientation)
 
 
-def exif_orientation(path: str | Path) -> int:
-    """The EXIF orientation tag (1..8) of an image, 1 when absent."""
-    return image_info(path).orientation
-
-
 def image_size(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of the image as displayed, i.e. after its EXIF orientation, reading the
     header only. A missing or unreadable file is an :class:`FdposeError` naming it."""
@@ -193,15 +211,3 @@ def orient_points(xy: np.ndarray, orientation: int, stored_width: float, stored_
         5: (y, x), 6: (h - y, x), 7: (h - y, w - x), 8: (y, w - x),
     }[orientation]
     return np.stack(mapped, axis=-1)
-
-
-def place_file(source: str | Path, target: str | Path) -> None:
-    """Hard-link ``source`` to ``target`` where the filesystem allows it, else copy it byte for byte."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        target.unlink()
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)

@@ -1,19 +1,25 @@
-"""Atomic writes: build into a temporary sibling, then rename into place.
+"""Atomic writes (build into a temporary sibling, then rename into place) and content hashes.
 
 A failed or interrupted run never leaves a half-written output, and the previous output stays
-untouched until the new one is complete.
+untouched until the new one is complete. :func:`sha256_file` and :func:`files_fingerprint` name file
+contents: weights in metrics and model cards, a dataset split in eval results.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from pipeline.errors import FdposeError
 
 
 def _umask() -> int:
@@ -78,3 +84,116 @@ def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> 
     """Deterministic JSON (sorted keys, fixed separators, trailing newline), written atomically."""
     text = json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False)
     return atomic_write_text(path, text + "\n")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def files_fingerprint(rows: Iterable[tuple[str, list[Path]]]) -> str:
+    """sha256 over one ``name, hash of each file`` line per row (tab-separated, rows in name order; a
+    file that does not exist hashes as ``-``), so renaming, editing or removing any file changes it."""
+    lines = []
+    for name, paths in sorted(rows, key=lambda row: row[0]):
+        hashes = [sha256_file(path) if path.exists() else "-" for path in paths]
+        lines.append("\t".join([name, *hashes]) + "\n")
+    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+
+
+def yaml_error_reason(error: Exception) -> str:
+    """A YAML parse error in one line: what went wrong and where (PyYAML's own text spans lines)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1} column {mark.column + 1}"
+    return " ".join(str(error).split())
+
+
+def read_yaml_mapping(path: str | os.PathLike, what: str, *, expected: str = "a mapping") -> dict[Any, Any]:
+    """The mapping a YAML (or JSON) file holds, read as UTF-8 with or without a byte-order mark.
+
+    A missing, unreadable or invalid file, or one that holds anything but a mapping, is one
+    :class:`FdposeError` naming it (``"{what} not found"``, ``"invalid YAML (...)"``,
+    ``"expected {expected}"``).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise FdposeError(f"{what} not found", path=path) from None
+    except IsADirectoryError:
+        raise FdposeError(f"is a directory, expected a {what}", path=path) from None
+    except UnicodeDecodeError as error:
+        raise FdposeError(f"not UTF-8 text ({error.reason} at byte {error.start})", path=path) from None
+    except OSError as error:
+        raise FdposeError(f"unreadable {what} ({error.strerror})", path=path) from None
+    except ValueError as error:  # a NUL in the name
+        raise FdposeError(f"unusable file name ({error})", path=path) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise FdposeError(f"invalid YAML ({yaml_error_reason(error)})", path=path) from None
+    except (ValueError, TypeError, RecursionError) as error:  # e.g. a date like 2024-02-30
+        raise FdposeError(f"invalid YAML value ({error})", path=path) from None
+    if not isinstance(data, dict):
+        raise FdposeError(f"expected {expected}", path=path)
+    return check_unicode(data, path)
+
+
+def check_unicode(data: Any, source: object) -> Any:
+    """``data`` (parsed JSON or YAML), unless one of its strings holds a lone UTF-16 surrogate (an
+    escape like ``\\ud800`` in the file): such text cannot be written back out, so it is refused here."""
+    try:
+        json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError as error:
+        character = ord(error.object[error.start])
+        raise FdposeError(f"a string holds a lone UTF-16 surrogate (\\u{character:04x}), not Unicode text",
+                          path=source) from None
+    except (ValueError, TypeError, RecursionError):  # not JSON-like (YAML dates, sets...): nothing to check
+        pass
+    return data
+
+
+def parse_json(raw: bytes, source: object) -> Any:
+    """Parse JSON bytes (UTF-8, with or without a byte-order mark); invalid, truncated or too deeply
+    nested JSON is one :class:`FdposeError` naming ``source``."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:  # a faster parser where installed (dvc brings it); the standard library's otherwise
+        import orjson
+
+        return orjson.loads(raw)
+    except ImportError:  # pragma: no cover - depends on the environment
+        pass
+    except orjson.JSONDecodeError:
+        pass  # NaN literals, huge integers or a real error: the standard parser decides and explains
+    try:  # orjson refuses lone surrogates; the standard parser accepts them, so they are checked
+        return check_unicode(json.loads(raw), source)
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno} column {error.colno}"
+        raise FdposeError(f"invalid or truncated JSON ({error.msg} at {where})", path=source) from None
+    except UnicodeDecodeError as error:
+        raise FdposeError(f"not UTF-8 text ({error.reason} at byte {error.start})", path=source) from None
+    except RecursionError:
+        raise FdposeError("invalid JSON (nested too deeply)", path=source) from None
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """:func:`parse_json` of a file; a missing or unreadable file is one :class:`FdposeError` naming it."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FdposeError(f"{what} not found", path=path) from None
+    except IsADirectoryError:
+        raise FdposeError("is a directory, expected a JSON file", path=path) from None
+    except OSError as error:
+        raise FdposeError(f"unreadable {what} ({error.strerror})", path=path) from None
+    except ValueError as error:  # a NUL in the name
+        raise FdposeError(f"unusable file name ({error})", path=path) from None
+    return parse_json(raw, path)

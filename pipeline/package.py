@@ -6,14 +6,21 @@
   checkpoint's own training date kept so a rebuild is byte-identical;
 * ``model.safetensors`` + ``model.yaml`` — the weights without pickle, and everything needed to
   rebuild the model: the architecture dict (with its scale), ``kpt_shape``, keypoint and class names,
-  flip permutation, OKS sigmas, skeleton edges, input size and stride. :func:`load_packaged_model`
-  reads them with ``yaml.safe_load`` and ``safetensors``: no pickled code runs;
+  flip permutation, OKS sigmas, skeleton edges, input size and stride.
+  :func:`pipeline.model_io.load_packaged_model` reads them with ``yaml.safe_load`` and
+  ``safetensors``: no pickled code runs;
 * ``model.onnx`` — exported from the safetensors model by the TorchScript exporter in eval mode, so
-  FDConv's cached basis kernels and FFT-free FBM projections enter the graph as constants; checked
-  with onnxruntime against PyTorch on a real image; packaging fails when the max abs difference of
-  the raw outputs over their max abs value exceeds the tolerance (``package.onnx_tolerance``, 1e-4);
-* ``MODEL_CARD.md`` — the model, its data, training parameters, eval numbers (``eval/metrics.json``
-  and ``eval/report.html`` copied from ``--eval DIR``), versions, intended use and limits;
+  FDConv's cached basis kernels and FFT-free FBM projections enter the graph as constants (the input
+  size is fixed, ``meta.imgsz`` in ``model.yaml``); any batch size (a model with FDConv runs its
+  batch-1 graph once per sample in an ONNX ``Loop``). Checked with onnxruntime against PyTorch on a
+  real image and its mirror image; packaging fails when the max abs difference of the raw outputs
+  over their max abs value exceeds the tolerance (``package.onnx_tolerance``, 1e-4);
+* ``model.xml`` + ``model.bin`` — with the ``fdpose[openvino]`` extra installed, the ONNX model as an
+  OpenVINO IR (float32), checked against PyTorch the same way; without it, packaging says so in one
+  line and leaves it out;
+* ``MODEL_CARD.md`` — the model, its formats, its data, training parameters, eval numbers
+  (``eval/metrics.json`` and ``eval/report.html`` copied from ``--eval DIR``), versions, intended use
+  and limits; with ``--latency``, each format's batch-1 latency measured on the packaging machine;
 * ``SHA256SUMS`` — every other file, in ``sha256sum -c`` format; ``fdpose package --verify OUT``
   (or ``OUT.zip``) checks them and names every mismatched, missing or unlisted file.
 
@@ -22,8 +29,9 @@ names other weights is refused. ``fdpose package --bench OUT`` times the package
 CPU: PyTorch as packaged, PyTorch with Conv+BN fused, and onnxruntime (:func:`bench_latency`).
 
 The archive is reproducible: entries sorted, timestamps fixed at 1980-01-01, permissions 0644, and
-nothing time- or location-dependent in any file (ONNX doc strings cleared, no absolute paths in the
-card), so packaging the same weights again gives a byte-identical ``OUT.zip``.
+nothing time- or location-dependent in any file (ONNX doc strings cleared, OpenVINO operations named
+by position, no absolute paths in the card), so packaging the same weights again gives a
+byte-identical ``OUT.zip`` (not with ``--latency``: measured times differ from run to run).
 """
 
 from __future__ import annotations
@@ -47,116 +55,34 @@ import numpy as np
 import yaml
 
 from pipeline import __version__
-from pipeline.config import load_params
+from pipeline.config import PARAMS_FILE, apply_overrides, load_section
 from pipeline.errors import FdposeError
-from pipeline.io import atomic_dir, atomic_write_bytes, write_json
-from pipeline.predict import (
+from pipeline.inference import (
     ModelMeta,
     OnnxRunner,
+    OpenVinoRunner,
+    Runner,
     TorchRunner,
+    import_openvino,
     letterbox,
-    meta_from_ultralytics,
+)
+from pipeline.io import atomic_dir, atomic_write_bytes, read_json, sha256_file, write_json
+from pipeline.metrics import data_fingerprint, format_number
+from pipeline.model_io import (
+    ONNX_META_KEY,
+    PACKAGE_FORMAT,
+    Layout,
+    check_fits,
+    checkpoint_model,
+    load_checkpoint,
+    load_packaged_model,
+    meta_from_model,
+    read_model_yaml,
+    read_onnx_meta,
 )
 
-PACKAGE_FORMAT = "fdpose-model/1"
 CHECKSUMS = "SHA256SUMS"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold: no build time leaks in
-DEFAULTS = {"imgsz": None, "opset": 17, "onnx_tolerance": 1.0e-4}
-
-
-# --- loading -------------------------------------------------------------------------------------
-
-
-def _register() -> None:
-    """Teach ultralytics the C2f_FDConv block before any model is built or unpickled."""
-    from pipeline.nn.ultralytics import register
-
-    register()
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """An ultralytics checkpoint (a pickle: only for files you trust), validated.
-
-    Raises :class:`FdposeError` for a missing file or one that is not an ultralytics pose checkpoint.
-    """
-    _register()
-    from ultralytics.utils.torch_utils import torch_load
-
-    path = Path(path)
-    if not path.is_file():
-        raise FdposeError("weights file not found", path=path)
-    try:
-        checkpoint = torch_load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises a zoo of types for a non-checkpoint file
-        raise FdposeError(f"not a loadable PyTorch checkpoint ({type(error).__name__}: {error})",
-                          path=path) from None
-    model = _checkpoint_model(checkpoint) if isinstance(checkpoint, dict) else None
-    if model is None or not hasattr(model, "yaml"):
-        raise FdposeError("not an ultralytics checkpoint (no 'model' or 'ema' entry with a YAML)", path=path)
-    if getattr(model, "kpt_shape", None) is None:
-        raise FdposeError("not a pose model (no kpt_shape)", path=path)
-    return checkpoint
-
-
-def _checkpoint_model(checkpoint: dict[str, Any]) -> Any:
-    """The model a checkpoint carries: the EMA weights while training, else ``model``."""
-    return checkpoint["ema"] if checkpoint.get("ema") is not None else checkpoint.get("model")
-
-
-def read_model_yaml(directory: str | Path) -> ModelMeta:
-    """The inference metadata of a package directory (``model.yaml``, read with ``yaml.safe_load``)."""
-    return ModelMeta.from_dict(_read_package_yaml(Path(directory))["meta"], Path(directory) / "model.yaml")
-
-
-def _read_package_yaml(directory: Path) -> dict[str, Any]:
-    path = directory / "model.yaml"
-    if not path.is_file():
-        raise FdposeError("model.yaml not found (not an fdpose package?)", path=directory)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise FdposeError(f"invalid YAML ({error})", path=path) from None
-    if not isinstance(data, dict) or data.get("format") != PACKAGE_FORMAT:
-        raise FdposeError(f"not an {PACKAGE_FORMAT} file", path=path)
-    return data
-
-
-def load_packaged_model(directory: str | Path) -> Any:
-    """Rebuild the pose model from ``model.yaml`` + ``model.safetensors``: no pickle is involved.
-
-    The architecture dict goes to ultralytics' ``PoseModel`` (C2f_FDConv registered first), the
-    weights are loaded strictly (every tensor present, no extras) in float32, and the model comes
-    back in eval mode with ultralytics' ``names``, ``kpt_shape``, ``kpt_names`` attributes set.
-    """
-    import torch
-    from safetensors.torch import load_file
-
-    _register()
-    from ultralytics.nn.tasks import PoseModel
-
-    directory = Path(directory)
-    data = _read_package_yaml(directory)
-    meta = ModelMeta.from_dict(data["meta"], directory / "model.yaml")
-    weights = directory / "model.safetensors"
-    if not weights.is_file():
-        raise FdposeError("model.safetensors not found", path=directory)
-    try:
-        state = load_file(str(weights))
-    except Exception as error:  # safetensors raises SafetensorError / OSError for a damaged file
-        raise FdposeError(f"unreadable safetensors file ({error})", path=weights) from None
-    torch.manual_seed(0)  # the weights are overwritten below; a fixed seed keeps construction repeatable
-    model = PoseModel(data["architecture"], ch=3, nc=meta.num_classes, data_kpt_shape=tuple(meta.kpt_shape),
-                      verbose=False)
-    try:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
-                              strict=True)
-    except RuntimeError as error:
-        raise FdposeError(f"weights do not fit the architecture in model.yaml ({error})",
-                          path=weights) from None
-    model.names = dict(enumerate(meta.class_names))
-    model.kpt_names = {i: list(meta.keypoint_names) for i in range(meta.num_classes)}
-    model.kpt_oks_sigmas = list(meta.sigmas)
-    return model.float().eval()
 
 
 # --- the skeleton and data behind the checkpoint -------------------------------------------------
@@ -173,15 +99,7 @@ class DataInfo:
     sample_image: Path | None = None
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _data_info(data_yaml: Path | None, meta: ModelMeta) -> tuple[ModelMeta, DataInfo]:
+def data_info(data_yaml: Path | None, meta: ModelMeta, weights: Path) -> tuple[ModelMeta, DataInfo]:
     """Complete the model's metadata from its dataset (flip permutation, sigmas, edges), count it and
     fingerprint it. Without a dataset the checkpoint's own attributes are used as they are."""
     if data_yaml is None or not data_yaml.is_file():
@@ -190,19 +108,12 @@ def _data_info(data_yaml: Path | None, meta: ModelMeta) -> tuple[ModelMeta, Data
     from pipeline.formats.yolo import read_yolo
 
     dataset = read_yolo(data_yaml)
-    skeleton = dataset.skeleton
-    if skeleton.kpt_shape != meta.kpt_shape or len(skeleton.class_names) != meta.num_classes:
-        raise FdposeError(f"dataset kpt_shape {skeleton.kpt_shape} / {len(skeleton.class_names)} classes do "
-                          f"not match the model's {meta.kpt_shape} / {meta.num_classes}", path=data_yaml)
-    meta = ModelMeta(class_names=list(skeleton.class_names), keypoint_names=list(skeleton.keypoint_names),
-                     kpt_shape=list(skeleton.kpt_shape), edges=[list(e) for e in skeleton.edges],
-                     flip_idx=list(skeleton.flip_permutation), sigmas=list(skeleton.sigmas),
-                     imgsz=meta.imgsz, stride=meta.stride)
+    check_fits(Layout.of_skeleton(meta.skeleton), Layout.of_skeleton(dataset.skeleton), role="packaged",
+               model_path=weights, data_path=data_yaml)
+    meta = ModelMeta(dataset.skeleton, imgsz=meta.imgsz, stride=meta.stride)
     # Per split, the fingerprint fdpose eval records as data_sha256 (images and labels by name and
     # content), so the card shows which split the eval numbers belong to; the whole dataset's
     # fingerprint covers data.yaml and every split's.
-    from pipeline.evaluate import data_fingerprint
-
     counts: dict[str, dict[str, Any]] = {}
     for split, records in sorted(dataset.splits().items()):
         if records:
@@ -220,13 +131,26 @@ def _data_info(data_yaml: Path | None, meta: ModelMeta) -> tuple[ModelMeta, Data
 
 # --- export and check ----------------------------------------------------------------------------
 
+BATCH_AXES = {"images": {0: "batch"}, "output0": {0: "batch"}}
+LOOP_PREFIX = "fdpose_loop_"  # names of the values the per-sample loop adds around the batch-1 graph
+
+
+def runs_per_sample(model: Any) -> bool:
+    """True when ``model`` has a dynamic FDConv: it convolves each sample with its own kernel as one
+    grouped convolution whose group count is the batch size, which ONNX fixes in the graph."""
+    from pipeline.nn.fdconv import FDConv
+
+    return any(isinstance(module, FDConv) and module.is_dynamic for module in model.modules())
+
 
 def export_onnx(model: Any, meta: ModelMeta, imgsz: int, path: Path, opset: int = 17) -> Path:
-    """Export ``model`` for ``imgsz`` x ``imgsz`` inputs with the TorchScript exporter, deterministically.
+    """Export ``model`` for ``(batch, 3, imgsz, imgsz)`` inputs, any batch, deterministically.
 
-    Eval mode makes FDConv use cached basis kernels and FFT-free projections, traced as constants.
-    The head's ``export`` flag makes it return the decoded tensor alone (same layout as in eval).
-    Doc strings (which may carry source locations) are cleared; the metadata is stored as JSON.
+    The TorchScript exporter runs in eval mode: FDConv uses cached basis kernels and FFT-free FBM
+    projections, traced as constants, so the spatial size is fixed. A model with FDConv is traced for
+    one sample and wrapped in an ONNX ``Loop`` over the batch (:func:`batch_loop`); others are
+    exported with a dynamic batch axis. The head's ``export`` flag makes it return the decoded
+    tensor alone. Doc strings (which may carry source locations) are cleared; the metadata is JSON.
     """
     import copy
 
@@ -238,57 +162,178 @@ def export_onnx(model: Any, meta: ModelMeta, imgsz: int, path: Path, opset: int 
         if hasattr(module, "export") and hasattr(module, "kpt_shape"):
             module.export = True
             module.format = "onnx"
+    per_sample = runs_per_sample(export_model)
     dummy = torch.zeros(1, 3, imgsz, imgsz)
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
-        # A static-shape export on purpose: shape-derived Python values (FDConv's projection sizes,
-        # its kernel-or-activation side choice) are meant to become constants, as the tracer warns.
+        # Shape-derived Python values (FDConv's projection sizes, its kernel-or-activation side
+        # choice) are meant to become constants, as the tracer warns.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         torch.onnx.export(export_model, (dummy,), buffer, dynamo=False, opset_version=opset,
-                          input_names=["images"], output_names=["output0"], do_constant_folding=True)
+                          input_names=["images"], output_names=["output0"], do_constant_folding=True,
+                          dynamic_axes=None if per_sample else BATCH_AXES)
     proto = onnx.load_from_string(buffer.getvalue())
+    if per_sample:
+        proto = batch_loop(proto)
     proto.doc_string = ""
     for node in proto.graph.node:
         node.doc_string = ""
     proto.producer_name, proto.producer_version = "fdpose", __version__
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
-    entry.key, entry.value = "fdpose", json.dumps({**meta.to_dict(), "imgsz": imgsz}, sort_keys=True)
+    entry.key, entry.value = ONNX_META_KEY, json.dumps({**meta.to_dict(), "imgsz": imgsz}, sort_keys=True)
     onnx.checker.check_model(proto)
     path.write_bytes(proto.SerializeToString(deterministic=True))
     return path
 
 
+def batch_loop(proto: Any) -> Any:
+    """The batch-1 model ``proto`` (input ``images``, output ``output0``) as a model of any batch size:
+    an ONNX ``Loop`` runs the graph once per sample and stacks the outputs. The weights live in the
+    loop body, where onnxruntime and OpenVINO optimise them as constants of the graph they feed."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = proto.graph
+    (images,), (output,) = graph.input, graph.output
+    p = LOOP_PREFIX
+    names = {images.name: p + "sample", output.name: p + "sample_raw"}
+    nodes = []
+    for node in graph.node:
+        node = copy_node(node)
+        node.doc_string = ""
+        node.input[:] = [names.get(name, name) for name in node.input]
+        node.output[:] = [names.get(name, name) for name in node.output]
+        nodes.append(node)
+    sample_dims = [d.dim_value for d in output.type.tensor_type.shape.dim][1:]
+    body = helper.make_graph(
+        [helper.make_node("Unsqueeze", [p + "iter", p + "axis"], [p + "start"]),
+         helper.make_node("Add", [p + "start", p + "one"], [p + "end"]),
+         helper.make_node("Slice", [images.name, p + "start", p + "end", p + "axis"], [p + "sample"]),
+         *nodes,
+         helper.make_node("Squeeze", [p + "sample_raw", p + "axis"], [p + "sample_out"]),
+         helper.make_node("Identity", [p + "cond_in"], [p + "cond_out"])],
+        "sample",
+        [helper.make_tensor_value_info(p + "iter", TensorProto.INT64, []),
+         helper.make_tensor_value_info(p + "cond_in", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info(p + "cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info(p + "sample_out", TensorProto.FLOAT, sample_dims)],
+        initializer=[helper.make_tensor(p + "one", TensorProto.INT64, [1], [1]),
+                     helper.make_tensor(p + "axis", TensorProto.INT64, [1], [0]), *graph.initializer],
+        # The sample's static shape, so that runtimes fold the shape arithmetic inside as they do in the
+        # batch-1 graph (without it, onnxruntime runs ~50 more small operations per sample).
+        value_info=[helper.make_tensor_value_info(p + "sample", TensorProto.FLOAT,
+                                                  [d.dim_value for d in images.type.tensor_type.shape.dim])])
+    input_dims = ["batch"] + [d.dim_value for d in images.type.tensor_type.shape.dim][1:]
+    outer = helper.make_graph(
+        [helper.make_node("Shape", [images.name], [p + "shape"]),
+         helper.make_node("Gather", [p + "shape", p + "zero"], [p + "count"], axis=0),
+         helper.make_node("Loop", [p + "count", ""], [output.name], body=body)],
+        graph.name,
+        [helper.make_tensor_value_info(images.name, TensorProto.FLOAT, input_dims)],
+        [helper.make_tensor_value_info(output.name, TensorProto.FLOAT, ["batch", *sample_dims])],
+        initializer=[helper.make_tensor(p + "zero", TensorProto.INT64, [], [0])])
+    looped = onnx.ModelProto()
+    looped.CopyFrom(proto)
+    looped.graph.CopyFrom(outer)
+    return looped
+
+
+def copy_node(node: Any) -> Any:
+    """A copy of an ONNX node (protobuf messages are mutable and shared by reference)."""
+    import onnx
+
+    copied = onnx.NodeProto()
+    copied.CopyFrom(node)
+    return copied
+
+
+def export_openvino(onnx_path: Path, xml_path: Path) -> Path:
+    """Convert an ONNX file :func:`export_onnx` wrote to an OpenVINO IR (``xml_path`` + its ``.bin``),
+    float32, deterministically: operations named by their position (OpenVINO numbers unnamed ones from
+    a process-wide counter), the conversion's own record (the source file name) left out, and the ONNX
+    file's metadata stored as the ``fdpose`` runtime info."""
+    openvino = import_openvino()
+    meta = read_onnx_meta(onnx_path)
+    model = openvino.convert_model(str(onnx_path))
+    _name_operations(model)
+    info = model.get_rt_info()
+    if "conversion_parameters" in info:
+        del info["conversion_parameters"]
+    model.set_rt_info(json.dumps(meta.to_dict(), sort_keys=True), [ONNX_META_KEY])
+    openvino.save_model(model, str(xml_path), compress_to_fp16=False)
+    return xml_path
+
+
+def _name_operations(model: Any, prefix: str = "") -> None:
+    """Name every operation (loop bodies included) by its type and position in the graph."""
+    for index, operation in enumerate(model.get_ordered_ops()):
+        name = f"{prefix}{operation.get_type_name()}_{index}"
+        operation.set_friendly_name(name)
+        if hasattr(operation, "get_function"):
+            _name_operations(operation.get_function(), name + "/")
+
+
 @dataclass
-class OnnxCheck:
-    """ONNX vs PyTorch on one real image: raw output difference, absolute and relative to the scale."""
+class ExportCheck:
+    """An exported format vs PyTorch on one real image and its mirror image (a batch of 2): raw output
+    difference, absolute and relative to the output scale."""
 
     image: str
     max_abs_diff: float
     max_abs_value: float
     relative: float
     tolerance: float
+    format: str = "ONNX"
+
+    def line(self) -> str:
+        return (f"{self.format} vs PyTorch relative diff {self.relative:.2e} (tolerance "
+                f"{self.tolerance:.0e})")
 
 
-def check_onnx(model: Any, meta: ModelMeta, onnx_path: Path, image_path: Path, imgsz: int,
-               tolerance: float) -> OnnxCheck:
-    """Compare raw outputs of ``model`` (PyTorch) and ``onnx_path`` (onnxruntime) on ``image_path``."""
+def check_export(model: Any, meta: ModelMeta, runner: Runner, image_path: Path, tolerance: float,
+                 path: Path) -> ExportCheck:
+    """Compare raw outputs of ``model`` (PyTorch) and ``runner`` (the exported ``path``) on the image
+    ``image_path`` and its mirror image; raise :class:`FdposeError` naming ``path`` above ``tolerance``."""
     import cv2
 
     image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
     if image is None:
-        raise FdposeError("cannot read the image for the ONNX check", path=image_path)
-    batch, _ = letterbox(image, imgsz)
+        raise FdposeError("cannot read the image for the export check", path=image_path)
+    single, _ = letterbox(image, meta.imgsz)
+    batch = np.ascontiguousarray(np.concatenate([single, single[..., ::-1]]))
     expected = TorchRunner(model, meta, "safetensors")(batch)
-    actual = OnnxRunner(onnx_path, meta)(batch)
+    actual = runner(batch)
+    name = FORMAT_NAMES[runner.kind]
     if actual.shape != expected.shape:
-        raise FdposeError(f"ONNX output shape {actual.shape} differs from PyTorch's {expected.shape}",
-                          path=onnx_path)
+        raise FdposeError(f"{name} output shape {actual.shape} differs from PyTorch's {expected.shape}",
+                          path=path)
     max_abs_diff = float(np.abs(actual.astype(np.float64) - expected).max())
     max_abs_value = float(np.abs(expected).max())
     relative = max_abs_diff / max(max_abs_value, 1e-12)
-    return OnnxCheck(image_path.name, max_abs_diff, max_abs_value, relative, tolerance)
+    check = ExportCheck(image_path.name, max_abs_diff, max_abs_value, relative, tolerance, name)
+    if not check.relative <= tolerance:
+        raise FdposeError(f"{name} output differs from PyTorch by {check.relative:.3e} of the output scale "
+                          f"(max abs diff {check.max_abs_diff:.3e}) > tolerance {tolerance:.0e}", path=path)
+    return check
+
+
+FORMAT_NAMES = {"onnx": "ONNX", "openvino": "OpenVINO", "safetensors": "PyTorch"}
+
+
+def measure_latency(runners: dict[str, Runner], imgsz: int, runs: int = 5, warmup: int = 2
+                    ) -> dict[str, float]:
+    """Median batch-1 latency (ms) of each runner on a random input; the runners take turns."""
+    batch = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for round_index in range(warmup + runs):
+        for name, runner in runners.items():
+            start = time.perf_counter()
+            runner(batch)
+            if round_index >= warmup:
+                samples[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 # --- checksums and archive -----------------------------------------------------------------------
@@ -301,7 +346,7 @@ def _package_files(directory: Path) -> list[str]:
 
 def write_checksums(directory: Path) -> Path:
     """``SHA256SUMS`` for every file in ``directory`` (sorted; ``sha256sum -c`` compatible)."""
-    lines = [f"{_sha256_file(directory / name)}  {name}\n" for name in _package_files(directory)]
+    lines = [f"{sha256_file(directory / name)}  {name}\n" for name in _package_files(directory)]
     path = directory / CHECKSUMS
     path.write_text("".join(lines), encoding="utf-8")
     return path
@@ -389,39 +434,47 @@ def verify(path: str | Path) -> VerifyResult:
 # --- the card ------------------------------------------------------------------------------------
 
 
-def _fmt(value: Any) -> str:
-    if value is None:  # COCO has no data for this number (e.g. no large objects)
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
 EVAL_METRICS = ("oks_map", "oks_map50", "oks_map75", "oks_map_medium", "oks_map_large", "oks_ar", "oks_ar50",
                 "oks_ar75", "box_map", "box_map50", "box_map75")
 TRAIN_KEYS = ("model", "epochs", "imgsz", "batch", "optimizer", "lr0", "lrf", "momentum", "weight_decay",
               "warmup_epochs", "seed", "deterministic", "amp", "mosaic", "fliplr", "degrees", "scale",
               "translate", "hsv_h", "hsv_s", "hsv_v", "pose", "kobj", "box", "cls", "dfl", "patience")
+CARD_NUMBER = ".6g"  # how the card writes parameters and metrics
+LATENCY_RUNS = 5  # timed batch-1 runs per format for the card's latency (after 2 warm-up runs)
 
 
 def model_card(*, weights_name: str, weights_sha256: str, checkpoint: dict[str, Any], meta: ModelMeta,
                architecture: dict[str, Any], parameters: int, data: DataInfo, metrics: dict[str, Any] | None,
-               report: str | None, check: OnnxCheck, opset: int) -> str:
-    """The MODEL_CARD.md text: only facts from the inputs, nothing time- or location-dependent."""
-    import torch
-    import ultralytics
+               report: str | None, checks: list[ExportCheck], opset: int,
+               latency: dict[str, float] | None = None) -> str:
+    """The MODEL_CARD.md text: only facts from the inputs, nothing location-dependent (and nothing
+    time-dependent unless ``latency``, measured at packaging time, is given)."""
+    uses_fdconv = "C2f_FDConv" in json.dumps(architecture)
+    title = "# Model card: YOLOv8-pose" + (" with C2f_FDConv (Frequency Dynamic Convolution)" if uses_fdconv
+                                           else "")
+    lines = [title, ""]
+    lines += _card_model(weights_name, weights_sha256, checkpoint, meta, architecture, parameters, checks,
+                         opset)
+    lines += _card_formats(checks, latency)
+    lines += _card_data(data, meta)
+    lines += _card_training(checkpoint.get("train_args") or {})
+    lines += _card_evaluation(metrics, data, report)
+    lines += _card_versions_and_limits(meta)
+    return "\n".join(lines)
 
-    train_args = checkpoint.get("train_args") or {}
+
+def _card_model(weights_name: str, weights_sha256: str, checkpoint: dict[str, Any], meta: ModelMeta,
+                architecture: dict[str, Any], parameters: int, checks: list[ExportCheck],
+                opset: int) -> list[str]:
+    """## Model: task, architecture, source weights, the files and the export checks."""
     uses_fdconv = "C2f_FDConv" in json.dumps(architecture)
     scale = architecture.get("scale") or "?"
-    k, dims = meta.kpt_shape
+    k, dims = meta.skeleton.kpt_shape
+    size = meta.imgsz
     lines = [
-        "# Model card: YOLOv8-pose"
-        + (" with C2f_FDConv (Frequency Dynamic Convolution)" if uses_fdconv else ""),
-        "",
         "## Model",
         f"- Task: {k}-keypoint pose estimation (boxes + keypoints) for {meta.num_classes} class(es): "
-        f"{', '.join(meta.class_names)}.",
+        f"{', '.join(meta.skeleton.class_names)}.",
         f"- Architecture: ultralytics YOLOv8-pose, scale `{scale}`"
         + (", FDConv in the C2f bottlenecks of the backbone" if uses_fdconv else "")
         + f"; {parameters:,} parameters; stride {meta.stride}.",
@@ -429,60 +482,113 @@ def model_card(*, weights_name: str, weights_sha256: str, checkpoint: dict[str, 
         f"{checkpoint.get('version', '?')} on {checkpoint.get('date', 'an unrecorded date')}.",
         "- Files: `model.pt` (ultralytics checkpoint, optimizer stripped; a pickle: load only if you trust "
         "it), `model.safetensors` + `model.yaml` (weights and everything to rebuild the model; loading "
-        "runs no pickled code), `model.onnx` (opset "
-        f"{opset}, input `images` 1x3x{meta.imgsz}x{meta.imgsz} RGB in [0, 1], letterboxed with grey 114; "
-        f"output `output0` (1, {4 + meta.num_classes + k * dims}, N): box centre/size in input pixels, "
-        "class scores, keypoints x, y" + (", visibility" if dims == 3 else "") + ").",
-        f"- ONNX check: onnxruntime vs PyTorch on `{check.image}`: max abs difference of raw outputs "
-        f"{check.max_abs_diff:.3e} over max abs value {check.max_abs_value:.4g} = **{check.relative:.3e}** "
-        f"(tolerance {check.tolerance:.0e}).",
-        "",
-        "## Data",
-        f"- Keypoint layout from {data.source}.",
+        f"runs no pickled code), `model.onnx` (opset {opset}, input `images` Bx3x{size}x{size} RGB in "
+        f"[0, 1] for any batch size B at the fixed input size {size}, letterboxed with grey 114; output "
+        f"`output0` (B, {4 + meta.num_classes + k * dims}, N): box centre/size in input pixels, class "
+        "scores, keypoints x, y" + (", visibility" if dims == 3 else "") + ")"
+        + (", `model.xml` + `model.bin` (the ONNX model as an OpenVINO IR, float32, same input and output)"
+           if any(check.format == "OpenVINO" for check in checks) else "") + ".",
     ]
+    if "_FDConv" in json.dumps(architecture):
+        lines.append("- FDConv gives every sample its own kernels, so the exported graph runs one sample at "
+                     "a time: an ONNX `Loop` over the batch.")
+    runtime = {"ONNX": "onnxruntime", "OpenVINO": "OpenVINO"}
+    for check in checks:
+        lines.append(f"- {check.format} check: {runtime.get(check.format, check.format)} vs PyTorch on "
+                     f"`{check.image}` and its mirror image (batch 2): max abs difference of raw outputs "
+                     f"{check.max_abs_diff:.3e} over max abs value {check.max_abs_value:.4g} = "
+                     f"**{check.relative:.3e}** (tolerance {check.tolerance:.0e}).")
+    return lines + [""]
+
+
+FORMAT_ROWS = (("PyTorch", "`model.safetensors` + `model.yaml`", "PyTorch (`predict --backend torch`)"),
+               ("ONNX", "`model.onnx`", "onnxruntime (`--backend onnx`)"),
+               ("OpenVINO", "`model.xml` + `model.bin`", "OpenVINO (`--backend openvino`)"))
+
+
+def _card_formats(checks: list[ExportCheck], latency: dict[str, float] | None) -> list[str]:
+    """## Formats: each packaged format, its runtime and (when measured) its batch-1 latency."""
+    present = {"PyTorch", "ONNX"} | {check.format for check in checks}
+    lines = ["## Formats", "", "| format | files | runs with | batch-1 latency |", "|---|---|---|---|"]
+    for name, files, runtime in FORMAT_ROWS:
+        if name in present:
+            value = f"{latency[name]:.1f} ms" if latency and name in latency else "not measured"
+            lines.append(f"| {name} | {files} | {runtime} | {value} |")
+    if "OpenVINO" not in present:
+        lines += ["", "No OpenVINO IR: packaged without the `fdpose[openvino]` extra."]
+    if latency:
+        lines += ["", f"Latency: median of {LATENCY_RUNS} runs at batch 1 on the CPU, measured at packaging "
+                  f"time on the packaging machine ({os.cpu_count()} cores); other machines differ. "
+                  "`fdpose bench deploy` compares every format with the stock model side by side."]
+    else:
+        lines += ["", "Latency not measured (`fdpose package --latency` measures it; `fdpose bench deploy` "
+                  "compares every format with the stock model side by side)."]
+    return lines + [""]
+
+
+def _card_data(data: DataInfo, meta: ModelMeta) -> list[str]:
+    """## Data: where the layout came from, the splits, and the keypoint table."""
+    skeleton = meta.skeleton
+    names = skeleton.keypoint_names
+    lines = ["## Data", f"- Keypoint layout from {data.source}."]
     if data.fingerprint:
         lines.append(f"- Dataset fingerprint (sha256 of data.yaml and the splits'): `{data.fingerprint}`.")
     for split, counts in sorted(data.counts.items()):
         lines.append(f"- `{split}`: {counts['images']} images, {counts['instances']} instances "
                      f"(sha256 `{counts['sha256']}`).")
     lines += ["", "| # | keypoint | flips to | OKS sigma |", "|---|---|---|---|"]
-    for index, name in enumerate(meta.keypoint_names):
-        flip = meta.keypoint_names[meta.flip_idx[index]] if meta.flip_idx else name
-        sigma = f"{meta.sigmas[index]:.3f}" if meta.sigmas else "?"
-        lines.append(f"| {index} | {name} | {flip} | {sigma} |")
-    if meta.edges:
-        lines += ["", "Skeleton edges: " + ", ".join(f"{meta.keypoint_names[a]}-{meta.keypoint_names[b]}"
-                                                    for a, b in meta.edges) + "."]
-    lines += ["", "## Training parameters", ""]
+    for index, name in enumerate(names):
+        lines.append(f"| {index} | {name} | {names[skeleton.flip_permutation[index]]} | "
+                     f"{skeleton.sigmas[index]:.3f} |")
+    if skeleton.edges:
+        edges = ", ".join(f"{names[a]}-{names[b]}" for a, b in skeleton.edges)
+        lines += ["", f"Skeleton edges: {edges}."]
+    return lines
+
+
+def _card_training(train_args: dict[str, Any]) -> list[str]:
+    """## Training parameters: the checkpoint's own record of them."""
+    lines = ["", "## Training parameters", ""]
     shown = [(key, train_args[key]) for key in TRAIN_KEYS if key in train_args]
-    if shown:
-        lines += ["| parameter | value |", "|---|---|"]
-        lines += [f"| {key} | {_fmt(value)} |" for key, value in shown]
-    else:
-        lines.append("The checkpoint records no training arguments.")
-    lines += ["", "## Evaluation", ""]
-    if metrics:
-        baseline = metrics.get("baseline") if isinstance(metrics.get("baseline"), dict) else None
-        header = "| metric | this model |" + (" baseline |" if baseline else "")
-        lines += [header, "|---|---|" + ("---|" if baseline else "")]
-        for key in EVAL_METRICS:
-            if key in metrics:
-                row = f"| {key} | {_fmt(metrics[key])} |"
-                lines.append(row + (f" {_fmt(baseline.get(key))} |" if baseline else ""))
-        lines.append("")
-        split = metrics.get("split", "?")
-        evaluated = (f"Evaluated on split `{split}`: {metrics.get('num_images', '?')} images, "
-                     f"{metrics.get('num_instances', '?')} instances")
-        if "data_sha256" in metrics:
-            same = data.counts.get(split, {}).get("sha256") == metrics["data_sha256"]
-            evaluated += (f", data sha256 `{metrics['data_sha256']}` ("
-                          + ("the packaged model's dataset split" if same else
-                             "NOT the training dataset's split listed above") + ")")
-        lines.append(evaluated + ". OKS mAP by the COCO protocol with the sigmas above "
-                     "(`eval/metrics.json`)." + (f" Full report: [{report}]({report})." if report else ""))
-    else:
-        lines.append("Not evaluated (packaged without `--eval`).")
-    lines += [
+    if not shown:
+        return lines + ["The checkpoint records no training arguments."]
+    lines += ["| parameter | value |", "|---|---|"]
+    return lines + [f"| {key} | {format_number(value, CARD_NUMBER)} |" for key, value in shown]
+
+
+def _card_evaluation(metrics: dict[str, Any] | None, data: DataInfo, report: str | None) -> list[str]:
+    """## Evaluation: the model's numbers (and the baseline's), on which split and data."""
+    lines = ["", "## Evaluation", ""]
+    if not metrics:
+        return lines + ["Not evaluated (packaged without `--eval`)."]
+    baseline = metrics.get("baseline") if isinstance(metrics.get("baseline"), dict) else None
+    lines += ["| metric | this model |" + (" baseline |" if baseline else ""),
+              "|---|---|" + ("---|" if baseline else "")]
+    for key in EVAL_METRICS:
+        if key in metrics:
+            row = f"| {key} | {format_number(metrics[key], CARD_NUMBER)} |"
+            lines.append(row + (f" {format_number(baseline.get(key), CARD_NUMBER)} |" if baseline else ""))
+    lines.append("")
+    split = metrics.get("split", "?")
+    evaluated = (f"Evaluated on split `{split}`: {metrics.get('num_images', '?')} images, "
+                 f"{metrics.get('num_instances', '?')} instances")
+    if "data_sha256" in metrics:
+        same = data.counts.get(split, {}).get("sha256") == metrics["data_sha256"]
+        evaluated += (f", data sha256 `{metrics['data_sha256']}` ("
+                      + ("the packaged model's dataset split" if same else
+                         "NOT the training dataset's split listed above") + ")")
+    lines.append(evaluated + ". OKS mAP by the COCO protocol with the sigmas above "
+                 "(`eval/metrics.json`)." + (f" Full report: [{report}]({report})." if report else ""))
+    return lines
+
+
+def _card_versions_and_limits(meta: ModelMeta) -> list[str]:
+    """## Versions, and ## Intended use and limits."""
+    import torch
+    import ultralytics
+
+    k = meta.skeleton.num_keypoints
+    return [
         "",
         "## Versions",
         f"- fdpose {__version__}, torch {torch.__version__.split('+')[0]}, "
@@ -495,11 +601,10 @@ def model_card(*, weights_name: str, weights_sha256: str, checkpoint: dict[str, 
         "crowding) is unknown; the eval numbers hold only for the evaluated split.",
         "- Keypoints come with a confidence, not a calibrated probability; occluded points may be "
         "placed plausibly yet wrongly. Not for safety-critical or identity-related decisions.",
-        f"- The ONNX file has a fixed input size of {meta.imgsz}; the safetensors model accepts any "
-        f"multiple of {meta.stride}.",
+        f"- The ONNX file (and the OpenVINO IR) has a fixed input size of {meta.imgsz} and any batch "
+        f"size; the safetensors model accepts any multiple of {meta.stride}.",
         "",
     ]
-    return "\n".join(lines)
 
 
 # --- the stage -----------------------------------------------------------------------------------
@@ -512,96 +617,149 @@ class PackageResult:
     out: Path
     archive: Path
     files: list[str]
-    onnx_check: OnnxCheck
+    checks: list[ExportCheck]
+    notes: list[str] = field(default_factory=list)  # e.g. that the OpenVINO IR was skipped, and why
+    latency: dict[str, float] | None = None  # format -> median batch-1 ms, when measured
 
-    def summary(self) -> str:
-        return (f"packaged {len(self.files)} files -> {self.out} and {self.archive.name}; ONNX vs PyTorch "
-                f"relative diff {self.onnx_check.relative:.2e} (tolerance {self.onnx_check.tolerance:.0e})")
+    def summary(self) -> list[str]:
+        lines = [f"packaged {len(self.files)} files -> {self.out} and {self.archive.name}"]
+        lines += [check.line() for check in self.checks] + self.notes
+        if self.latency:
+            figures = ", ".join(f"{name} {ms:.1f} ms" for name, ms in self.latency.items())
+            lines.append(f"batch-1 latency on this machine (median of {LATENCY_RUNS}): {figures} "
+                         "(in MODEL_CARD.md, so this package is not byte-reproducible)")
+        return lines
+
+
+def read_eval_metrics(eval_dir: Path, weights: Path) -> dict[str, Any]:
+    """``eval_dir/metrics.json``, refused when it names other weights than ``weights``: the card must not
+    show another model's numbers (fdpose eval records the weights' sha256)."""
+    metrics_path = eval_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise FdposeError("metrics.json not found (run fdpose eval first)", path=eval_dir)
+    metrics = read_json(metrics_path, "metrics.json")
+    if not isinstance(metrics, dict):
+        raise FdposeError("expected a JSON object of metrics", path=metrics_path)
+    evaluated = metrics.get("model_sha256")
+    if evaluated is not None and evaluated != sha256_file(weights):
+        raise FdposeError(f"these numbers are for weights with sha256 {evaluated}, not {weights} "
+                          "(run fdpose eval on the weights you package)", path=metrics_path)
+    return metrics
+
+
+def _data_yaml(data: str | Path | None, train_args: dict[str, Any]) -> Path | None:
+    """``data`` (which must exist), else the checkpoint's training data.yaml (which may be gone)."""
+    if data is not None:
+        if not Path(data).is_file():
+            raise FdposeError("data.yaml not found", path=data)
+        return Path(data)
+    return Path(train_args["data"]) if train_args.get("data") else None
+
+
+def write_model_files(tmp: Path, checkpoint: dict[str, Any], weights: Path, meta: ModelMeta, image: Path,
+                      opset: int, tolerance: float, out: Path
+                      ) -> tuple[list[ExportCheck], Any, dict[str, Any]]:
+    """``model.pt``, ``model.safetensors`` + ``model.yaml`` and ``model.onnx`` into ``tmp``; the ONNX file is
+    exported from the model rebuilt from safetensors (as it ships) and checked against it on ``image``.
+    Returns the checks, the rebuilt model and its architecture dict."""
+    from safetensors.torch import save_file
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    source_model = checkpoint_model(checkpoint)
+    architecture = json.loads(json.dumps(source_model.yaml))  # plain lists/dicts for yaml.safe_dump
+    architecture.pop("yaml_file", None)  # a build-time path; scale is kept in 'scale'
+    # model.pt: ultralytics' own stripping, keeping the checkpoint's date instead of "now".
+    strip_optimizer(weights, tmp / "model.pt", updates={"date": checkpoint.get("date", "unknown")})
+    state = {k: v.detach().contiguous().clone() for k, v in source_model.state_dict().items()}
+    # One metadata key only: safetensors writes the metadata map in hash order, which varies by run.
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    package_yaml = {"format": PACKAGE_FORMAT, "task": "pose", "weights": "model.safetensors",
+                    "architecture": architecture, "meta": meta.to_dict()}
+    package_text = yaml.safe_dump(package_yaml, sort_keys=True, default_flow_style=None)
+    (tmp / "model.yaml").write_text(package_text, encoding="utf-8")
+    model = load_packaged_model(tmp)
+    export_onnx(model, meta, meta.imgsz, tmp / "model.onnx", opset)
+    checks = [check_export(model, meta, OnnxRunner(tmp / "model.onnx", meta), image, tolerance,
+                           out / "model.onnx")]
+    return checks, model, architecture
+
+
+def write_openvino(tmp: Path, model: Any, meta: ModelMeta, image: Path, tolerance: float,
+                   out: Path) -> ExportCheck | str:
+    """``model.xml`` + ``model.bin`` (OpenVINO IR) from ``tmp/model.onnx``, checked against ``model`` like
+    the ONNX file; without OpenVINO installed, the one line saying it was skipped."""
+    try:
+        import_openvino()
+    except FdposeError as error:
+        return f"OpenVINO IR skipped: {error}"
+    export_openvino(tmp / "model.onnx", tmp / "model.xml")
+    return check_export(model, meta, OpenVinoRunner(tmp / "model.xml", meta), image, tolerance,
+                        out / "model.xml")
+
+
+def package_latency(tmp: Path, model: Any, meta: ModelMeta, runs: int = 5) -> dict[str, float]:
+    """Median batch-1 latency (ms) of each packaged format on this machine (:func:`measure_latency`)."""
+    runners: dict[str, Runner] = {"PyTorch": TorchRunner(model, meta, "safetensors"),
+                                  "ONNX": OnnxRunner(tmp / "model.onnx", meta)}
+    if (tmp / "model.xml").is_file():
+        runners["OpenVINO"] = OpenVinoRunner(tmp / "model.xml", meta)
+    return measure_latency(runners, meta.imgsz, runs)
+
+
+def _copy_eval(eval_dir: Path, tmp: Path) -> str | None:
+    """``eval/metrics.json`` (and ``eval/report.html`` when there is one, whose name is returned)."""
+    (tmp / "eval").mkdir()
+    shutil.copyfile(eval_dir / "metrics.json", tmp / "eval" / "metrics.json")
+    if not (eval_dir / "report.html").is_file():
+        return None
+    shutil.copyfile(eval_dir / "report.html", tmp / "eval" / "report.html")
+    return "eval/report.html"
 
 
 def package(weights: str | Path, eval_dir: str | Path | None, out: str | Path, *,
             data: str | Path | None = None, image: str | Path | None = None, imgsz: int | None = None,
-            opset: int | None = None, tolerance: float | None = None,
-            params_path: str | Path = "cfg/params.yaml") -> PackageResult:
+            opset: int | None = None, tolerance: float | None = None, latency: bool = False,
+            params_path: str | Path = PARAMS_FILE) -> PackageResult:
     """Package ``weights`` (an ultralytics pose checkpoint) into ``out/`` and ``out.zip``.
 
     ``data`` (a data.yaml) defaults to the checkpoint's training data when that still exists; it gives
     the keypoint layout, counts, fingerprint and the real image for the ONNX check (``image`` overrides
-    that). ``imgsz`` (ONNX input size) defaults to ``package.imgsz``, else the training size.
+    that). ``imgsz`` (ONNX input size) defaults to ``package.imgsz``, else the training size. With
+    OpenVINO installed (``fdpose[openvino]``) the package also holds an OpenVINO IR, checked like the
+    ONNX file. ``latency`` measures each format's batch-1 latency into the card (which then differs
+    from build to build).
     """
-    from safetensors.torch import save_file
-    from ultralytics.utils.torch_utils import strip_optimizer
-
-    settings = {**DEFAULTS, **load_params("package", params_path)}
-    opset = int(opset or settings["opset"])
-    tolerance = float(tolerance if tolerance is not None else settings["onnx_tolerance"])
+    settings = apply_overrides(load_section("package", params_path), opset=opset or None,
+                               onnx_tolerance=tolerance)
     weights, out = Path(weights), Path(out)
     checkpoint = load_checkpoint(weights)
-    source_model = _checkpoint_model(checkpoint)
     train_args = checkpoint.get("train_args") or {}
     imgsz = int(imgsz or settings["imgsz"] or train_args.get("imgsz") or 640)
-    meta = meta_from_ultralytics(source_model, imgsz)
+    meta = meta_from_model(checkpoint_model(checkpoint), imgsz)
     if imgsz % meta.stride:
         raise FdposeError(f"imgsz {imgsz} is not a multiple of the model stride {meta.stride}", item="imgsz")
-    data_yaml = Path(data) if data is not None else None
-    if data_yaml is None and train_args.get("data"):
-        data_yaml = Path(train_args["data"])
-    if data is not None and not data_yaml.is_file():
-        raise FdposeError("data.yaml not found", path=data_yaml)
-    meta, data_info = _data_info(data_yaml, meta)
-    image = Path(image) if image is not None else data_info.sample_image
+    meta, data = data_info(_data_yaml(data, train_args), meta, weights)
+    image = Path(image) if image is not None else data.sample_image
     if image is None:
         raise FdposeError("no real image for the ONNX check: the training data was not found; pass --image "
                           "or --data", path=weights)
-    metrics, report_name = None, None
-    if eval_dir is not None:
-        eval_dir = Path(eval_dir)
-        metrics_path = eval_dir / "metrics.json"
-        if not metrics_path.is_file():
-            raise FdposeError("metrics.json not found (run fdpose eval first)", path=eval_dir)
-        try:
-            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise FdposeError(f"invalid JSON ({error})", path=metrics_path) from None
-        if not isinstance(metrics, dict):
-            raise FdposeError("expected a JSON object of metrics", path=metrics_path)
-        # The card must not show another model's numbers: fdpose eval records the weights' sha256.
-        evaluated = metrics.get("model_sha256")
-        if evaluated is not None and evaluated != _sha256_file(weights):
-            raise FdposeError(f"these numbers are for weights with sha256 {evaluated}, not {weights} "
-                              "(run fdpose eval on the weights you package)", path=metrics_path)
-
-    architecture = json.loads(json.dumps(source_model.yaml))  # plain lists/dicts for yaml.safe_dump
-    architecture.pop("yaml_file", None)  # a build-time path; scale is kept in 'scale'
+    metrics = read_eval_metrics(Path(eval_dir), weights) if eval_dir is not None else None
+    opset = int(settings["opset"])
     with atomic_dir(out) as tmp:
         os.chmod(tmp, 0o755)
-        # model.pt: ultralytics' own stripping, keeping the checkpoint's date instead of "now".
-        strip_optimizer(weights, tmp / "model.pt", updates={"date": checkpoint.get("date", "unknown")})
-        state = {k: v.detach().contiguous().clone() for k, v in source_model.state_dict().items()}
-        # One metadata key only: safetensors writes the metadata map in hash order, which varies by run.
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        package_yaml = {"format": PACKAGE_FORMAT, "task": "pose", "weights": "model.safetensors",
-                        "architecture": architecture, "meta": meta.to_dict()}
-        package_text = yaml.safe_dump(package_yaml, sort_keys=True, default_flow_style=None)
-        (tmp / "model.yaml").write_text(package_text, encoding="utf-8")
-        # Export and check the model as it ships: rebuilt from safetensors, not the pickled one.
-        model = load_packaged_model(tmp)
-        export_onnx(model, meta, imgsz, tmp / "model.onnx", opset)
-        check = check_onnx(model, meta, tmp / "model.onnx", image, imgsz, tolerance)
-        if not check.relative <= tolerance:
-            raise FdposeError(f"ONNX output differs from PyTorch by {check.relative:.3e} of the output scale "
-                              f"(max abs diff {check.max_abs_diff:.3e}) > tolerance {tolerance:.0e}",
-                              path=out / "model.onnx")
-        if eval_dir is not None:
-            (tmp / "eval").mkdir()
-            shutil.copyfile(eval_dir / "metrics.json", tmp / "eval" / "metrics.json")
-            if (eval_dir / "report.html").is_file():
-                shutil.copyfile(eval_dir / "report.html", tmp / "eval" / "report.html")
-                report_name = "eval/report.html"
-        card = model_card(weights_name=weights.name, weights_sha256=_sha256_file(weights),
+        tolerance = float(settings["onnx_tolerance"])
+        checks, model, architecture = write_model_files(tmp, checkpoint, weights, meta, image, opset,
+                                                        tolerance, out)
+        openvino = write_openvino(tmp, model, meta, image, tolerance, out)
+        notes = [openvino] if isinstance(openvino, str) else []
+        checks += [] if isinstance(openvino, str) else [openvino]
+        measured = package_latency(tmp, model, meta, LATENCY_RUNS) if latency else None
+        report_name = _copy_eval(Path(eval_dir), tmp) if eval_dir is not None else None
+        card = model_card(weights_name=weights.name, weights_sha256=sha256_file(weights),
                           checkpoint=checkpoint, meta=meta, architecture=architecture,
-                          parameters=sum(p.numel() for p in model.parameters()), data=data_info,
-                          metrics=metrics, report=report_name, check=check, opset=opset)
+                          parameters=sum(p.numel() for p in model.parameters()), data=data,
+                          metrics=metrics, report=report_name, checks=checks, opset=opset,
+                          latency=measured)
         (tmp / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         for path in tmp.rglob("*"):
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
@@ -612,7 +770,7 @@ def package(weights: str | Path, eval_dir: str | Path | None, out: str | Path, *
     archive_path = out.with_name(out.name + ".zip")
     atomic_write_bytes(archive_path, archive)
     os.chmod(archive_path, 0o644)
-    return PackageResult(out, archive_path, files, check)
+    return PackageResult(out, archive_path, files, checks, notes, measured)
 
 
 # --- latency benchmark ---------------------------------------------------------------------------
@@ -636,23 +794,14 @@ def bench_latency(package_dir: str | Path, sizes: tuple[int, ...] = (320, 640), 
     model = load_packaged_model(package_dir)
     fused = load_packaged_model(package_dir).fuse(verbose=False)
     rows = []
-    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
-            batch = rng.random((1, 3, size, size), dtype=np.float32)
             onnx_path = export_onnx(model, meta, size, Path(tmp) / f"model-{size}.onnx")
-            runners = {"pytorch_ms": TorchRunner(model, meta, "safetensors"),
-                       "pytorch_fused_ms": TorchRunner(fused, meta, "safetensors"),
-                       "onnxruntime_ms": OnnxRunner(onnx_path, meta, threads)}
-            samples: dict[str, list[float]] = {name: [] for name in runners}
-            for round_index in range(warmup + runs):
-                for name, runner in runners.items():
-                    start = time.perf_counter()
-                    runner(batch)
-                    if round_index >= warmup:
-                        samples[name].append((time.perf_counter() - start) * 1000)
+            runners: dict[str, Runner] = {"pytorch_ms": TorchRunner(model, meta, "safetensors"),
+                                          "pytorch_fused_ms": TorchRunner(fused, meta, "safetensors"),
+                                          "onnxruntime_ms": OnnxRunner(onnx_path, meta, threads)}
             row: dict[str, Any] = {"imgsz": size, "batch": 1, "runs": runs}
-            row.update({name: statistics.median(values) for name, values in samples.items()})
+            row.update(measure_latency(runners, size, runs, warmup))
             row["onnx_speedup_vs_fused"] = row["pytorch_fused_ms"] / row["onnxruntime_ms"]
             rows.append(row)
     return rows
@@ -678,12 +827,19 @@ def bench_latency(package_dir: str | Path, sizes: tuple[int, ...] = (320, 640), 
 @click.option("--runs", type=int, default=20, show_default=True, help="Timed runs per size for --bench.")
 @click.option("--threads", type=int, default=None,
               help="Intra-op threads for --bench (default: the libraries').")
+@click.option("--latency", is_flag=True, default=False,
+              help="Measure each format's batch-1 latency into the model card (the package then differs "
+                   "from build to build).")
 @click.option("--bench-json", type=click.Path(path_type=Path), default=None,
               help="Also write the --bench rows to this JSON file.")
+@click.option("--params", "params_path", default=PARAMS_FILE, show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Parameters file (section package).")
 def package_command(weights: Path | None, eval_dir: Path | None, out: Path | None, data: Path | None,
                     image: Path | None, imgsz: int | None, verify_path: Path | None, bench_path: Path | None,
-                    sizes: str, runs: int, threads: int | None, bench_json: Path | None) -> None:
-    """Package weights as model.pt, model.safetensors + model.yaml, model.onnx, MODEL_CARD.md, SHA256SUMS."""
+                    sizes: str, runs: int, threads: int | None, latency: bool, bench_json: Path | None,
+                    params_path: Path) -> None:
+    """Package weights as model.pt, model.safetensors + model.yaml, model.onnx (and model.xml + model.bin
+    with fdpose[openvino]), MODEL_CARD.md, SHA256SUMS."""
     if verify_path is not None:
         click.echo(verify(verify_path).summary())
         return
@@ -703,7 +859,10 @@ def package_command(weights: Path | None, eval_dir: Path | None, out: Path | Non
         if bench_json is not None:
             write_json(bench_json, {"package": str(bench_path), "rows": rows})
         return
+    load_section("package", params_path)  # a bad params file stops packaging before anything is read
     if weights is None or eval_dir is None or out is None:
         raise click.UsageError("--weights, --eval and --out are required (or use --verify / --bench)")
-    result = package(weights, eval_dir, out, data=data, image=image, imgsz=imgsz)
-    click.echo(result.summary())
+    result = package(weights, eval_dir, out, data=data, image=image, imgsz=imgsz, latency=latency,
+                     params_path=params_path)
+    for line in result.summary():
+        click.echo(line)

@@ -3,7 +3,7 @@
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot state, no display) and
 its bundled DejaVu font, so nothing is downloaded. Everything shown is read from the
-:class:`pipeline.evaluate.EvalResult`; with a baseline, each number, curve and bar has the baseline's
+:class:`pipeline.metrics.EvalResult`; with a baseline, each number, curve and bar has the baseline's
 beside it.
 """
 
@@ -14,14 +14,12 @@ import csv
 import html
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from pipeline.io import atomic_write_bytes, atomic_write_text
-
-if TYPE_CHECKING:
-    from pipeline.evaluate import EvalResult, ModelEvaluation
+from pipeline.metrics import RECALL_POINTS, EvalResult, ModelEvaluation, format_number
 
 HEADLINE = [
     ("oks_map", "OKS mAP@[.50:.95]"), ("oks_map50", "OKS mAP@.50"), ("oks_map75", "OKS mAP@.75"),
@@ -36,14 +34,6 @@ MODEL_COLORS = {"model": "#1f77b4", "baseline": "#ff7f0e"}
 GT_COLOR, PRED_COLOR = "#2ca02c", "#d62728"
 KEYPOINT_DRAW_SCORE = 0.5  # predicted keypoints below this score are not drawn (ultralytics' plotting rule)
 THUMBNAIL = 320  # longest side of an image in the worst/best grid, in pixels
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def _delta(model: float | None, baseline: float | None) -> str:
@@ -69,8 +59,6 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
 def write_plots_data(result: EvalResult, folder: Path) -> None:
     """``pr_curve.csv`` (recall plus one precision column per curve) and ``keypoints.csv`` (PCK and pixel
     error per class and keypoint) for the model, the same under ``baseline/`` for the baseline."""
-    from pipeline.evaluate import RECALL_POINTS
-
     for evaluation in result.models:
         target = folder if evaluation.label == "model" else folder / evaluation.label
         curves = evaluation.scores.pr_curves
@@ -110,8 +98,6 @@ def _png(figure) -> bytes:
 
 def pr_figure(result: EvalResult) -> bytes:
     """Precision-recall curves: OKS at .50, .75 and averaged over .50:.95, and box; the baseline dashed."""
-    from pipeline.evaluate import RECALL_POINTS
-
     figure = _figure(11, 4.2)
     axes = figure.subplots(1, 2)
     styles = {"@[.50:.95]": 1.0, "@.50": 0.75, "@.75": 0.5}
@@ -231,7 +217,8 @@ def grid_figure(result: EvalResult, image_ids: list[int], title: str) -> bytes:
             poses += [(p, np.asarray(p["keypoints"]).reshape(-1, 3)[:, 2] >= KEYPOINT_DRAW_SCORE, PRED_COLOR,
                        "--") for p in others]
             score = evaluation.scores.image_scores.get(image_id)
-            caption = f"{evaluation.label}: OKS {_fmt(score, 2)}, {len(matched)}/{len(labelled)} matched"
+            caption = (f"{evaluation.label}: OKS {format_number(score, '.2f')}, "
+                       f"{len(matched)}/{len(labelled)} matched")
             panels.append((caption, poses))
         for column, (label, poses) in enumerate(panels):
             ax = axes[row, column]
@@ -294,7 +281,7 @@ def _tables(result: EvalResult) -> list[tuple[str, list[str], list[list[str]], s
 
     def row(name: str, getter) -> list[str]:
         values = [getter(e) for e in result.models]
-        cells = [name] + [_fmt(v) for v in values]
+        cells = [name] + [format_number(v) for v in values]
         if with_delta:
             cells.append(_delta(values[0], values[1]))
         return cells
@@ -341,7 +328,8 @@ def _tables(result: EvalResult) -> list[tuple[str, list[str], list[list[str]], s
                 for evaluation in result.models:
                     match = [r for r in evaluation.scores.keypoints
                              if r["class"] == class_name and r["keypoint"] == name]
-                    cells.append(_fmt(match[0][key] if match else None, 3 if key.startswith("pck") else 2))
+                    spec = ".3f" if key.startswith("pck") else ".2f"
+                    cells.append(format_number(match[0][key] if match else None, spec))
             rows_k.append(cells)
         keypoint_tables.append((f"Per-keypoint accuracy: class '{class_name}'", header_k, rows_k,
                                 "Over labelled keypoints of matched instances."))

@@ -8,14 +8,28 @@ given is derived: the flip permutation from left/right names, the OKS sigmas fro
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.errors import FdposeError
+from pipeline.io import read_yaml_mapping
+
+SKELETONS_DIR = Path(str(resources.files("pipeline") / "cfg" / "skeletons"))  # shipped skeleton files
+
+
+def skeleton_file(path: str | Path) -> Path:
+    """``path``, or the shipped skeleton it names when it is not a file here: a bare name
+    (``coco_person.yaml``) or ``cfg/skeletons/NAME`` works from any folder and from an installed wheel."""
+    path = Path(path)
+    shipped = SKELETONS_DIR / path.name
+    if not path.is_file() and path.parent in (Path("."), Path("cfg/skeletons")) and shipped.is_file():
+        return shipped
+    return path
 
 COCO_PERSON_KEYPOINTS = [
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
@@ -32,6 +46,21 @@ COCO_PERSON_EDGES = [
     (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
     (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
 ]
+
+@contextlib.contextmanager
+def _fields_of(source: object) -> Iterator[None]:
+    """Errors while building a skeleton from a file's fields name that file: a failed check, or a
+    malformed field (text where a number belongs, a number where a list does)."""
+    try:
+        yield
+    except FdposeError as error:
+        if error.path != "skeleton":
+            raise
+        raise FdposeError(str(error).removeprefix("skeleton: "), path=source) from None
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as error:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())
+        raise FdposeError(f"malformed skeleton fields ({reason})", path=source) from None
+
 
 _SIDE_SWAP = {"left": "right", "right": "left", "l": "r", "r": "l", "lft": "rgt", "rgt": "lft"}
 
@@ -129,20 +158,20 @@ class Skeleton:
     def load(cls, path: str | Path) -> Skeleton:
         """Read a skeleton file: ``keypoints`` (names), optional ``classes``, ``kpt_dims``, ``flip_pairs``
         (pairs of names or indices) or ``flip_idx``, ``sigmas``, ``edges`` (pairs of names or indices),
-        ``occlusion_choice`` (the Label Studio choice value that marks a keypoint occluded)."""
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FdposeError("skeleton file not found", path=path) from None
-        except yaml.YAMLError as error:
-            raise FdposeError(f"invalid YAML ({error})", path=path) from None
-        if not isinstance(raw, dict) or not isinstance(raw.get("keypoints"), list):
+        ``occlusion_choice`` (the Label Studio choice value that marks a keypoint occluded). A shipped
+        skeleton may be named without its folder (:func:`skeleton_file`)."""
+        path = skeleton_file(path)
+        raw = read_yaml_mapping(path, "skeleton file", expected="a mapping with a 'keypoints' list")
+        if not isinstance(raw.get("keypoints"), list):
             raise FdposeError("expected a mapping with a 'keypoints' list", path=path)
         names = [str(n) for n in raw["keypoints"]]
+        with _fields_of(path):
+            return cls._from_file(raw, names, path)
 
+    @classmethod
+    def _from_file(cls, raw: dict[str, Any], names: list[str], path: Path) -> Skeleton:
         def index_of(value: Any) -> int:
-            if isinstance(value, int):
+            if isinstance(value, int) and 0 <= value < len(names):
                 return value
             if value in names:
                 return names.index(value)
@@ -197,6 +226,11 @@ class Skeleton:
     @classmethod
     def from_data_yaml(cls, data: dict[str, Any], source: object = "data.yaml") -> Skeleton:
         """Rebuild the skeleton from a ``data.yaml`` mapping (ours, or a plain ultralytics one)."""
+        with _fields_of(source):
+            return cls._from_data_yaml(data, source)
+
+    @classmethod
+    def _from_data_yaml(cls, data: dict[str, Any], source: object) -> Skeleton:
         shape = data.get("kpt_shape")
         if not (isinstance(shape, (list, tuple)) and len(shape) == 2):
             raise FdposeError(f"missing or malformed kpt_shape {shape!r}", path=source)
@@ -213,6 +247,8 @@ class Skeleton:
             kpt_names = kpt_names[sorted(kpt_names, key=int)[0]]
         if not kpt_names:
             kpt_names = [f"kp{i}" for i in range(k)]
+        if not isinstance(kpt_names, list):
+            raise FdposeError(f"kpt_names must be a list of names, got {kpt_names!r}", path=source)
         if len(kpt_names) != k:
             raise FdposeError(f"kpt_names has {len(kpt_names)} names but kpt_shape says {k}", path=source)
         skeleton = cls(

@@ -13,10 +13,9 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from pipeline.dataset import SPLITS, Dataset
 from pipeline.errors import FdposeError
+from pipeline.io import read_yaml_mapping
 
 
 def parse_ratios(value: str | Sequence[float]) -> tuple[float, float, float]:
@@ -65,15 +64,10 @@ def assign_splits(dataset: Dataset, ratios: tuple[float, float, float], seed: in
 
 def read_split_file(path: str | Path) -> dict[str, str]:
     """The ``name -> split`` mapping of a split file (YAML or JSON ``{split: [names]}``)."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FdposeError("split file not found", path=path) from None
-    except yaml.YAMLError as error:
-        raise FdposeError(f"invalid YAML/JSON ({error})", path=path) from None
-    if not isinstance(raw, dict) or not raw:
-        raise FdposeError("expected a mapping {train: [names], val: [names], test: [names]}", path=path)
+    expected = "a mapping {train: [names], val: [names], test: [names]}"
+    raw = read_yaml_mapping(path, "split file", expected=expected)
+    if not raw:
+        raise FdposeError(f"expected {expected}", path=path)
     mapping: dict[str, str] = {}
     for split, names in raw.items():
         if split not in SPLITS:
@@ -96,7 +90,8 @@ def apply_split_file(dataset: Dataset, path: str | Path) -> None:
     for image in dataset.images:
         split = mapping.get(image.file_name)
         if split is None:
-            dataset.report.skip(path, image.file_name, "image not listed in the split file")
+            dataset.report.skip_instances(path, image.file_name, "image not listed in the split file",
+                                          len(image.instances))
             continue
         image.split = split
         kept.append(image)

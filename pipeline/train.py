@@ -2,12 +2,13 @@
 
 :func:`train` runs ultralytics' pose trainer through :class:`FdposePoseTrainer`, a thin subclass that
 
-- registers the C2f_FDConv integration (also in the worker processes ultralytics' DDP launcher
-  starts: they unpickle this class by its module path and construct it);
+- installs the run guards of :func:`pipeline.nn.ultralytics.install_guards` (also in the worker
+  processes ultralytics' DDP launcher starts: they unpickle this class by its module path);
 - starts from a stock YOLOv8-pose checkpoint (``--pretrained``) converted into the C2f_FDConv model
-  by :func:`pipeline.nn.pretrained.load_pretrained_into`;
+  by :func:`pipeline.pretrained.load_pretrained_into`;
 - never downloads: ultralytics' AMP check (which fetches ``yolo26n.pt``) is replaced by
-  :func:`offline_check_amp`, and its font lookup (which fetches ``Arial.ttf``) by :func:`local_font`;
+  ``offline_check_amp``, and its font lookup (which fetches ``Arial.ttf``) by ``local_font`` (both
+  in :mod:`pipeline.nn.ultralytics`);
 - logs to DVCLive under the run folder (``<out>/dvclive``) instead of ultralytics' own DVC callback,
   which writes ``dvclive/`` and ``dvc.yaml`` into the current directory and saves a DVC experiment
   (git commits and checkouts in the working tree) at the end of every run;
@@ -29,12 +30,12 @@ and, with ``plots: true``, ultralytics' PNG curves (``results.png``, ``Box*_curv
 
 from __future__ import annotations
 
-import copy
-import functools
+import atexit
 import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,60 +48,35 @@ import yaml
 # Before ultralytics is imported: it then skips its connectivity probe, analytics and package
 # auto-installs (a user may still set YOLO_OFFLINE=0).
 os.environ.setdefault("YOLO_OFFLINE", "1")
+# ultralytics rewrites its settings.json (not atomically) when it finds none or an older one: each run
+# gets a settings folder of its own, removed at exit (DDP workers inherit it), so concurrent runs
+# (`dvc queue start -j 2`) never share that file. A user's own YOLO_CONFIG_DIR is kept.
+if "YOLO_CONFIG_DIR" not in os.environ:
+    os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="fdpose-ultralytics-")
+    atexit.register(shutil.rmtree, os.environ["YOLO_CONFIG_DIR"], ignore_errors=True)
 
 from ultralytics.models.yolo.pose import PoseTrainer  # noqa: E402
 from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, LOGGER, RANK  # noqa: E402
 
-from pipeline.config import DEFAULT_PARAMS, load_params
+from pipeline.config import PARAMS_FILE, load_section, section_defaults
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import load_data_yaml
 from pipeline.io import atomic_write_bytes, replace_dir, write_json
-from pipeline.nn.ultralytics import register
+from pipeline.model_io import Layout, check_fits, load_model
+from pipeline.nn.ultralytics import install_guards, model_argument
+from pipeline.pretrained import check_start
 from pipeline.skeleton import Skeleton
 
-DEFAULTS: dict[str, Any] = {
-    "model": "cfg/models/yolov8n-pose-C2f_FDConv.yaml",
-    "epochs": 20,
-    "imgsz": 192,
-    "batch": 16,
-    "device": "auto",
-    "seed": 0,
-    "workers": 4,
-    "plots": True,
-    "hyp": {},
-}
 # Arguments train() sets itself; the params file's ``hyp:`` may set any other ultralytics train argument.
 _MANAGED_ARGS = {"model", "data", "epochs", "imgsz", "batch", "device", "seed", "workers", "plots", "resume",
                  "pretrained", "project", "name", "exist_ok", "deterministic", "save_dir", "mode", "task"}
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-_SCALE_LETTER = re.compile(r"(\d+)([nslmx])(.+)?$")  # ultralytics' yolov8n-... -> yolov8-... rule
-_ULTRALYTICS_DVC = "ultralytics.utils.callbacks.dvc"  # the module of the DVC callback we replace
-# ultralytics' list of GPUs whose AMP is known to give NaN losses or zero mAP (from its check_amp).
-_AMP_BAD_GPUS = re.compile(
-    r"(nvidia|geforce|quadro|tesla).*?(1660|1650|1630|t400|t550|t600|t1000|t1200|t2000|k40m)", re.IGNORECASE)
-
-
-@dataclass
-class Layout:
-    """What a model and a dataset must agree on: keypoint shape and classes."""
-
-    kpt_shape: list[int]
-    names: list[str]
-
-    def mismatch(self, other: Layout) -> str | None:
-        """Why ``other`` (a dataset) cannot train this layout (a model), or None when it can."""
-        if list(self.kpt_shape) != list(other.kpt_shape):
-            return f"kpt_shape {list(self.kpt_shape)} vs the dataset's {list(other.kpt_shape)}"
-        if len(self.names) != len(other.names):
-            return f"{len(self.names)} classes {self.names} vs the dataset's {len(other.names)} {other.names}"
-        return None
 
 
 @dataclass
 class TrainResult:
     """A finished run: where its outputs are and its final metrics."""
 
-    out_dir: Path
+    out: Path
     best: Path
     last: Path
     metrics: dict[str, Any]
@@ -110,6 +86,13 @@ class TrainResult:
     pretrained: str | None = None
     conversion: dict[str, Any] | None = None  # --pretrained: layers converted, copied, re-initialised
     warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """The lines ``fdpose train`` prints: epochs, device, final mAPs, what was written."""
+        scores = ", ".join(f"{kind} mAP50-95 {self.metrics[kind]['mAP50-95']:.4f}" for kind in ("box", "pose")
+                           if "mAP50-95" in self.metrics.get(kind, {}))
+        return (f"trained {self.epochs} epochs on {self.device}: {scores}\n"
+                f"wrote {self.out}: weights/best.pt, weights/last.pt, metrics.json, results.csv, dvclive/")
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -126,36 +109,14 @@ def dataset_layout(data_yaml: Path) -> Layout:
         for folder in entry if isinstance(entry, list) else [entry]:
             if not (root / folder).exists():
                 raise FdposeError(f"'{split}' folder {root / folder} does not exist", path=data_yaml)
-    return Layout(skeleton.kpt_shape, list(skeleton.class_names))
-
-
-def checkpoint_layout(checkpoint: Path) -> Layout:
-    """The keypoint shape and class names of the pose model in an ultralytics checkpoint."""
-    from pipeline.nn.pretrained import load_stock
-
-    model = load_stock(checkpoint)
-    head = model.model[-1]
-    if not hasattr(head, "kpt_shape"):
-        raise FdposeError("not a pose model (its head has no kpt_shape)", path=checkpoint)
-    names = model.names
-    names = [str(names[key]) for key in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
-    return Layout([int(v) for v in head.kpt_shape], names)
+    return Layout.of_skeleton(skeleton)
 
 
 def check_checkpoint_fits(checkpoint: Path, data_yaml: Path, data: Layout, role: str) -> list[str]:
-    """Raise one clear error when the checkpoint's keypoints or class count differ from the dataset's.
-
-    Returns warnings (class names that differ while their count matches).
-    """
-    model = checkpoint_layout(checkpoint)
-    reason = model.mismatch(data)
-    if reason:
-        raise FdposeError(f"{role} checkpoint does not fit the dataset {data_yaml}: {reason}",
-                          path=checkpoint)
-    if model.names != data.names:
-        return [f"{role} checkpoint {checkpoint} names its classes {model.names}, the dataset {data.names}; "
-                "training uses the dataset's names"]
-    return []
+    """Raise one clear error when the checkpoint does not fit the dataset in ``role``
+    (:func:`pipeline.model_io.check_fits`); returns warnings (class names that differ)."""
+    return check_fits(Layout.of_model(load_model(checkpoint)), data, role=role, model_path=checkpoint,
+                      data_path=data_yaml)
 
 
 def resolve_device(device: str | int | None) -> tuple[str, str]:
@@ -184,30 +145,6 @@ def resolve_device(device: str | int | None) -> tuple[str, str]:
     return joined, f"device {joined} -> {mode}{names}"
 
 
-def _model_argument(model: str | Path) -> str:
-    """The model as ultralytics takes it: an absolute path for a file of ours, a bare name for its built-ins.
-
-    A relative YAML path is looked up in the working directory, then in the project (where
-    ``cfg/models`` lives), so the default model works from any directory. A scaled name such as
-    ``yolov8n-pose-C2f_FDConv.yaml`` need not exist itself: ultralytics reads the scale letter and
-    loads ``yolov8-pose-C2f_FDConv.yaml`` beside it.
-    """
-    path = Path(model)
-    if path.suffix == ".pt":
-        if not path.is_file():
-            raise FdposeError("model checkpoint not found", path=path)
-        return str(path.resolve())
-    if path.suffix not in (".yaml", ".yml"):
-        raise FdposeError("expected a model YAML or a .pt checkpoint", path=path)
-    for candidate in ([path] if path.is_absolute() else [Path.cwd() / path, PROJECT_ROOT / path]):
-        unscaled = candidate.with_name(_SCALE_LETTER.sub(r"\1\3", candidate.name))
-        if candidate.is_file() or unscaled.is_file():
-            return str(candidate.resolve())
-    if path.parent == Path("."):
-        return str(path)  # ultralytics' own YAMLs (yolov8n-pose.yaml) by name
-    raise FdposeError("model YAML not found", path=path)
-
-
 def _hyp_overrides(hyp: dict[str, Any] | None, source: object) -> dict[str, Any]:
     hyp = dict(hyp or {})
     for key in hyp:
@@ -217,119 +154,6 @@ def _hyp_overrides(hyp: dict[str, Any] | None, source: object) -> dict[str, Any]
         if key not in DEFAULT_CFG_DICT:
             raise FdposeError("not an ultralytics train argument", path=source, item=f"train.hyp.{key}")
     return hyp
-
-
-# --- offline guards -------------------------------------------------------------------------------
-
-
-def local_font(font: str | Path = "Arial.ttf") -> Path:
-    """A font file on this machine for ultralytics' plot labels: matplotlib's bundled DejaVu Sans.
-
-    Replaces ultralytics' ``check_font``, which downloads ``Arial.ttf`` (or ``Arial.Unicode.ttf``)
-    when it is not installed. ``font`` is accepted for the same call signature; an existing file is
-    used as it is.
-    """
-    if Path(font).is_file():
-        return Path(font)
-    import matplotlib
-
-    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-
-
-def amp_outputs_agree(model: torch.nn.Module, device: torch.device, dtype: torch.dtype = torch.float16,
-                      imgsz: int = 256) -> bool:
-    """Whether the model's outputs under autocast (``dtype``) match its float32 outputs on ``device``.
-
-    The input is a fixed ramp (no random numbers, so the training RNG is untouched). An error under
-    autocast (e.g. an FFT size half precision does not support) or a non-finite output counts as
-    disagreement.
-    """
-    probe = copy.deepcopy(model).to(device).float().eval()
-    stride = int(probe.stride.max()) if hasattr(probe, "stride") else 32
-    imgsz = max(imgsz, stride * 4)
-    image = torch.linspace(0, 1, 3 * imgsz * imgsz, device=device).reshape(1, 3, imgsz, imgsz)
-    try:
-        with torch.no_grad():
-            reference = probe(image)
-            with torch.autocast(device.type, dtype=dtype):
-                mixed = probe(image)
-    except RuntimeError as error:
-        LOGGER.warning(f"AMP: forward pass under {dtype} autocast failed ({error})")
-        return False
-    reference = reference[0] if isinstance(reference, (tuple, list)) else reference
-    mixed = mixed[0] if isinstance(mixed, (tuple, list)) else mixed
-    mixed = mixed.float()
-    if not torch.isfinite(mixed).all():
-        return False
-    return reference.shape == mixed.shape and torch.allclose(reference, mixed, rtol=2e-2, atol=0.5)
-
-
-def offline_check_amp(model: torch.nn.Module) -> bool:
-    """ultralytics' ``check_amp`` without its download: whether to train ``model`` with AMP.
-
-    ultralytics compares a downloaded ``yolo26n.pt`` in float32 and under AMP. This compares the model
-    about to be trained instead (which also catches layers that fail in half precision, such as an
-    FFT of an unsupported size), keeps ultralytics' list of GPUs with broken AMP, and falls back to
-    float32 training whenever the check fails. CPU training never uses AMP.
-    """
-    device = next(model.parameters()).device
-    if device.type != "cuda":
-        return False
-    gpu = torch.cuda.get_device_name(device)
-    if _AMP_BAD_GPUS.search(gpu):
-        LOGGER.warning(f"AMP: disabled on {gpu}, whose AMP gives NaN losses or zero mAP")
-        return False
-    if amp_outputs_agree(model, device):
-        LOGGER.info("AMP: checks passed (float32 and float16 outputs of the model agree)")
-        return True
-    LOGGER.warning("AMP: float16 outputs differ from float32; training in float32")
-    return False
-
-
-def _without_ultralytics_dvc(add_integration_callbacks: Callable) -> Callable:
-    """Wrap ultralytics' ``add_integration_callbacks`` so that our trainers skip its DVC callback.
-
-    That callback writes ``dvclive/`` and ``dvc.yaml`` into the current directory and saves a DVC
-    experiment (git commits and checkouts) at the end of a run; :class:`DvcLiveLogger` replaces it.
-    """
-
-    @functools.wraps(add_integration_callbacks)
-    def wrapper(instance: Any) -> None:
-        add_integration_callbacks(instance)
-        if isinstance(instance, FdposePoseTrainer):
-            for event, callbacks in instance.callbacks.items():
-                instance.callbacks[event] = [callback for callback in callbacks
-                                             if getattr(callback, "__module__", "") != _ULTRALYTICS_DVC]
-
-    wrapper.fdpose_wrapped = add_integration_callbacks
-    return wrapper
-
-
-def keep_dataset_unchanged(prefix: str, path: Path, x: dict, version: str) -> None:
-    """Replaces ultralytics' ``save_dataset_cache_file``, which writes ``labels/<split>.cache`` into the
-    dataset: the dataset is the input of the run (in a DVC pipeline, another stage's output) and stays
-    as it is. The labels are scanned again on every run instead."""
-    x["version"] = version  # the caller reads the cache dict back as if it had been saved
-    LOGGER.info(f"{prefix}label cache not written into the dataset folder {Path(path).parent}")
-
-
-def install_guards() -> None:
-    """Point ultralytics' AMP check, font lookup, DVC callback and label cache at the versions above.
-    Idempotent."""
-    import ultralytics.data.dataset
-    import ultralytics.data.utils
-    import ultralytics.engine.trainer
-    import ultralytics.utils.callbacks
-    import ultralytics.utils.checks
-    import ultralytics.utils.plotting
-
-    ultralytics.engine.trainer.check_amp = offline_check_amp
-    ultralytics.data.dataset.save_dataset_cache_file = keep_dataset_unchanged
-    for module in (ultralytics.utils.checks, ultralytics.data.utils, ultralytics.utils.plotting):
-        module.check_font = local_font
-    callbacks = ultralytics.utils.callbacks
-    if not hasattr(callbacks.add_integration_callbacks, "fdpose_wrapped"):
-        callbacks.add_integration_callbacks = _without_ultralytics_dvc(callbacks.add_integration_callbacks)
 
 
 # --- logging --------------------------------------------------------------------------------------
@@ -432,12 +256,14 @@ class FdposePoseTrainer(PoseTrainer):
     """ultralytics' pose trainer for the C2f_FDConv model: offline, DVCLive-logged, atomically saved.
 
     Importable by module path (``pipeline.train.FdposePoseTrainer``), as ultralytics' DDP workers
-    need: they unpickle the class and construct it from the saved arguments.
+    need: they unpickle the class and construct it from the saved arguments (importing
+    :mod:`pipeline` registers our blocks with ultralytics there too).
     """
+
+    fdpose_trainer = True  # ultralytics' DVC callback is skipped (pipeline.nn.ultralytics.install_guards)
 
     def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict[str, Any] | None = None,
                  _callbacks: dict | None = None):
-        register()
         install_guards()
         super().__init__(cfg, overrides, _callbacks)
         # One logger per run: callbacks handed over from another trainer may already carry one.
@@ -452,13 +278,14 @@ class FdposePoseTrainer(PoseTrainer):
         converted and copied goes to ``pretrained.json`` in the run folder."""
         if weights is None or self.resume:
             return super().get_model(cfg=cfg, weights=weights, verbose=verbose)
-        from pipeline.nn.pretrained import load_pretrained_into
+        from pipeline.pretrained import load_pretrained_into
 
         model = super().get_model(cfg=cfg, weights=None, verbose=verbose)
         source = self.args.pretrained if isinstance(self.args.pretrained, str) else str(self.args.model)
         conversion = load_pretrained_into(model, weights.float(), source=source).to_dict()
-        LOGGER.info(f"Pretrained: {len(conversion['converted'])} C2f layers converted to C2f_FDConv, "
-                    f"{len(conversion['copied'])} copied from {source}")
+        LOGGER.info(f"Pretrained from {source}: {len(conversion['converted'])} layers converted to FDConv "
+                    f"blocks, {len(conversion['copied'])} copied, head branches re-initialised for the "
+                    f"dataset's layout: {', '.join(conversion['reinitialised']) or 'none'}")
         if RANK in {-1, 0}:
             write_json(Path(self.save_dir) / "pretrained.json", conversion)
         return model
@@ -512,7 +339,8 @@ def train(data: str | Path, out: str | Path, model: str | Path | None = None, *,
           callbacks: dict[str, list[Callable]] | None = None) -> TrainResult:
     """Train a YOLOv8-pose model (C2f_FDConv by default) on a YOLO-pose dataset; outputs in ``out``.
 
-    Arguments left ``None`` take :data:`DEFAULTS` (``device``: ``auto``). ``pretrained`` is a stock
+    Arguments left ``None`` take the built-in defaults of the params' ``train:`` section
+    (:func:`pipeline.config.section_defaults`; ``device``: ``auto``). ``pretrained`` is a stock
     (or C2f_FDConv) YOLOv8-pose checkpoint to start from. ``resume`` continues the interrupted run in
     ``<out>.partial``: model, epochs, seed and hyperparameters come from its ``last.pt``, and so do
     ``imgsz``, ``batch``, ``workers`` and ``plots`` unless given. ``hyp`` passes further ultralytics
@@ -547,15 +375,17 @@ def train(data: str | Path, out: str | Path, model: str | Path | None = None, *,
         overrides = {"resume": str(last), "data": str(data), "device": device_arg,
                      **{key: value for key, value in given.items() if value is not None}}
     else:
-        settings = {key: DEFAULTS[key] if value is None else value for key, value in (
+        defaults = section_defaults("train")
+        settings = {key: defaults[key] if value is None else value for key, value in (
             ("model", model), ("epochs", epochs), ("imgsz", imgsz), ("batch", batch), ("seed", seed),
             ("workers", workers), ("plots", plots))}
-        model_arg = _model_argument(settings.pop("model"))
-        if model_arg.endswith(".pt"):
-            warnings += check_checkpoint_fits(Path(model_arg), data, layout, "model")
+        model_arg = model_argument(settings.pop("model"))
         if pretrained is not None:
             pretrained = Path(pretrained).resolve()
-            warnings += check_checkpoint_fits(pretrained, data, layout, "pretrained")
+        # A checkpoint to start from (--model X.pt, --pretrained) may have another keypoint layout or
+        # classes than the dataset (the head branches that follow them are re-initialised); it must be
+        # a pose model of the model's family and scale.
+        check_start(model_arg, pretrained)
         if staging.exists():
             click.echo(f"fdpose train: discarding the interrupted run in {staging} "
                        "(use --resume to continue it)", err=True)
@@ -586,7 +416,7 @@ def train(data: str | Path, out: str | Path, model: str | Path | None = None, *,
     conversion_file = out / "pretrained.json"  # written when the run started from a checkpoint
     conversion = json.loads(conversion_file.read_text(encoding="utf-8")) if conversion_file.exists() else None
     return TrainResult(
-        out_dir=out, best=out / "weights" / "best.pt", last=out / "weights" / "last.pt", metrics=metrics,
+        out=out, best=out / "weights" / "best.pt", last=out / "weights" / "last.pt", metrics=metrics,
         device=device_arg, epochs=int(trainer.epochs), resumed=bool(resume),
         pretrained=None if resume or pretrained is None else str(pretrained), conversion=conversion,
         warnings=warnings,
@@ -611,19 +441,17 @@ def train(data: str | Path, out: str | Path, model: str | Path | None = None, *,
               help="Dataloader workers (0 on CPU).  [params: train.workers]")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in OUT.partial from its last.pt.")
 @click.option("--pretrained", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Stock YOLOv8-pose checkpoint to start from (converted to C2f_FDConv).")
+              help="Pose checkpoint to start from: stock or FDConv, the model's family and scale, any "
+                   "keypoints and classes (head branches that follow them restart).  "
+                   "[params: train.pretrained]")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
-              default=DEFAULT_PARAMS, show_default=True,
+              default=PARAMS_FILE, show_default=True,
               help="Params file whose train: section sets the defaults.")
 def train_command(data: Path, model: str | None, out: Path, epochs: int | None, imgsz: int | None,
                   batch: int | None, device: str | None, seed: int | None, workers: int | None, resume: bool,
                   pretrained: Path | None, params_file: Path) -> None:
     """Train the C2f_FDConv YOLOv8-pose model; options default to the params file's train: section."""
-    params = {**DEFAULTS, **load_params("train", params_file)}
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise FdposeError(f"unknown key(s) {unknown} (known: {sorted(DEFAULTS)})", path=params_file,
-                          item="train")
+    params = load_section("train", params_file)
     if resume:  # the run's own settings, but for what this command line changes
         result = train(data, out, model, epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, workers=workers,
                        device=device or params["device"], plots=bool(params["plots"]), resume=True,
@@ -632,11 +460,7 @@ def train_command(data: Path, model: str | None, out: Path, epochs: int | None, 
         options = {"model": model, "epochs": epochs, "imgsz": imgsz, "batch": batch, "device": device,
                    "seed": seed, "workers": workers}
         chosen = {key: params[key] if value is None else value for key, value in options.items()}
-        result = train(data, out, chosen.pop("model"), pretrained=pretrained, plots=bool(params["plots"]),
+        start = pretrained if pretrained is not None else params["pretrained"]
+        result = train(data, out, chosen.pop("model"), pretrained=start, plots=bool(params["plots"]),
                        hyp=params["hyp"], params_source=params_file, **chosen)
-    metrics = result.metrics
-    summary = ", ".join(f"{kind} mAP50-95 {metrics[kind]['mAP50-95']:.4f}" for kind in ("box", "pose")
-                        if "mAP50-95" in metrics.get(kind, {}))
-    click.echo(f"trained {result.epochs} epochs on {result.device}: {summary}")
-    click.echo(f"wrote {result.out_dir}: weights/best.pt, weights/last.pt, metrics.json, results.csv, "
-               "dvclive/")
+    click.echo(result.summary())

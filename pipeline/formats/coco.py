@@ -14,28 +14,20 @@ pixels, ``keypoints`` as flat ``x, y, v`` triples, ``num_keypoints`` (labelled p
 
 from __future__ import annotations
 
-import gc
-import json
-import re
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-try:  # a faster parser where installed (dvc brings it); the standard library's otherwise
-    import orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    orjson = None
-
 from pipeline.dataset import Dataset, ImageRecord, Instance, Report
-from pipeline.errors import FdposeError
-from pipeline.images import image_info, orient_points
-from pipeline.io import write_json
+from pipeline.errors import FdposeError, printable
+from pipeline.images import ImageInfo, image_info, orient_points, safe_relative_name
+from pipeline.io import read_json, write_json
 from pipeline.skeleton import Skeleton
 
 
@@ -104,62 +96,21 @@ def write_coco(dataset: Dataset, out_json: str | Path, *, split: str | None = No
 
 # --- reading ----------------------------------------------------------------------------------------
 
-_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-_WINDOWS_DRIVE = re.compile(r"^[a-zA-Z]:")
-
-
 class _Log:
     """The reader's report, with ``--strict`` turning problems into errors where they are found."""
 
     def __init__(self, report: Report, source: Path, strict: bool):
         self.report, self.source, self.strict = report, source, strict
 
-    def skip(self, item: object, reason: str, *, problem: bool = True) -> None:
+    def skip(self, item: object, reason: str, *, problem: bool = True, units: int = 0) -> None:
         if problem and self.strict:
             raise FdposeError(f"{reason} (--strict)", path=self.source, item=item)
-        self.report.skip(self.source, item, reason)
+        self.report.skip(self.source, item, reason, units=units)
 
     def repair(self, item: object, reason: str, *, problem: bool = True) -> None:
         if problem and self.strict:
             raise FdposeError(f"{reason} (--strict)", path=self.source, item=item)
         self.report.repair(self.source, item, reason)
-
-
-def load_json(path: str | Path) -> Any:
-    """Parse a JSON file; a missing, truncated or invalid file is one :class:`FdposeError`."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise FdposeError("file not found", path=path) from None
-    except IsADirectoryError:
-        raise FdposeError("is a directory, expected a JSON file", path=path) from None
-    if orjson is not None:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass  # NaN literals, huge integers or a real error: the standard parser decides and explains
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as error:
-        where = f"line {error.lineno} column {error.colno}"
-        raise FdposeError(f"invalid or truncated JSON ({error.msg} at {where})", path=path) from None
-    except UnicodeDecodeError as error:
-        raise FdposeError(f"not UTF-8 text ({error.reason} at byte {error.start})", path=path) from None
-
-
-def safe_relative_name(name: object) -> str | None:
-    """``name`` as a relative POSIX path that stays under the images root, or None when it is not a
-    string, is empty, is absolute, is a URL, or climbs out with ``..``."""
-    if not isinstance(name, str) or not name.strip():
-        return None
-    posix = name.replace("\\", "/")
-    if _URL.match(posix) or posix.startswith("/") or _WINDOWS_DRIVE.match(posix):
-        return None
-    parts = [part for part in posix.split("/") if part not in ("", ".")]
-    if not parts or ".." in parts:
-        return None
-    return "/".join(parts)
 
 
 def _id_key(value: object) -> str | None:
@@ -299,26 +250,72 @@ def read_coco(json_path: str | Path, images_root: str | Path, *, skeleton: Skele
     labelled keypoint are kept as boxes unless ``drop_unlabelled``. Keypoints outside the image are
     clipped and reported, or raise with ``strict`` (as does every other problem).
     """
-    # The parsed file is millions of small objects: the cyclic collector would rescan them on every
-    # allocation burst while the reader builds its records, for nothing (none of them form cycles).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _read_coco(Path(json_path), Path(images_root), skeleton, skeleton_source, drop_unlabelled,
-                          strict, progress)
-    finally:
-        if collecting:
-            gc.enable()
+    source, images_root = Path(json_path), Path(images_root)
+    images, annotations, categories = _coco_lists(read_json(source), source)
+    if not images_root.is_dir():
+        raise FdposeError("images folder not found", path=images_root)
+    report = Report()
+    report.count_read("annotations", len(annotations))
+    log = _Log(report, source, strict)
+    layout = _layout(categories, annotations, source, skeleton, skeleton_source, report)
+    found = _read_images(images, annotations, images_root, log, progress)
+    del images
+    batch = _select_annotations(annotations, found, layout, skeleton, log)
+    # Every number goes into arrays now: the parsed file is let go, so the rest runs in their memory.
+    del annotations
+    _read_keypoints(batch, layout, log)
+    _read_visibility(batch, log)
+    _read_boxes(batch, found, log)
+    _clip_to_images(batch, found, log)
+    if drop_unlabelled:
+        for index in np.flatnonzero(batch.keep & ~batch.labelled.any(axis=1)):
+            batch.keep[index] = False
+            log.skip(batch.items[index], "no labelled keypoints (--drop-unlabelled)", problem=False, units=1)
+    return _to_hub(batch, found, layout.skeleton, log)
 
 
-def _read_coco(source: Path, images_root: Path, skeleton: Skeleton | None, skeleton_source: object,
-               drop_unlabelled: bool, strict: bool, progress: bool) -> Dataset:
-    data = load_json(source)
+@dataclass
+class _Layout:
+    """Keypoints and classes of a file: the output skeleton, the file's keypoint count and order."""
+
+    skeleton: Skeleton
+    k: int
+    permutation: np.ndarray | None  # file order -> skeleton order, when they differ
+    class_of: dict[str, int]  # category id key -> class id
+    by_category: bool  # False when the file has no categories: every annotation is class 0
+
+
+@dataclass
+class _Images:
+    """The usable images of a file, by id key, and why the others were dropped."""
+
+    records: list[ImageRecord] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)  # id key -> position in records
+    turns: list[tuple[int, int, int]] = field(default_factory=list)  # EXIF orientation to apply, stored w, h
+    dropped: dict[str, str] = field(default_factory=dict)  # id key -> reason, to attribute annotations
+
+
+@dataclass
+class _Batch:
+    """The annotations that passed the per-item checks, as arrays filled phase by phase."""
+
+    kept: list[dict] | None  # the raw annotations, until their numbers are in the arrays
+    items: list[str]  # report names
+    classes: np.ndarray
+    owner: np.ndarray  # position of each annotation's image in _Images.records
+    keep: np.ndarray
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 3)))  # (n, K, 3)
+    labelled: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # x0, y0, x1, y1
+
+
+def _coco_lists(data: Any, source: Path) -> tuple[list, list, list[dict]]:
+    """``images``, ``annotations`` and the usable ``categories`` of a parsed file, checked for shape."""
     if isinstance(data, list):
         raise FdposeError("not a COCO keypoint file: the top level is a list (detection results or "
                           "another format), expected an object with 'images' and 'annotations'", path=source)
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        keys = ", ".join(list(map(str, data))[:6]) if isinstance(data, dict) else type(data).__name__
+        keys = ", ".join(list(map(printable, data))[:6]) if isinstance(data, dict) else type(data).__name__
         raise FdposeError(f"not a COCO keypoint file: no 'images' and 'annotations' (found {keys})",
                           path=source)
     images, annotations = data["images"], data["annotations"]
@@ -328,13 +325,35 @@ def _read_coco(source: Path, images_root: Path, skeleton: Skeleton | None, skele
     if not any(isinstance(a, dict) and isinstance(a.get("keypoints"), list) and a["keypoints"]
                for a in annotations):
         raise FdposeError("no 2-D keypoints in any annotation (a detection, 3-D or other file)", path=source)
-    if not images_root.is_dir():
-        raise FdposeError("images folder not found", path=images_root)
-    report = Report()
-    log = _Log(report, source, strict)
     categories = [c for c in categories if isinstance(c, dict) and _id_key(c.get("id")) is not None]
+    return images, annotations, categories
 
-    # --- keypoint layout and classes ----------------------------------------------------------------
+
+def _keypoint_order(names: list[str] | None, k: int, source: Path, skeleton: Skeleton,
+                    skeleton_source: object) -> np.ndarray | None:
+    """The permutation from the file's keypoint order to the skeleton's (None when they agree); an
+    error naming both when they name different keypoints."""
+    if names is None:
+        if k != skeleton.num_keypoints:
+            raise FdposeError(f"{source} has {k} keypoints per annotation but {skeleton_source} names "
+                              f"{skeleton.num_keypoints}", path=skeleton_source)
+        return None
+    if names == skeleton.keypoint_names:
+        return None
+    if sorted(names) != sorted(skeleton.keypoint_names):
+        missing = [n for n in skeleton.keypoint_names if n not in names][:5]
+        extra = [n for n in names if n not in skeleton.keypoint_names][:5]
+        raise FdposeError(
+            f"keypoints disagree with {source}: the file has {len(names)} ({', '.join(names[:5])}, ...) "
+            f"and the skeleton {skeleton.num_keypoints}; only in the skeleton {missing}, "
+            f"only in the file {extra}", path=skeleton_source)
+    return np.array([names.index(n) for n in skeleton.keypoint_names])
+
+
+def _layout(categories: list[dict], annotations: list[Any], source: Path, skeleton: Skeleton | None,
+            skeleton_source: object, report: Report) -> _Layout:
+    """Keypoint names and count, classes and edges, from the categories (or the annotations) and the
+    skeleton."""
     names, layout_categories = _keypoint_layout(categories, annotations, source)
     if names is not None:
         k = len(names)
@@ -349,22 +368,10 @@ def _read_coco(source: Path, images_root: Path, skeleton: Skeleton | None, skele
             report.warn(message)
     permutation = None
     if skeleton is not None:
-        if names is None and k != skeleton.num_keypoints:
-            raise FdposeError(f"{source} has {k} keypoints per annotation but {skeleton_source} names "
-                              f"{skeleton.num_keypoints}", path=skeleton_source)
-        if names is not None and names != skeleton.keypoint_names:
-            if sorted(names) != sorted(skeleton.keypoint_names):
-                missing = [n for n in skeleton.keypoint_names if n not in names][:5]
-                extra = [n for n in names if n not in skeleton.keypoint_names][:5]
-                raise FdposeError(
-                    f"keypoints disagree with {source}: the file has {len(names)} "
-                    f"({', '.join(names[:5])}, ...) "
-                    f"and the skeleton {skeleton.num_keypoints}; only in the skeleton {missing}, "
-                    f"only in the file {extra}", path=skeleton_source)
-            permutation = np.array([names.index(n) for n in skeleton.keypoint_names])
+        permutation = _keypoint_order(names, k, source, skeleton, skeleton_source)
+        if permutation is not None:
             report.warn(f"keypoints reordered from {source}'s order to {skeleton_source}'s")
-        keypoint_names = list(skeleton.keypoint_names)
-        k = skeleton.num_keypoints
+        keypoint_names, k = list(skeleton.keypoint_names), skeleton.num_keypoints
     else:
         keypoint_names = names or [f"kp{i}" for i in range(k)]
     class_categories = layout_categories if names is not None else categories
@@ -379,22 +386,43 @@ def _read_coco(source: Path, images_root: Path, skeleton: Skeleton | None, skele
             class_of[_id_key(category["id"])] = class_names.index(name)
     if not class_categories:  # no categories at all: one class for every keypoint annotation
         report.warn(f"no categories in {source}; every annotation is class 0 'object'")
-    if skeleton is not None:
-        edges = skeleton.edges
-    else:
-        edges = _edges((class_categories[0].get("skeleton") if class_categories else None) or [], k, report)
-    if skeleton is not None:
-        out_skeleton = replace(skeleton, class_names=class_names, keypoint_names=keypoint_names)
-    else:
-        out_skeleton = Skeleton(keypoint_names, class_names=class_names, edges=edges)
+    try:
+        if skeleton is not None:
+            out_skeleton = replace(skeleton, class_names=class_names, keypoint_names=keypoint_names)
+        else:
+            raw_edges = (class_categories[0].get("skeleton") if class_categories else None) or []
+            edges = _edges(raw_edges, k, report)
+            out_skeleton = Skeleton(keypoint_names, class_names=class_names, edges=edges)
+    except FdposeError as error:  # e.g. a keypoint named twice: the file's categories are at fault
+        raise FdposeError(str(error).removeprefix("skeleton: "), path=source, item="categories") from None
+    return _Layout(out_skeleton, k, permutation, class_of, bool(class_categories))
 
-    # --- images ---------------------------------------------------------------------------------------
+
+def _image_size_check(entry: dict, info: ImageInfo, item: str, suffix: str, log: _Log) -> int | str:
+    """The EXIF orientation to apply to the entry's coordinates (1: none), or the reason it is dropped,
+    from the size the file states and the image's own."""
+    width, height = info.size
+    stated = (entry.get("width"), entry.get("height"))
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in stated):
+        log.repair(item, "width/height missing; taken from the image file", problem=False)
+        return 1
+    if stated == (width, height):
+        return 1
+    if info.orientation in (5, 6, 7, 8) and stated == (info.stored_width, info.stored_height):
+        log.repair(item, f"annotated on the stored image; coordinates turned by its EXIF "
+                   f"orientation {info.orientation}", problem=False)
+        return info.orientation
+    log.skip(item, f"size {stated[0]}x{stated[1]} in the file differs from the image's "
+             f"{width}x{height}{suffix}")
+    return "size mismatch"
+
+
+def _read_images(images: list[Any], annotations: list[Any], images_root: Path, log: _Log,
+                 progress: bool) -> _Images:
+    """Check every image entry (id, file name, the file's header and size); keep the usable ones."""
+    found = _Images()
     seen_ids: Counter[str] = Counter(_id_key(im.get("id")) for im in images if isinstance(im, dict))
     seen_names: set[str] = set()
-    records: list[ImageRecord] = []
-    image_index: dict[str, int] = {}
-    orientation_of: list[tuple[int, int, int]] = []  # per record: EXIF orientation to apply, stored w, h
-    dropped_images: dict[str, str] = {}  # id -> reason, to attribute their annotations
     annotation_count: Counter[str] = Counter(_id_key(a.get("image_id")) for a in annotations
                                              if isinstance(a, dict))
     for position, entry in enumerate(tqdm(images, desc="images", unit="img", disable=not progress, delay=1,
@@ -404,159 +432,168 @@ def _read_coco(source: Path, images_root: Path, skeleton: Skeleton | None, skele
             continue
         key = _id_key(entry.get("id"))
         raw_name = entry.get("file_name")
-        item = f"image {entry.get('id')!r} ({raw_name})"
+        item = f"image {entry.get('id')!r} ({printable(raw_name)})"
         attached = annotation_count.get(key, 0)
         suffix = f" ({attached} annotations)" if attached else ""
         if key is None:
             log.skip(item, f"missing or invalid image id{suffix}")
             continue
-        if seen_ids[key] > 1:
-            dropped_images[key] = "duplicate image id"
-            log.skip(item, f"duplicate image id: {seen_ids[key]} images share it{suffix}")
-            continue
         name = safe_relative_name(raw_name)
-        if name is None:
-            dropped_images[key] = "bad file_name"
-            log.skip(item, f"file_name escapes the images root (absolute, URL or '..') or is empty{suffix}")
-            continue
-        if name in seen_names:
-            dropped_images[key] = "duplicate file_name"
-            log.skip(item, f"duplicate file_name{suffix}")
+        if seen_ids[key] > 1:
+            reason, message = "duplicate image id", f"duplicate image id: {seen_ids[key]} images share it"
+        elif name is None:
+            reason = "bad file_name"
+            message = "file_name escapes the images root (absolute, URL or '..') or is empty"
+        elif name in seen_names:
+            reason, message = "duplicate file_name", "duplicate file_name"
+        else:
+            reason = message = None
+        if reason is not None:
+            found.dropped[key] = reason
+            log.skip(item, f"{message}{suffix}")
             continue
         seen_names.add(name)
         path = images_root / name
         try:
             info = image_info(path)
         except FdposeError as error:
-            dropped_images[key] = "image unusable"
-            reason = str(error).removeprefix(f"{path}: ")
-            log.skip(item, f"{reason}{suffix}")
+            found.dropped[key] = "image unusable"
+            log.skip(item, f"{str(error).removeprefix(f'{path}: ')}{suffix}")
             continue
-        width, height = info.size
-        stated = (entry.get("width"), entry.get("height"))
-        turn = 1
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in stated):
-            log.repair(item, "width/height missing; taken from the image file", problem=False)
-        elif stated != (width, height):
-            if info.orientation in (5, 6, 7, 8) and stated == (info.stored_width, info.stored_height):
-                turn = info.orientation
-                log.repair(item, f"annotated on the stored image; coordinates turned by its EXIF "
-                           f"orientation {turn}", problem=False)
-            else:
-                dropped_images[key] = "size mismatch"
-                log.skip(item, f"size {stated[0]}x{stated[1]} in the file differs from the image's "
-                         f"{width}x{height}{suffix}")
-                continue
-        image_index[key] = len(records)
-        orientation_of.append((turn, info.stored_width, info.stored_height))
-        records.append(ImageRecord(path, name, width, height, image_id=entry.get("id")))
-    if not records:
-        raise FdposeError(f"no usable images: {len(images)} listed, all skipped ({_top_reasons(report)})",
-                          path=source)
+        turn = _image_size_check(entry, info, item, suffix, log)
+        if isinstance(turn, str):
+            found.dropped[key] = turn
+            continue
+        found.index[key] = len(found.records)
+        found.turns.append((turn, info.stored_width, info.stored_height))
+        found.records.append(ImageRecord(path, name, *info.size, image_id=entry.get("id")))
+    if not found.records:
+        raise FdposeError(f"no usable images: {len(images)} listed, all skipped ({_top_reasons(log.report)})",
+                          path=log.source)
+    return found
 
-    # --- annotations: cheap per-item checks, then the numbers all at once ------------------------------
+
+def _class_of(ann: dict, layout: _Layout, skeleton: Skeleton | None, item: str, log: _Log) -> int | None:
+    """The class of an annotation by its ``category_id`` (0 in a file without categories); None, and
+    the skip reported, when the category is not one of the classes."""
+    if not layout.by_category:
+        return 0
+    class_id = layout.class_of.get(_id_key(ann.get("category_id")))
+    if class_id is None:
+        if skeleton is None or skeleton.class_names == ["object"]:
+            known = f"among the file's keypoint categories {sorted(layout.class_of, key=str)}"
+        else:
+            known = f"one of the skeleton's classes {skeleton.class_names}"
+        log.skip(item, f"category_id {ann.get('category_id')!r} is not {known}", units=1)
+    return class_id
+
+
+def _select_annotations(annotations: list[Any], found: _Images, layout: _Layout, skeleton: Skeleton | None,
+                        log: _Log) -> _Batch:
+    """The cheap per-item checks (object, image, crowd, keypoints present, unique id, category)."""
     kept: list[dict] = []
-    item_names: list[str] = []
-    classes_list: list[int] = []
-    owner_list: list[int] = []
-    seen_annotation_ids: set[str] = set()
+    items: list[str] = []
+    classes: list[int] = []
+    owner: list[int] = []
+    seen_ids: set[str] = set()
     for position, ann in enumerate(annotations):
         if not isinstance(ann, dict):
-            log.skip(f"annotations[{position}]", "not an object")
+            log.skip(f"annotations[{position}]", "not an object", units=1)
             continue
         ann_key = _id_key(ann.get("id"))
         item = f"annotation {ann.get('id')!r}" if ann_key is not None else f"annotations[{position}]"
         image_key = _id_key(ann.get("image_id"))
-        record_index = image_index.get(image_key)
+        record_index = found.index.get(image_key)
         if record_index is None:
-            if image_key not in dropped_images:  # else already counted with its image
-                log.skip(item, f"image_id {ann.get('image_id')!r} is not among the images")
+            if image_key in found.dropped:  # reported with its image
+                log.report.count_skipped(1)
+            else:
+                log.skip(item, f"image_id {ann.get('image_id')!r} is not among the images", units=1)
             continue
         if ann.get("iscrowd"):
-            log.skip(item, "iscrowd (a crowd region, not one instance)", problem=False)
+            log.skip(item, "iscrowd (a crowd region, not one instance)", problem=False, units=1)
             continue
         if not isinstance(ann.get("keypoints"), list) or not ann["keypoints"]:
-            log.skip(item, "no keypoints")
+            log.skip(item, "no keypoints", units=1)
             continue
         if ann_key is not None:
-            if ann_key in seen_annotation_ids:
-                log.skip(item, "duplicate annotation id")
+            if ann_key in seen_ids:
+                log.skip(item, "duplicate annotation id", units=1)
                 continue
-            seen_annotation_ids.add(ann_key)
-        class_id = 0
-        if class_categories:
-            class_id = class_of.get(_id_key(ann.get("category_id")))
-            if class_id is None:
-                if skeleton is None or skeleton.class_names == ["object"]:
-                    known = f"among the file's keypoint categories {sorted(class_of, key=str)}"
-                else:
-                    known = f"one of the skeleton's classes {skeleton.class_names}"
-                log.skip(item, f"category_id {ann.get('category_id')!r} is not {known}")
-                continue
+            seen_ids.add(ann_key)
+        class_id = _class_of(ann, layout, skeleton, item, log)
+        if class_id is None:
+            continue
         kept.append(ann)
-        item_names.append(item)
-        classes_list.append(class_id)
-        owner_list.append(record_index)
-    n = len(kept)
-    classes = np.array(classes_list, dtype=np.int64)
-    owner = np.array(owner_list, dtype=np.int64)
-    keep = np.ones(n, dtype=bool)
+        items.append(item)
+        classes.append(class_id)
+        owner.append(record_index)
+    return _Batch(kept, items, np.array(classes, dtype=np.int64), np.array(owner, dtype=np.int64),
+                  np.ones(len(kept), dtype=bool))
 
-    # Keypoints: flat triples of the right length in one array; other shapes one by one.
-    raw_keypoints = [a["keypoints"] for a in kept]
-    fast = np.array([len(kp) == 3 * k and not isinstance(kp[0], list) for kp in raw_keypoints], dtype=bool)
-    candidates = [kp if good else None for kp, good in zip(raw_keypoints, fast, strict=True)]
-    points, fast_ok = _rows(candidates, 3 * k)
+
+def _read_keypoints(batch: _Batch, layout: _Layout, log: _Log) -> None:
+    """Keypoints as ``(n, K, 3)``: flat triples of the right length in one array, other shapes one by one."""
+    k, n = layout.k, len(batch.items)
+    raw = [a["keypoints"] for a in batch.kept]
+    fast = np.array([len(kp) == 3 * k and not isinstance(kp[0], list) for kp in raw], dtype=bool)
+    points, fast_ok = _rows([kp if good else None for kp, good in zip(raw, fast, strict=True)], 3 * k)
     points = points.reshape(n, k, 3)
     pairs = 0
     for index in np.flatnonzero(~(fast & fast_ok)):
-        values, reason = _keypoints_slow(raw_keypoints[index], k)
+        values, reason = _keypoints_slow(raw[index], k)
         if values is None:
-            keep[index] = False
-            log.skip(item_names[index], reason)
+            batch.keep[index] = False
+            log.skip(batch.items[index], reason, units=1)
         else:
             points[index] = values
-            pairs += _shape(raw_keypoints[index])[1] == 2 or len(raw_keypoints[index]) == 2 * k
+            pairs += _shape(raw[index])[1] == 2 or len(raw[index]) == 2 * k
     if pairs:
-        report.warn(f"{pairs} annotations give keypoints as (x, y) pairs: visibility 2 assumed, "
-                    "(0, 0) read as unlabelled")
-    if permutation is not None:
-        points = points[:, permutation]
+        log.report.warn(f"{pairs} annotations give keypoints as (x, y) pairs: visibility 2 assumed, "
+                        "(0, 0) read as unlabelled")
+    batch.points = points if layout.permutation is None else points[:, layout.permutation]
 
-    # Visibility: 0 unlabelled, 1 occluded, 2 visible; other values are rounded into that range.
+
+def _read_visibility(batch: _Batch, log: _Log) -> None:
+    """Visibility 0 unlabelled, 1 occluded, 2 visible; other values are rounded into that range, and
+    labelled points with NaN or infinite coordinates become unlabelled."""
+    points, keep = batch.points, batch.keep
     visibility = points[:, :, 2]
     finite_v = np.isfinite(visibility)
     odd = keep & ~(finite_v & np.isin(visibility, (0.0, 1.0, 2.0))).all(axis=1)
     visibility[:] = np.where(~finite_v | (visibility <= 0), 0, np.where(visibility < 1.5, 1, 2))
     for index in np.flatnonzero(odd):
-        log.repair(item_names[index], "visibility values other than 0, 1, 2; read as 0 (<= 0), 1 (< 1.5) "
+        log.repair(batch.items[index], "visibility values other than 0, 1, 2; read as 0 (<= 0), 1 (< 1.5) "
                    "or 2", problem=False)
     labelled = visibility > 0
     nan_points = labelled & ~np.isfinite(points[:, :, :2]).all(axis=2)
     for index in np.flatnonzero(keep & nan_points.any(axis=1)):
-        log.repair(item_names[index], f"keypoints {_format_indices(np.flatnonzero(nan_points[index]))} have "
+        log.repair(batch.items[index], f"keypoints {_format_indices(np.flatnonzero(nan_points[index]))} have "
                    "NaN or infinite coordinates; marked unlabelled")
     labelled &= ~nan_points
     visibility[~labelled] = 0
     points[~labelled, :2] = 0.0
+    batch.labelled = labelled
 
-    # Boxes: COCO [x, y, w, h]; a missing or degenerate one is derived from the labelled keypoints.
-    raw_boxes = [a.get("bbox") for a in kept]
+
+def _read_boxes(batch: _Batch, found: _Images, log: _Log) -> None:
+    """Boxes from COCO ``[x, y, w, h]``, turned with their image's EXIF orientation; a missing or
+    degenerate one is derived from the labelled keypoints."""
+    raw_boxes = [a.get("bbox") for a in batch.kept]
+    batch.kept = None
     boxes, box_ok = _rows(raw_boxes, 4)
     box_ok &= np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
     bad_boxes = {index: raw_boxes[index] for index in np.flatnonzero(~box_ok).tolist()}
-    # Every number is in arrays now: let the parsed file go, so the rest runs in the arrays' memory.
-    del data, images, annotations, kept, raw_keypoints, candidates, raw_boxes
+    del raw_boxes
     boxes[:, 2:] += boxes[:, :2]
-    turned = np.array([turn for turn, _, _ in orientation_of], dtype=np.int64)[owner] != 1
+    points, labelled, owner = batch.points, batch.labelled, batch.owner
+    turned = np.array([turn for turn, _, _ in found.turns], dtype=np.int64)[owner] != 1
     for index in np.flatnonzero(turned):
-        turn, stored_w, stored_h = orientation_of[owner[index]]
+        turn, stored_w, stored_h = found.turns[owner[index]]
         mask = labelled[index]
         points[index, mask, :2] = orient_points(points[index, mask, :2], turn, stored_w, stored_h)
         corners = orient_points(boxes[index].reshape(2, 2), turn, stored_w, stored_h)
         boxes[index] = np.concatenate([corners.min(axis=0), corners.max(axis=0)])
-    widths = np.array([r.width for r in records], dtype=np.float64)[owner]
-    heights = np.array([r.height for r in records], dtype=np.float64)[owner]
     masked_x = np.where(labelled, points[:, :, 0], np.nan)
     masked_y = np.where(labelled, points[:, :, 1], np.nan)
     has_points = labelled.any(axis=1)
@@ -564,60 +601,63 @@ def _read_coco(source: Path, images_root: Path, skeleton: Skeleton | None, skele
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no labelled point
         derived = np.stack([np.nanmin(masked_x, axis=1), np.nanmin(masked_y, axis=1),
                             np.nanmax(masked_x, axis=1), np.nanmax(masked_y, axis=1)], axis=1)
-    for index in np.flatnonzero(keep & ~box_ok):
+    for index in np.flatnonzero(batch.keep & ~box_ok):
         missing = bad_boxes[index] is None
         what = "no bbox" if missing else f"bbox {bad_boxes[index]!r} is not 4 numbers with w, h > 0"
         x0, y0, x1, y1 = derived[index]
         if has_points[index] and x1 > x0 and y1 > y0:
             boxes[index] = derived[index]
-            log.repair(item_names[index], f"{what}; derived from the labelled keypoints", problem=not missing)
+            log.repair(batch.items[index], f"{what}; derived from the labelled keypoints",
+                       problem=not missing)
         else:
-            keep[index] = False
-            log.skip(item_names[index], f"{what}, and too few labelled keypoints to derive one")
+            batch.keep[index] = False
+            log.skip(batch.items[index], f"{what}, and too few labelled keypoints to derive one", units=1)
+    batch.boxes = boxes
 
-    # Keypoints outside the image: clipped and reported (an error with strict).
+
+def _clip_to_images(batch: _Batch, found: _Images, log: _Log) -> None:
+    """Keypoints outside the image are clipped and reported (an error with strict); boxes past the
+    image edge are clipped (ultralytics does the same), reported beyond one pixel."""
+    points, labelled, keep = batch.points, batch.labelled, batch.keep
+    widths = np.array([r.width for r in found.records], dtype=np.float64)[batch.owner]
+    heights = np.array([r.height for r in found.records], dtype=np.float64)[batch.owner]
     outside = labelled & ((points[:, :, 0] < 0) | (points[:, :, 0] > widths[:, None])
                           | (points[:, :, 1] < 0) | (points[:, :, 1] > heights[:, None]))
     for index in np.flatnonzero(keep & outside.any(axis=1)):
-        image = records[owner[index]]
-        log.repair(item_names[index], f"keypoints {_format_indices(np.flatnonzero(outside[index]))} outside "
+        image = found.records[batch.owner[index]]
+        log.repair(batch.items[index], f"keypoints {_format_indices(np.flatnonzero(outside[index]))} outside "
                    f"the {image.width}x{image.height} image ({image.file_name}); clipped")
     points[:, :, 0] = np.clip(points[:, :, 0], 0, widths[:, None])
     points[:, :, 1] = np.clip(points[:, :, 1], 0, heights[:, None])
-
-    # Boxes past the image edge are clipped (ultralytics does the same); reported beyond one pixel.
     limits = np.stack([widths, heights, widths, heights], axis=1)
-    clipped = np.clip(boxes, 0, limits)
-    moved = keep & (np.abs(clipped - boxes) > 1).any(axis=1)
+    clipped = np.clip(batch.boxes, 0, limits)
+    moved = keep & (np.abs(clipped - batch.boxes) > 1).any(axis=1)
     empty = keep & ((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))
     for index in np.flatnonzero(moved & ~empty):
-        log.repair(item_names[index], "bbox extends more than 1 px past the image; clipped", problem=False)
+        log.repair(batch.items[index], "bbox extends more than 1 px past the image; clipped", problem=False)
     for index in np.flatnonzero(empty):
         keep[index] = False
-        log.skip(item_names[index], "bbox lies outside the image")
-    boxes = clipped
+        log.skip(batch.items[index], "bbox lies outside the image", units=1)
+    batch.boxes = clipped
 
-    unlabelled = keep & ~labelled.any(axis=1)
-    if drop_unlabelled:
-        for index in np.flatnonzero(unlabelled):
-            keep[index] = False
-            log.skip(item_names[index], "no labelled keypoints (--drop-unlabelled)", problem=False)
-    lost = Counter(owner[~keep].tolist())
 
-    # --- the hub ------------------------------------------------------------------------------------
-    owner_list, classes_list = owner.tolist(), classes.tolist()
-    for index in np.flatnonzero(keep).tolist():
-        records[owner_list[index]].instances.append(
-            Instance.from_arrays(classes_list[index], boxes[index], points[index], item_names[index]))
-    dataset = Dataset(out_skeleton, report=report)
-    for position, record in enumerate(records):
+def _to_hub(batch: _Batch, found: _Images, skeleton: Skeleton, log: _Log) -> Dataset:
+    """The kept annotations as instances of their images; images whose annotations were all skipped
+    are left out (and reported)."""
+    lost = Counter(batch.owner[~batch.keep].tolist())
+    owner, classes = batch.owner.tolist(), batch.classes.tolist()
+    for index in np.flatnonzero(batch.keep).tolist():
+        found.records[owner[index]].instances.append(
+            Instance.from_arrays(classes[index], batch.boxes[index], batch.points[index], batch.items[index]))
+    dataset = Dataset(skeleton, report=log.report)
+    for position, record in enumerate(found.records):
         if lost.get(position) and not record.instances:
             log.skip(f"image {record.image_id!r} ({record.file_name})",
                      f"all of its annotations were skipped ({lost[position]})", problem=False)
             continue
         dataset.images.append(record)
     if not any(record.instances for record in dataset.images):
-        raise FdposeError(f"no usable annotations ({_top_reasons(report)})", path=source)
+        raise FdposeError(f"no usable annotations ({_top_reasons(log.report)})", path=log.source)
     return dataset
 
 

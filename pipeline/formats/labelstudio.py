@@ -49,7 +49,8 @@ uploads one Label Studio prediction (pre-annotation) per image through label-stu
 with the occlusion choice when the project has a per-region ``<Choices>`` offering it, and
 ``model_version``. Tasks are matched by image file name (with or without Label Studio's upload
 prefix); images matching no task or several are reported and skipped. Returns the number of
-predictions created. The API key comes from ``LABEL_STUDIO_API_KEY`` only.
+predictions created. The API key comes from ``LABEL_STUDIO_API_KEY`` only. The regions themselves
+come from :func:`instance_regions`, which also writes the demo data's export (``fdpose demo-data``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ import math
 import os
 import posixpath
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -69,9 +70,10 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.dataset import Dataset, ImageRecord, Instance, Report
-from pipeline.errors import FdposeError
+from pipeline.errors import FdposeError, printable
 from pipeline.formats.ls_images import FolderImages, UnresolvedImage, parse_image_ref
-from pipeline.images import exif_orientation, image_size
+from pipeline.images import image_info, image_size, orient_points
+from pipeline.io import parse_json, read_json
 from pipeline.skeleton import Skeleton
 
 ANNOTATION_MODES = ("latest", "ground-truth", "all", "predictions")
@@ -176,22 +178,6 @@ def parse_label_config(text: str, source: object = "label config") -> LabelConfi
 # --- geometry ----------------------------------------------------------------------------------
 
 
-def _exif_to_oriented(orientation: int, raw_w: float, raw_h: float, x: np.ndarray,
-                      y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Map points of the stored (raw) pixels to the image as displayed after EXIF ``orientation``
-    (the transform PIL's ``ImageOps.exif_transpose`` applies to the pixels)."""
-    return {
-        1: lambda: (x, y),
-        2: lambda: (raw_w - x, y),
-        3: lambda: (raw_w - x, raw_h - y),
-        4: lambda: (x, raw_h - y),
-        5: lambda: (y, x),
-        6: lambda: (raw_h - y, x),
-        7: lambda: (raw_h - y, raw_w - x),
-        8: lambda: (y, raw_w - x),
-    }.get(orientation, lambda: (x, y))()
-
-
 @dataclass
 class _Frame:
     """How a result's percentages map to hub pixels for one image (see the module docstring)."""
@@ -215,7 +201,8 @@ class _Frame:
                 return v, self.height - u
             return self.width - v, u  # 270
         if self.mode == "raw-exif":
-            return _exif_to_oriented(self.orientation, self.source_w, self.source_h, u, v)
+            xy = orient_points(np.stack([u, v], axis=-1), self.orientation, self.source_w, self.source_h)
+            return xy[..., 0], xy[..., 1]
         return u, v
 
 
@@ -260,12 +247,28 @@ class _Region:
     choices: set[str] = field(default_factory=set)
 
 
+_Placed = tuple[_Region, int, np.ndarray]  # a region, its class or keypoint index, its pixels
+
+
+def _number(value: Any, default: float = math.nan) -> float:
+    """``value`` as a float; ``default`` for what is not a number (text, lists, ints too big)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def _texts(value: Any) -> list[str]:
+    """A list of labels or choices as strings; anything but a list holds none."""
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
 def _timestamp(annotation: dict[str, Any]) -> tuple[float, Any]:
     """Sort key: last update (else creation) time, then id."""
     stamp = annotation.get("updated_at") or annotation.get("created_at") or ""
     try:
         seconds = datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # not a time, or one outside the platform's range
         seconds = float("-inf")
     ident = annotation.get("id")
     return seconds, ident if isinstance(ident, (int, float)) else -1
@@ -297,7 +300,7 @@ class _Reader:
         """The ``(label, result)`` pairs of a task that count under the annotation mode."""
         if self.mode == "predictions":
             listed = task.get("predictions") or []
-            predictions = [p for p in listed if isinstance(p, dict)]
+            predictions = [p for p in listed if isinstance(p, dict)] if isinstance(listed, list) else []
             if not predictions:
                 reason = ("export lists prediction ids only (Label Studio's quick export); read the "
                           "project live, or export a snapshot with full predictions") if listed else \
@@ -305,15 +308,19 @@ class _Reader:
                 self.report.skip(self.source, where, reason)
                 return []
             latest = max(predictions, key=_timestamp)
-            return [(f"prediction {latest.get('id')}", latest.get("result") or [])]
+            return [(f"prediction {printable(latest.get('id'))}", latest.get("result") or [])]
         annotations = task.get("annotations")
         if annotations is None:
             annotations = task.get("completions") or []  # exports of Label Studio < 1.0
+        if not isinstance(annotations, list):
+            self.report.skip(self.source, where, f"annotations is not a list ({type(annotations).__name__})")
+            return []
         annotations = [a for a in annotations if isinstance(a, dict)]
         usable = []
         for item in annotations:
             if item.get("was_cancelled"):
-                self.report.skip(self.source, f"{where} annotation {item.get('id')}", "cancelled annotation")
+                self.report.skip(self.source, f"{where} annotation {printable(item.get('id'))}",
+                                 "cancelled annotation")
             else:
                 usable.append(item)
         if self.mode == "ground-truth":
@@ -333,7 +340,7 @@ class _Reader:
                 self._superseded += len(usable) - 1
         selected = []
         for item in chosen:
-            label = f"annotation {item.get('id')}"
+            label = f"annotation {printable(item.get('id'))}"
             if not item.get("result"):
                 self.report.skip(self.source, f"{where} {label}", "empty annotation (no regions)")
                 continue
@@ -354,25 +361,24 @@ class _Reader:
                 continue
             kind = str(item.get("type", "")).lower()
             value = item.get("value") if isinstance(item.get("value"), dict) else {}
-            region_id = str(item.get("id", ""))
+            region_id = printable(item.get("id", ""))  # as in report lines; parentIDs alike
             if kind in _RECTANGLE_TYPES or kind in _KEYPOINT_TYPES:
                 if region_id in regions:
                     self.report.skip(self.source, f"{where} region {region_id}", "duplicate region id")
                     continue
                 size = None
                 if item.get("original_width") is not None and item.get("original_height") is not None:
-                    try:
-                        size = (float(item["original_width"]), float(item["original_height"]))
-                    except (TypeError, ValueError):
-                        size = None
+                    size = (_number(item["original_width"]), _number(item["original_height"]))
+                    size = size if all(math.isfinite(v) for v in size) else None
+                rotation = _number(item.get("image_rotation"), 0.0)
                 regions[region_id] = _Region(
                     id=region_id,
                     kind="rectangle" if kind in _RECTANGLE_TYPES else "keypoint",
                     value=value,
-                    labels=[str(v) for v in value.get(kind, []) or []] if kind.endswith("labels") else [],
-                    parent_id=str(item["parentID"]) if item.get("parentID") else None,
+                    labels=_texts(value.get(kind)) if kind.endswith("labels") else [],
+                    parent_id=printable(item["parentID"]) if item.get("parentID") else None,
                     original_size=size,
-                    image_rotation=float(item.get("image_rotation") or 0),
+                    image_rotation=rotation if math.isfinite(rotation) else 0.0,
                 )
             elif kind in ("choices", "labels"):
                 extras.setdefault(region_id, []).append((kind, value))
@@ -384,9 +390,9 @@ class _Reader:
                 continue  # a whole-image choice or labels without geometry: not ours
             for kind, value in items:
                 if kind == "choices":
-                    region.choices.update(str(c) for c in value.get("choices", []) or [])
+                    region.choices.update(_texts(value.get("choices")))
                 elif not region.labels:
-                    region.labels = [str(v) for v in value.get("labels", []) or []]
+                    region.labels = _texts(value.get("labels"))
         return list(regions.values())
 
     def _label(self, region: _Region, where: str) -> str | None:
@@ -400,12 +406,7 @@ class _Reader:
     def _numbers(self, region: _Region, keys: Sequence[str], where: str) -> list[float] | None:
         values = []
         for key in keys:
-            raw = region.value.get(key, 0.0 if key == "rotation" else None)
-            try:
-                number = float(raw)
-            except (TypeError, ValueError):
-                number = float("nan")
-            values.append(number)
+            values.append(_number(region.value.get(key, 0.0 if key == "rotation" else None)))
         if not all(math.isfinite(v) for v in values):
             bad = {k: region.value.get(k) for k, v in zip(keys, values, strict=True) if not math.isfinite(v)}
             message = f"missing, NaN or infinite coordinate {bad}"
@@ -427,7 +428,7 @@ class _Reader:
             for index, task in enumerate(self.tasks):
                 if not isinstance(task, dict):
                     continue
-                for label, result in self._select(task, f"task {task.get('id', index)}"):
+                for label, result in self._select(task, f"task {printable(task.get('id', index))}"):
                     for region in self._regions(result, label):
                         for name in region.labels:
                             name = self.aliases.get(name, name)
@@ -499,7 +500,7 @@ class _Reader:
         if rotation in (90, 270) and width != height and _same_aspect(exported, (height, width)):
             # Label Studio before the canvas rotation rewrote coordinates into the rotated view.
             return _Frame(height, width, "view-rotated", width, height, rotation=rotation)
-        orientation = exif_orientation(path)
+        orientation = image_info(path).orientation
         if orientation in (5, 6, 7, 8) and _same_aspect(exported, (height, width)):
             self._note_once(where, f"labelled on the image without its EXIF orientation {orientation}; "
                                    "points mapped through it")
@@ -524,9 +525,20 @@ class _Reader:
 
     def _instances(self, regions: list[_Region], path: Path, width: int, height: int,
                    skeleton: Skeleton, where: str) -> list[Instance] | None:
-        k = skeleton.num_keypoints
-        rectangles: list[tuple[_Region, int, np.ndarray]] = []
-        points: list[tuple[_Region, int, np.ndarray]] = []
+        """The instances of one annotation's regions; None when its frame rules the task out."""
+        placed = self._place(regions, path, width, height, skeleton, where)
+        if placed is None:
+            return None
+        rectangles, points = placed
+        members, free = self._assign(rectangles, points, where)
+        return self._build(rectangles, members, free, width, height, skeleton, where)
+
+    def _place(self, regions: list[_Region], path: Path, width: int, height: int, skeleton: Skeleton,
+               where: str) -> tuple[list[_Placed], list[_Placed]] | None:
+        """Rectangles (their corners) and keypoints (their point) in hub pixels, with their class or
+        keypoint index; unknown labels and bad numbers skipped."""
+        rectangles: list[_Placed] = []
+        points: list[_Placed] = []
         for region in regions:
             label = self._label(region, where)
             if label is None:
@@ -560,10 +572,15 @@ class _Reader:
                 x, y = frame.to_pixels(np.array([numbers[0]]), np.array([numbers[1]]))
                 x, y = self._clip_point(float(x[0]), float(y[0]), width, height, item)
                 points.append((region, skeleton.keypoint_names.index(label), np.array([x, y])))
+        return rectangles, points
 
+    def _assign(self, rectangles: list[_Placed], points: list[_Placed], where: str
+                ) -> tuple[list[list[_Placed]], list[_Placed]]:
+        """Each keypoint's rectangle: its parent, else the one rectangle containing it; the keypoints
+        of an annotation without rectangles are returned as ``free``."""
         by_id = {region.id: i for i, (region, _, _) in enumerate(rectangles)}
-        members: list[list[tuple[_Region, int, np.ndarray]]] = [[] for _ in rectangles]
-        free: list[tuple[_Region, int, np.ndarray]] = []
+        members: list[list[_Placed]] = [[] for _ in rectangles]
+        free: list[_Placed] = []
         for point in points:
             region, _, xy = point
             item = f"{where} region {region.id}"
@@ -584,7 +601,12 @@ class _Reader:
                                                     "rectangles (ambiguous)")
             else:
                 self.report.skip(self.source, item, "keypoint without parent outside every rectangle")
+        return members, free
 
+    def _build(self, rectangles: list[_Placed], members: list[list[_Placed]], free: list[_Placed], width: int,
+               height: int, skeleton: Skeleton, where: str) -> list[Instance]:
+        """An instance per rectangle (box clipped to the image) and one for the free keypoints."""
+        k = skeleton.num_keypoints
         instances = []
         for (region, class_id, corners), group in zip(rectangles, members, strict=True):
             item = f"{where} region {region.id}"
@@ -606,7 +628,7 @@ class _Reader:
                                       source=f"{where} keypoints without rectangle"))
         return instances
 
-    def _keypoints(self, group: list[tuple[_Region, int, np.ndarray]], k: int, skeleton: Skeleton,
+    def _keypoints(self, group: list[_Placed], k: int, skeleton: Skeleton,
                    where: str) -> np.ndarray:
         keypoints = np.zeros((k, 3))
         occluded = skeleton.occlusion_choice
@@ -620,6 +642,55 @@ class _Reader:
             keypoints[index] = (xy[0], xy[1], 1 if occluded is not None and occluded in region.choices else 2)
         return keypoints
 
+    def _task_images(self, index: int, task: Any, skeleton: Skeleton, used: dict[str, str]
+                     ) -> list[ImageRecord]:
+        """The image records of one task (one per selected annotation); none when it is skipped."""
+        if not isinstance(task, dict):
+            self.report.skip(self.source, f"task #{index}", "not a Label Studio task (not an object)")
+            return []
+        where = f"task {printable(task.get('id', f'#{index}'))}"
+        data = task.get("data") if isinstance(task.get("data"), dict) else {}
+        selected = self._select(task, where)
+        if not selected:
+            return []
+        key = self._image_key(data)
+        reference = data.get(key) if key else None
+        if not isinstance(reference, str) or not reference.strip():
+            self.report.skip(self.source, where, "no image reference in the task data")
+            return []
+        try:
+            path, name = self.images.resolve(parse_image_ref(reference))
+            width, height = image_size(path)
+        except UnresolvedImage as error:
+            self.report.skip(self.source, where, str(error))
+            return []
+        except FdposeError as error:
+            self.report.skip(self.source, where, f"unreadable image ({error})")
+            return []
+        except ValueError as error:  # e.g. a URL with a malformed host
+            self.report.skip(self.source, where, f"invalid image reference {reference!r} ({error})")
+            return []
+        several = len(selected) > 1
+        images = []
+        for label, result in selected:
+            file_name = name
+            if several:
+                stem, suffix = posixpath.splitext(name)
+                file_name = f"{stem}__ann{label.split()[-1]}{suffix}"
+            item = f"{where} {label}"
+            if file_name in used:
+                self.report.skip(self.source, item, f"image {file_name} already used by {used[file_name]}")
+                continue
+            instances = self._instances(self._regions(result, item), path, width, height, skeleton, item)
+            if instances is None:
+                continue
+            used[file_name] = item
+            task_id = task.get("id", index)
+            image_id = f"{task_id}:{label.split()[-1]}" if several else task_id
+            images.append(ImageRecord(path=path, file_name=file_name, width=width, height=height,
+                                      instances=instances, image_id=image_id))
+        return images
+
     def read(self) -> Dataset:
         self._superseded = 0
         skeleton = self._layout()
@@ -627,52 +698,19 @@ class _Reader:
         self._superseded = 0
         self._ignored_types.clear()
         self._noted: set[tuple[str, str]] = set()
+        self.report.count_read("tasks", len(self.tasks))
+        self.report.tally["converted"] = 0
         images: list[ImageRecord] = []
         used: dict[str, str] = {}
         # Live reads download an image per task: the bar shows it (convert --quiet turns it off).
         for index, task in enumerate(tqdm(self.tasks, desc="label studio tasks", unit="task",
                                           disable=not self.progress)):
-            if not isinstance(task, dict):
-                self.report.skip(self.source, f"task #{index}", "not a Label Studio task (not an object)")
-                continue
-            where = f"task {task.get('id', f'#{index}')}"
-            data = task.get("data") if isinstance(task.get("data"), dict) else {}
-            selected = self._select(task, where)
-            if not selected:
-                continue
-            key = self._image_key(data)
-            reference = data.get(key) if key else None
-            if not isinstance(reference, str) or not reference.strip():
-                self.report.skip(self.source, where, "no image reference in the task data")
-                continue
-            try:
-                path, name = self.images.resolve(parse_image_ref(reference))
-                width, height = image_size(path)
-            except UnresolvedImage as error:
-                self.report.skip(self.source, where, str(error))
-                continue
-            except FdposeError as error:
-                self.report.skip(self.source, where, f"unreadable image ({error})")
-                continue
-            several = len(selected) > 1
-            for label, result in selected:
-                file_name = name
-                if several:
-                    stem, suffix = posixpath.splitext(name)
-                    file_name = f"{stem}__ann{label.split()[-1]}{suffix}"
-                item = f"{where} {label}"
-                if file_name in used:
-                    self.report.skip(self.source, item, f"image {file_name} already used by "
-                                                        f"{used[file_name]}")
-                    continue
-                instances = self._instances(self._regions(result, item), path, width, height, skeleton, item)
-                if instances is None:
-                    continue
-                used[file_name] = item
-                task_id = task.get("id", index)
-                image_id = f"{task_id}:{label.split()[-1]}" if several else task_id
-                images.append(ImageRecord(path=path, file_name=file_name, width=width, height=height,
-                                          instances=instances, image_id=image_id))
+            found = self._task_images(index, task, skeleton, used)
+            if found:
+                images += found
+                self.report.tally["converted"] += 1
+            else:
+                self.report.count_skipped(1)
         if self._superseded:
             self.report.warn(f"{self.source}: {self._superseded} older annotation(s) superseded by the most "
                              f"recent one of their task (annotation={self.mode})")
@@ -684,11 +722,7 @@ class _Reader:
         return Dataset(skeleton=skeleton, images=images, report=self.report)
 
 
-def _load_tasks(text: str, source: object) -> list[Any]:
-    try:
-        tasks = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise FdposeError(f"invalid or truncated JSON ({error})", path=source) from None
+def _check_tasks(tasks: Any, source: object) -> list[Any]:
     if isinstance(tasks, dict) and "data" in tasks:
         tasks = [tasks]  # a single task
     if not isinstance(tasks, list):
@@ -708,21 +742,16 @@ def read_labelstudio_export(export_json: Path, images_root: Path, *, label_confi
     every rule. Raises :class:`FdposeError` for an unusable input (unreadable or invalid JSON,
     invalid config, a config and skeleton that disagree). ``progress`` shows a bar over the tasks."""
     export_json = Path(export_json)
-    try:
-        text = export_json.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FdposeError("export file not found", path=export_json) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise FdposeError(f"unreadable export ({error})", path=export_json) from None
+    tasks = read_json(export_json, "export file")
     config = None
     if label_config is not None:
         label_config = Path(label_config)
         try:
-            config_text = label_config.read_text(encoding="utf-8")
+            config_text = label_config.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as error:
             raise FdposeError(f"unreadable label config ({error})", path=label_config) from None
         config = parse_label_config(config_text, label_config)
-    tasks = _load_tasks(text, export_json)
+    tasks = _check_tasks(tasks, export_json)
     return _Reader(tasks, str(export_json), FolderImages(Path(images_root)), config, skeleton,
                    annotation, strict, progress).read()
 
@@ -794,7 +823,7 @@ def read_labelstudio_live(url: str, project_id: int, out_images_dir: Path, *,
     source = f"{url.rstrip('/')}/projects/{project_id}"
     project = _api_call(url, f"reading project {project_id}", client.projects.get, id=project_id)
     config = parse_label_config(project.label_config or "", f"{source} label config")
-    tasks = _load_tasks(_export_snapshot(client, url, project_id).decode("utf-8"), source)
+    tasks = _check_tasks(parse_json(_export_snapshot(client, url, project_id), source), source)
     # The SDK's own headers: a personal access token is exchanged for an access token there.
     images = ServerImages(url, client._client_wrapper.get_headers, Path(out_images_dir))
     try:
@@ -811,44 +840,81 @@ def _task_names(reference: str) -> set[str]:
     return {n for n in (ref.name, ref.unprefixed_name) if n}
 
 
+@dataclass(frozen=True)
+class RegionStyle:
+    """How :func:`instance_regions` writes regions for one project: its control names and conventions."""
+
+    to_name: str  # the <Image name=...>
+    keypoint_control: str
+    rectangle_control: str | None  # None: keypoints only, without a parent rectangle
+    choices_control: str | None = None  # a per-region <Choices> marking occluded points (v=1) ...
+    occlusion_choice: str | None = None  # ... with this value
+    point_width: float = 0.5  # the keypoint's drawn size, percent
+    digits: int | None = None  # percentages rounded to this many decimals (None: as computed)
+    origin: str | None = None  # each region's ``origin`` ("manual" for a human's), when set
+
+
+def instance_regions(style: RegionStyle, size: tuple[int, int], class_name: str, bbox: Sequence[float],
+                     keypoints: np.ndarray, keypoint_names: Sequence[str], box_id: str,
+                     point_id: Callable[[int], str], order: Sequence[int] | None = None
+                     ) -> list[dict[str, Any]]:
+    """One instance as Label Studio ``result`` regions: a ``rectanglelabels`` region (unless the
+    style has no rectangle control), a ``keypointlabels`` region per labelled keypoint (in ``order``,
+    ``parentID`` its rectangle) named ``point_id(index)``, and for each occluded one the occlusion
+    choice under the same id (Label Studio's convention). Coordinates are percent of ``size``."""
+    width, height = size
+
+    def pct(value: float, total: int) -> float:
+        number = float(value) / total * 100.0
+        return number if style.digits is None else round(number, style.digits)
+
+    def region(kind: str, control: str, region_id: str, value: dict[str, Any]) -> dict[str, Any]:
+        item = {"original_width": width, "original_height": height, "image_rotation": 0, "value": value,
+                "id": region_id, "from_name": control, "to_name": style.to_name, "type": kind}
+        if style.origin is not None:
+            item["origin"] = style.origin
+        return item
+
+    result = []
+    if style.rectangle_control is not None:
+        x0, y0, x1, y1 = (float(v) for v in bbox)
+        box = {"x": pct(x0, width), "y": pct(y0, height), "width": pct(x1 - x0, width),
+               "height": pct(y1 - y0, height), "rotation": 0, "rectanglelabels": [class_name]}
+        result.append(region("rectanglelabels", style.rectangle_control, box_id, box))
+    for index in range(len(keypoints)) if order is None else order:
+        x, y, v = (float(c) for c in keypoints[index])
+        if v <= 0:
+            continue  # absent: Label Studio has no region for a point nobody placed
+        region_id = point_id(index)
+        position = {"x": pct(x, width), "y": pct(y, height), "width": style.point_width}
+        point = region("keypointlabels", style.keypoint_control, region_id,
+                       {**position, "keypointlabels": [keypoint_names[index]]})
+        if style.rectangle_control is not None:
+            point["parentID"] = box_id
+        result.append(point)
+        if v == 1 and style.choices_control is not None and style.occlusion_choice is not None:
+            result.append(region("choices", style.choices_control, region_id,
+                                 {**position, "choices": [style.occlusion_choice]}))
+    return result
+
+
 def prediction_result(image: ImageRecord, skeleton: Skeleton, config: LabelConfig) -> list[dict[str, Any]]:
     """The Label Studio ``result`` list for one image's instances (see the module docstring)."""
     if config.keypoint_control is None or config.image_name is None:
         raise FdposeError("label config needs an <Image> and a <KeyPointLabels>")
-    width, height = image.width, image.height
-    common = {"to_name": config.image_name, "original_width": width, "original_height": height,
-              "image_rotation": 0}
     occlusion = skeleton.occlusion_choice
     mark_occluded = bool(occlusion and config.choices_control and occlusion in config.choice_values)
+    style = RegionStyle(config.image_name, config.keypoint_control, config.rectangle_control,
+                        config.choices_control if mark_occluded else None,
+                        occlusion if mark_occluded else None)
     # Emit keypoints in model_index order (the config's), naming them by the skeleton.
     order = [skeleton.keypoint_names.index(name) for name in config.keypoint_names]
     result: list[dict[str, Any]] = []
     for n, instance in enumerate(image.instances):
-        box_id = f"fdp{n}"
-        x0, y0, x1, y1 = (float(v) for v in instance.bbox)
-        if config.rectangle_control is not None:
-            box = {"x": x0 / width * 100, "y": y0 / height * 100, "width": (x1 - x0) / width * 100,
-                   "height": (y1 - y0) / height * 100, "rotation": 0,
-                   "rectanglelabels": [skeleton.class_names[instance.class_id]]}
-            result.append({**common, "id": box_id, "type": "rectanglelabels",
-                           "from_name": config.rectangle_control, "value": box})
-        for index in order:
-            x, y, v = (float(c) for c in instance.keypoints[index])
-            if v <= 0:
-                continue
-            point_id = f"fdp{n}k{index}"
-            point = {"x": x / width * 100, "y": y / height * 100, "width": 0.5}
-            region = {**common, "id": point_id, "type": "keypointlabels",
-                      "from_name": config.keypoint_control,
-                      "value": {**point, "keypointlabels": [skeleton.keypoint_names[index]]}}
-            if config.rectangle_control is not None:
-                region["parentID"] = box_id
-            result.append(region)
-            if v == 1 and mark_occluded:
-                # A per-region choice shares its region's id (Label Studio's convention).
-                result.append({**common, "id": point_id, "type": "choices",
-                               "from_name": config.choices_control,
-                               "value": {**point, "choices": [occlusion]}})
+        class_name = skeleton.class_names[instance.class_id]
+        result += instance_regions(style, (image.width, image.height), class_name, instance.bbox,
+                                   instance.keypoints, skeleton.keypoint_names, f"fdp{n}",
+                                   lambda index, n=n: f"fdp{n}k{index}", order)
     return result
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pipeline.errors import FdposeError
-from pipeline.images import image_size
+from pipeline.images import image_size, safe_relative_name
 
 # Label Studio stores uploads as ``<uuid4()[:8]>-<original name>``.
 UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-(?P<name>.+)$")
@@ -57,17 +57,6 @@ class ImageRef:
         return match.group("name") if match else None
 
 
-def _safe_relative(path: str) -> str | None:
-    """``path`` normalised as a relative POSIX path inside a root, or None if it would escape it."""
-    path = path.replace("\\", "/")
-    if not path or path.startswith("/") or re.match(r"^[A-Za-z]:", path):
-        return None
-    normal = posixpath.normpath(path)
-    if normal in (".", "..") or normal.startswith("../"):
-        return None
-    return normal
-
-
 def parse_image_ref(reference: str) -> ImageRef:
     """Split a task's image reference into the parts the resolvers need."""
     raw = reference.strip()
@@ -76,17 +65,17 @@ def parse_image_ref(reference: str) -> ImageRef:
     path = unquote(parts.path)
     if path.startswith("/data/upload/"):
         relative = path[len("/data/upload/"):]
-        return ImageRef(raw, "upload", _safe_relative(relative), posixpath.basename(relative),
+        return ImageRef(raw, "upload", safe_relative_name(relative), posixpath.basename(relative),
                         server_path=parts.path, host=host)
     if path.startswith("/data/local-files"):
         document = (parse_qs(parts.query).get("d") or [""])[0]
-        return ImageRef(raw, "local-files", _safe_relative(document),
+        return ImageRef(raw, "local-files", safe_relative_name(document),
                         posixpath.basename(document.replace("\\", "/")),
                         server_path=f"{parts.path}?{parts.query}", host=host)
     if parts.scheme and parts.scheme not in ("file",) and len(parts.scheme) > 1:
-        return ImageRef(raw, "url", _safe_relative(path.lstrip("/")), posixpath.basename(path), host=host)
+        return ImageRef(raw, "url", safe_relative_name(path.lstrip("/")), posixpath.basename(path), host=host)
     plain = path.replace("\\", "/")
-    return ImageRef(raw, "path", _safe_relative(plain), posixpath.basename(plain))
+    return ImageRef(raw, "path", safe_relative_name(plain), posixpath.basename(plain))
 
 
 def _describe(matches: list[str]) -> str:
@@ -164,7 +153,7 @@ class ServerImages:
             raise UnresolvedImage(f"image {ref.raw!r} is not served by {self.base_url}; not downloaded "
                                   "(the API key is only sent to the Label Studio server)")
         relative = ref.name if ref.kind == "upload" else (ref.relative or ref.name)
-        if not relative or _safe_relative(relative) is None:
+        if not relative or safe_relative_name(relative) is None:
             raise UnresolvedImage(f"image reference {ref.raw!r} names no file")
         target = self.out_dir / relative
         if not target.is_file():

@@ -23,11 +23,9 @@ from tqdm import tqdm
 
 from pipeline.dataset import SPLITS, Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
-from pipeline.images import image_size
-from pipeline.io import atomic_dir
+from pipeline.images import IMAGE_SUFFIXES, image_size
+from pipeline.io import atomic_dir, read_yaml_mapping
 from pipeline.skeleton import Skeleton
-
-IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp", ".mpo", ".dng"}
 
 
 def _word(text: str) -> int:
@@ -97,13 +95,6 @@ def label_text(class_ids: np.ndarray, values: np.ndarray) -> tuple[bytes, list[i
     return b"".join(lines), offsets
 
 
-def label_line(instance: Instance, width: int, height: int, kpt_dims: int) -> str:
-    """One label line, normalised and clipped; deterministic formatting (6 decimals)."""
-    values = label_values(instance.bbox[None], instance.keypoints[None], np.array([width]),
-                          np.array([height]), kpt_dims)
-    return label_text(np.array([instance.class_id]), values)[0].decode().rstrip("\n")
-
-
 def output_names(file_names: list[str]) -> list[str]:
     """Unique flat output names for source names that may carry sub-folders.
 
@@ -142,6 +133,7 @@ def parse_label_line(line: str, width: int, height: int, skeleton: Skeleton, sou
     if not 0 <= class_id < len(skeleton.class_names):
         raise FdposeError(f"class {class_id} outside 0..{len(skeleton.class_names) - 1}",
                           path=source, item=f"line {line_number}")
+    _check_normalised(values, k, dims, source, line_number)
     cx, cy, w, h = values[:4]
     bbox = np.array([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width,
                      (cy + h / 2) * height])
@@ -158,6 +150,50 @@ def parse_label_line(line: str, width: int, height: int, skeleton: Skeleton, sou
     return Instance(class_id, bbox, keypoints, source=f"{source}:{line_number}")
 
 
+def _check_normalised(values: np.ndarray, k: int, dims: int, source: object, line_number: int) -> None:
+    """What ultralytics requires of a label line: coordinates in [0, 1], a box with a width and a height,
+    visibility 0, 1 or 2."""
+    points = values[4:].reshape(k, dims)
+    coordinates = np.concatenate([values[:4], points[:, :2].reshape(-1)])
+    problem = None
+    if ((coordinates < 0) | (coordinates > 1)).any():
+        problem = "coordinates outside [0, 1] (labels are normalised by the image size)"
+    elif values[2] <= 0 or values[3] <= 0:
+        problem = "box without a width or a height"
+    elif dims == 3 and not np.isin(points[:, 2], (0.0, 1.0, 2.0)).all():
+        problem = "keypoint visibility other than 0, 1 or 2"
+    if problem is not None:
+        raise FdposeError(problem, path=source, item=f"line {line_number}")
+
+
+def _label_lines(label_file: Path) -> list[str]:
+    """The lines of a label file (UTF-8, with or without a byte-order mark)."""
+    try:
+        return label_file.read_bytes().decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
+        raise FdposeError(f"not UTF-8 text ({error.reason} at byte {error.start})", path=label_file) from None
+    except OSError as error:
+        raise FdposeError(f"unreadable label file ({error.strerror})", path=label_file) from None
+
+
+def _split_folders(data: dict[str, Any], split: str, root: Path, data_yaml: object) -> list[Path]:
+    """The image folders a split of ``data.yaml`` names (one or a list, relative to the root)."""
+    entry = data.get(split)
+    if not entry:
+        return []
+    folders = entry if isinstance(entry, list) else [entry]
+    if not all(isinstance(folder, str) and folder and "\0" not in folder for folder in folders):
+        raise FdposeError(f"split '{split}' must name a folder or a list of folders, got {entry!r}",
+                          path=data_yaml)
+    found = []
+    for folder in folders:
+        folder = (root / folder).resolve()
+        if not folder.is_dir():
+            raise FdposeError(f"split '{split}' folder {folder} does not exist", path=data_yaml)
+        found.append(folder)
+    return found
+
+
 def label_path_for(image_path: Path) -> Path:
     """ultralytics' rule: the last ``images`` folder becomes ``labels``, the suffix ``.txt``."""
     parts = list(image_path.parts)
@@ -171,17 +207,13 @@ def label_path_for(image_path: Path) -> Path:
 def load_data_yaml(data_yaml: str | Path) -> tuple[dict[str, Any], Path]:
     """The ``data.yaml`` mapping and the dataset root its split paths are relative to."""
     data_yaml = Path(data_yaml)
-    try:
-        data = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FdposeError("data.yaml not found", path=data_yaml) from None
-    except yaml.YAMLError as error:
-        raise FdposeError(f"invalid YAML ({error})", path=data_yaml) from None
-    if not isinstance(data, dict):
-        raise FdposeError("expected a mapping", path=data_yaml)
+    data = read_yaml_mapping(data_yaml, "data.yaml")
     # Without a `path` key the splits are relative to the yaml's folder (ultralytics' rule); a relative
     # `path` is taken relative to that folder too. (Joining the folder twice broke relative yaml paths.)
-    root = Path(data.get("path") or ".")
+    path = data.get("path") or "."
+    if not isinstance(path, str) or "\0" in path:
+        raise FdposeError(f"'path' must be a folder, got {path!r}", path=data_yaml)
+    root = Path(path)
     if not root.is_absolute():
         root = data_yaml.parent / root
     return data, root.resolve()
@@ -193,25 +225,19 @@ def read_yolo(data_yaml: str | Path) -> Dataset:
     skeleton = Skeleton.from_data_yaml(data, source=data_yaml)
     dataset = Dataset(skeleton)
     for split in SPLITS:
-        entry = data.get(split)
-        if not entry:
-            continue
-        folders = entry if isinstance(entry, list) else [entry]
-        for folder in folders:
-            folder = (root / folder).resolve()
-            if not folder.is_dir():
-                raise FdposeError(f"split '{split}' folder {folder} does not exist", path=data_yaml)
+        for folder in _split_folders(data, split, root, data_yaml):
             for image_path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
                 width, height = image_size(image_path)
                 record = ImageRecord(image_path, image_path.relative_to(folder).as_posix(), width, height,
                                      split=split, image_id=image_path.relative_to(root).as_posix())
                 label_file = label_path_for(image_path)
                 if label_file.exists():
-                    for number, line in enumerate(label_file.read_text().splitlines(), start=1):
+                    for number, line in enumerate(_label_lines(label_file), start=1):
                         if line.strip():
                             record.instances.append(
                                 parse_label_line(line, width, height, skeleton, label_file, number))
                 dataset.images.append(record)
+    dataset.report.count_read("label lines", sum(len(image.instances) for image in dataset.images))
     return dataset
 
 

@@ -15,8 +15,9 @@ from PIL import Image, ImageDraw
 from pipeline.cli import main
 from pipeline.dataset import Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
-from pipeline.evaluate import evaluate, load_model, predict_coco, prepare, resolve_settings
+from pipeline.evaluate import evaluate, predict_coco, prepare, resolve_settings
 from pipeline.formats.yolo import write_yolo
+from pipeline.model_io import load_yolo
 from pipeline.skeleton import Skeleton
 
 pytestmark = pytest.mark.slow
@@ -51,9 +52,6 @@ def save_checkpoint(path, cfg: str, kpt_shape=(4, 3), nc: int = 1) -> str:
     import torch
     from ultralytics.nn.tasks import PoseModel
 
-    import pipeline.nn.ultralytics as integration
-
-    integration.register()
     torch.manual_seed(0)
     model = PoseModel(cfg, nc=nc, data_kpt_shape=kpt_shape, verbose=False)
     model.names = {i: f"class{i}" for i in range(nc)}
@@ -113,9 +111,9 @@ def test_eval_command_with_baseline(workspace):
 def test_predictions_are_deterministic_on_cpu(workspace):
     settings = resolve_settings(imgsz=64)
     result = prepare(workspace["data"], workspace["root"] / "unused", settings)
-    model = load_model(workspace["fdconv"])
+    model = load_yolo(workspace["fdconv"])
     first = predict_coco(model, result.images, result.gt, settings)
-    assert first == predict_coco(load_model(workspace["fdconv"]), result.images, result.gt, settings)
+    assert first == predict_coco(load_yolo(workspace["fdconv"]), result.images, result.gt, settings)
 
 
 @pytest.mark.parametrize(("kpt_shape", "nc", "reason"), [((5, 3), 1, "kpt_shape"), ((4, 2), 1, "kpt_shape"),
@@ -138,7 +136,7 @@ def test_model_with_another_layout_is_rejected(workspace, tmp_path, kpt_shape, n
 
 
 def test_missing_weights_and_split(workspace, tmp_path):
-    with pytest.raises(FdposeError, match="weights file not found"):
+    with pytest.raises(FdposeError, match="nope.pt: no such checkpoint file"):
         evaluate(tmp_path / "nope.pt", workspace["data"], tmp_path / "eval")
     with pytest.raises(FdposeError, match="split 'test' has no images"):
         evaluate(workspace["fdconv"], workspace["data"], tmp_path / "eval", split="test")
@@ -150,10 +148,10 @@ def test_unusable_checkpoints_are_one_clear_error(workspace, tmp_path):
 
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(FdposeError, match="garbage.pt: cannot load as an ultralytics checkpoint"):
-        load_model(garbage)
+    with pytest.raises(FdposeError, match="garbage.pt: not a loadable ultralytics checkpoint"):
+        load_yolo(garbage)
     detector = tmp_path / "detector.pt"
     torch.save({"model": None, "ema": DetectionModel("yolov8n.yaml", nc=1, verbose=False).half(),
                 "train_args": {"task": "detect"}}, detector)
     with pytest.raises(FdposeError, match="detector.pt: a 'detect' model, not a pose model"):
-        load_model(detector)
+        load_yolo(detector)

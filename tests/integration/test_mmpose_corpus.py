@@ -1,4 +1,4 @@
-"""Every JSON file of MMPose's test data (real annotations, ``../shared/datasets/mmpose-testdata``)
+"""Every JSON file of MMPose's test data (real annotations, in the folder :data:`CORPUS` names)
 converts, or fails with one clear error for its stated reason.
 
 The folder is read in place. Where it is absent the tests skip with a reason; under ``CI=true``

@@ -7,7 +7,9 @@ packages it once; the tests then load, compare, tamper with, rebuild and run tha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import json
 import pickle
 import shutil
@@ -23,10 +25,11 @@ from click.testing import CliRunner, Result
 from pipeline.cli import main
 from pipeline.dataset import Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
-from pipeline.evaluate import data_fingerprint
 from pipeline.formats.yolo import read_yolo, write_yolo
-from pipeline.package import load_packaged_model, package, verify
-from pipeline.predict import OnnxRunner, TorchRunner, letterbox, read_onnx_meta
+from pipeline.inference import OnnxRunner, TorchRunner, letterbox
+from pipeline.metrics import data_fingerprint
+from pipeline.model_io import load_packaged_model, read_onnx_meta
+from pipeline.package import package, verify
 from pipeline.skeleton import Skeleton
 
 pytestmark = pytest.mark.slow
@@ -35,6 +38,9 @@ REPO = Path(__file__).resolve().parents[2]
 MODEL_YAML = REPO / "cfg" / "models" / "yolov8n-pose-C2f_FDConv.yaml"
 KEYPOINTS = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
 EDGES = [(0, 1), (0, 2), (0, 3), (0, 4)]
+# With the fdpose[openvino] extra installed (make install does), packages also hold an OpenVINO IR.
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+OPENVINO_FILES = ["model.bin", "model.xml"] if HAS_OPENVINO else []
 METRICS = {"oks_map": 0.123456, "oks_map50": 0.5, "box_map": 0.25, "split": "val", "num_images": 2,
            "num_instances": 2}
 
@@ -76,9 +82,13 @@ def trained(tmp_path_factory) -> Trained:
 
     root = tmp_path_factory.mktemp("package")
     data_yaml = make_dataset(root / "dataset")
-    YOLO(str(MODEL_YAML)).train(data=str(data_yaml), epochs=1, imgsz=64, batch=4, workers=0, device="cpu",
-                                plots=False, val=False, seed=0, deterministic=True, amp=False,
-                                project=str(root / "runs"), name="train", exist_ok=True, verbose=False)
+    # Outside the repository: ultralytics' DVC callback saves a DVC experiment of the git checkout it
+    # runs in (stashing its uncommitted changes); in a temporary folder it finds no repository.
+    with contextlib.chdir(root):
+        YOLO(str(MODEL_YAML)).train(data=str(data_yaml), epochs=1, imgsz=64, batch=4, workers=0,
+                                    device="cpu", plots=False, val=False, seed=0, deterministic=True,
+                                    amp=False, project=str(root / "runs"), name="train", exist_ok=True,
+                                    verbose=False)
     weights = root / "runs" / "train" / "weights" / "best.pt"
     # What fdpose eval writes besides the numbers: which weights and which data they belong to.
     val = read_yolo(data_yaml).splits()["val"]
@@ -105,8 +115,8 @@ def relative_diff(a: np.ndarray, b: np.ndarray) -> float:
 def test_package_writes_every_file_with_a_card(trained):
     names = sorted(p.relative_to(trained.package).as_posix()
                    for p in trained.package.rglob("*") if p.is_file())
-    assert names == ["MODEL_CARD.md", "SHA256SUMS", "eval/metrics.json", "eval/report.html", "model.onnx",
-                     "model.pt", "model.safetensors", "model.yaml"]
+    assert names == sorted(["MODEL_CARD.md", "SHA256SUMS", "eval/metrics.json", "eval/report.html",
+                            "model.onnx", "model.pt", "model.safetensors", "model.yaml", *OPENVINO_FILES])
     listed = [line.split("  ", 1)[1] for line in (trained.package / "SHA256SUMS").read_text().splitlines()]
     assert listed == [n for n in names if n != "SHA256SUMS"]
     card = (trained.package / "MODEL_CARD.md").read_text()
@@ -114,7 +124,8 @@ def test_package_writes_every_file_with_a_card(trained):
                  "Dataset fingerprint", "`train`: 6 images, 6 instances", "`val`: 2 images",
                  "(the packaged model's dataset split)",
                  f"torch {torch.__version__.split('+')[0]}", "ultralytics 8.4", "| epochs | 1 |",
-                 "| imgsz | 64 |", "Intended use and limits", "ONNX check"):
+                 "| imgsz | 64 |", "Intended use and limits", "ONNX check", "Bx3x64x64", "## Formats",
+                 "| ONNX | `model.onnx` |", *(["OpenVINO check"] if HAS_OPENVINO else ["No OpenVINO IR"])):
         assert fact in card, fact
     assert str(trained.root) not in card  # nothing location-dependent
 
@@ -154,7 +165,7 @@ def test_checksums_verify_and_tampering_is_detected(trained, tmp_path):
     runner = CliRunner()
     ok = runner.invoke(main, ["package", "--verify", str(trained.package)])
     assert ok.exit_code == 0, ok.output
-    assert "OK: 7 files" in ok.output
+    assert f"OK: {7 + len(OPENVINO_FILES)} files" in ok.output
     assert verify(trained.root / "pkg.zip").ok
 
     copy = tmp_path / "pkg"
@@ -208,8 +219,85 @@ def test_package_rejects_bad_weights(trained, tmp_path):
     result = CliRunner().invoke(main, ["package", "--weights", str(bogus), "--eval", str(trained.eval_dir),
                                        "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
-    assert "bogus.pt: not a loadable PyTorch checkpoint" in result.output
+    assert "bogus.pt: not a loadable ultralytics checkpoint" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_exported_formats_run_any_batch_like_pytorch(trained):
+    """model.onnx (and model.xml) at batch 1 and 3 against the packaged PyTorch model, same tolerance rule."""
+    from pipeline.inference import OpenVinoRunner
+
+    model = load_packaged_model(trained.package)
+    meta = read_onnx_meta(trained.package / "model.onnx")
+    folder = trained.data_yaml.parent / "images"
+    images = [cv2.imread(str(p)) for p in sorted(folder.rglob("*.png"))[:3]]
+    batches = {1: letterbox(images[0], 64)[0], 3: np.concatenate([letterbox(im, 64)[0] for im in images])}
+    runners = [OnnxRunner(trained.package / "model.onnx", meta)]
+    if HAS_OPENVINO:
+        runners.append(OpenVinoRunner(trained.package / "model.xml", meta))
+    for size, batch in batches.items():
+        expected = TorchRunner(model, meta, "safetensors")(batch)
+        assert expected.shape == (size, 4 + 1 + 5 * 3, 84)
+        for runner in runners:
+            assert relative_diff(runner(batch), expected) < 1e-4, (runner.kind, size)
+    # Each sample's output is its own: the batch of 3 holds the batch-1 output of its first image.
+    np.testing.assert_allclose(runners[0](batches[3])[0], runners[0](batches[1])[0], rtol=1e-5, atol=1e-4)
+
+
+def test_without_openvino_the_package_says_so_and_skips_the_ir(trained, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` fails, as without the extra
+    result = CliRunner().invoke(main, ["package", "--weights", str(trained.weights), "--eval",
+                                       str(trained.eval_dir), "--out", str(tmp_path / "pkg")])
+    assert result.exit_code == 0, result.output
+    skipped = [line for line in result.output.splitlines() if "OpenVINO" in line]
+    assert len(skipped) == 1 and skipped[0].startswith("OpenVINO IR skipped: ")
+    assert "pip install 'fdpose[openvino]'" in skipped[0]
+    assert not (tmp_path / "pkg" / "model.xml").exists() and not (tmp_path / "pkg" / "model.bin").exists()
+    assert "No OpenVINO IR: packaged without the `fdpose[openvino]` extra." in \
+        (tmp_path / "pkg" / "MODEL_CARD.md").read_text()
+    assert verify(tmp_path / "pkg.zip").ok
+    images = trained.data_yaml.parent / "images"
+    result = CliRunner().invoke(main, ["predict", "--model", str(tmp_path / "pkg"), "--backend", "openvino",
+                                       str(images), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "no model.xml in the package" in result.output
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="the fdpose[openvino] extra is not installed")
+def test_openvino_ir_is_checked_covered_by_checksums_and_predicts_like_pytorch(trained, tmp_path):
+    card = (trained.package / "MODEL_CARD.md").read_text()
+    assert "OpenVINO check: OpenVINO vs PyTorch on `img006.png` and its mirror image (batch 2)" in card
+    listed = (trained.package / "SHA256SUMS").read_text()
+    assert "  model.xml\n" in listed and "  model.bin\n" in listed
+    images = trained.data_yaml.parent / "images"
+    common = ["--model", str(trained.package), "--conf", "0.001", "--max-det", "2", str(images)]
+    _predict([*common, "--out", str(tmp_path / "torch")])
+    result = _predict([*common, "--backend", "openvino", "--out", str(tmp_path / "openvino")])
+    assert "(openvino)" in result.output
+    torch_preds = json.loads((tmp_path / "torch" / "predictions.json").read_text())
+    openvino_preds = json.loads((tmp_path / "openvino" / "predictions.json").read_text())
+    assert [p["image_id"] for p in openvino_preds] == [p["image_id"] for p in torch_preds]
+    for a, b in zip(openvino_preds, torch_preds, strict=True):
+        np.testing.assert_allclose(a["bbox"] + a["keypoints"], b["bbox"] + b["keypoints"], atol=0.02)
+    # The IR alone carries its metadata, and the archive runs it as the folder does.
+    _predict(["--model", str(trained.package / "model.xml"), "--conf", "0.001", str(images),
+              "--out", str(tmp_path / "xml")])
+    _predict(["--model", str(trained.root / "pkg.zip"), "--backend", "openvino", "--conf", "0.001",
+              "--max-det", "2", str(images), "--out", str(tmp_path / "zip")])
+    assert (tmp_path / "zip" / "predictions.json").read_text() == \
+        (tmp_path / "openvino" / "predictions.json").read_text()
+
+
+def test_latency_goes_into_the_card_when_asked(trained, tmp_path):
+    result = package(trained.weights, trained.eval_dir, tmp_path / "pkg", latency=True)
+    assert set(result.latency) == {"PyTorch", "ONNX", *(["OpenVINO"] if HAS_OPENVINO else [])}
+    assert all(ms > 0 for ms in result.latency.values())
+    card = (tmp_path / "pkg" / "MODEL_CARD.md").read_text()
+    for name, ms in result.latency.items():
+        assert f"| {name} | " in card and f"| {ms:.1f} ms |" in card
+    assert "measured at packaging time on the packaging machine" in card
+    assert any("not byte-reproducible" in line for line in result.summary())
 
 
 def _video(path: Path, frames: int = 4, size: int = 64) -> Path:
@@ -275,6 +363,11 @@ def test_predict_with_pt_and_onnx_files_and_bad_input(trained, tmp_path):
                            "--out", str(tmp_path / name)])
         assert f"({name.split('.')[1]})" in result.output
         assert json.loads((tmp_path / name / "predictions.json").read_text())
+    # The archive runs as the folder does (loaded from a temporary copy of its files).
+    for model in (trained.package, trained.root / "pkg.zip"):
+        _predict(["--model", str(model), "--conf", "0.001", str(image), "--out", str(tmp_path / model.name)])
+    assert (tmp_path / "pkg.zip" / "predictions.json").read_text() == \
+        (tmp_path / "pkg" / "predictions.json").read_text()
 
     result = CliRunner().invoke(main, ["predict", "--model", str(trained.package / "model.onnx"), "--imgsz",
                                        "128", str(image), "--out", str(tmp_path / "x")])

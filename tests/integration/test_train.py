@@ -108,7 +108,7 @@ def stock_checkpoint(tmp_path_factory, data_yaml) -> Path:
 
 def test_outputs_of_a_run(first_run, data_yaml):
     result, seen, work = first_run
-    out = result.out_dir
+    out = result.out
     assert out.name == "run-a" and not out.with_name("run-a.partial").exists()
     for name in ("weights/best.pt", "weights/last.pt", "results.csv", "args.yaml", "metrics.json",
                  "results.png", "BoxPR_curve.png", "PosePR_curve.png", "dvclive/metrics.json",
@@ -178,8 +178,8 @@ def test_same_seed_gives_the_same_metrics(first_run, data_yaml, tmp_path):
     def without_time(rows):
         return [{k: v for k, v in row.items() if k != "time"} for row in rows]
 
-    assert without_time(read_results(again.out_dir / "results.csv")) == \
-        without_time(read_results(result.out_dir / "results.csv"))
+    assert without_time(read_results(again.out / "results.csv")) == \
+        without_time(read_results(result.out / "results.csv"))
 
 
 def test_resume_after_sigkill_mid_epoch(data_yaml, tmp_path):
@@ -251,10 +251,10 @@ def test_resume_after_sigkill_mid_epoch(data_yaml, tmp_path):
 def test_finetune_from_a_stock_checkpoint(data_yaml, stock_checkpoint, tmp_path):
     from ultralytics.nn.modules import C2f
 
+    from pipeline.model_io import load_model
     from pipeline.nn.blocks import C2f_FDConv
-    from pipeline.nn.pretrained import load_stock
 
-    stock = load_stock(stock_checkpoint).float()
+    stock = load_model(stock_checkpoint).float()
     start = {}
 
     def snapshot(trainer) -> None:  # the model as training starts, after the conversion
@@ -264,7 +264,7 @@ def test_finetune_from_a_stock_checkpoint(data_yaml, stock_checkpoint, tmp_path)
     result = train(data_yaml, tmp_path / "run", FDCONV_YAML, epochs=1, plots=False,
                    pretrained=stock_checkpoint, callbacks={"on_pretrain_routine_end": [snapshot]}, **SMALL)
     assert result.pretrained == str(stock_checkpoint)
-    assert result.conversion == json.loads((result.out_dir / "pretrained.json").read_text())
+    assert result.conversion == json.loads((result.out / "pretrained.json").read_text())
     assert result.conversion["converted"] and not result.conversion["reinitialised"]
     assert "C2f_FDConv" in start["types"]
     stock_state = stock.state_dict()
@@ -275,7 +275,7 @@ def test_finetune_from_a_stock_checkpoint(data_yaml, stock_checkpoint, tmp_path)
     for key in ("model.0.conv.weight", "model.1.bn.running_mean", f"model.{converted[0]}.cv1.conv.weight",
                 "model.22.cv4.0.0.conv.weight"):
         assert np.array_equal(start["model"][key].numpy(), stock_state[key].numpy()), key
-    assert (result.out_dir / "metrics.json").is_file()
+    assert (result.out / "metrics.json").is_file()
     from ultralytics import YOLO
 
     assert any(isinstance(m, C2f_FDConv) for m in YOLO(result.best).model.modules())
@@ -283,11 +283,14 @@ def test_finetune_from_a_stock_checkpoint(data_yaml, stock_checkpoint, tmp_path)
 
 def test_mismatched_dataset_is_one_error_before_training(stock_checkpoint, tmp_path):
     four_keypoints = make_dataset(tmp_path / "four", num_keypoints=4)
-    two_classes = make_dataset(tmp_path / "two", classes=("blob", "box"))
-    with pytest.raises(FdposeError, match=r"kpt_shape \[3, 3\] vs the dataset's \[4, 3\]"):
-        train(four_keypoints, tmp_path / "run", FDCONV_YAML, pretrained=stock_checkpoint, **SMALL)
-    with pytest.raises(FdposeError, match="1 classes .* vs the dataset's 2"):
-        train(two_classes, tmp_path / "run", stock_checkpoint, **SMALL)
+    # A start from another keypoint layout or classes fine-tunes (tests/integration/test_finetune.py);
+    # one of another scale or family, or a file that is no checkpoint, is refused before training.
+    with pytest.raises(FdposeError, match=r"checkpoint is scale 'n', the model is scale 's'"):
+        train(four_keypoints, tmp_path / "run", FDCONV_YAML.replace("yolov8n-", "yolov8s-"),
+              pretrained=stock_checkpoint, **SMALL)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(FdposeError, match="junk.pt: not a loadable ultralytics checkpoint"):
+        train(four_keypoints, tmp_path / "run", tmp_path / "junk.pt", **SMALL)
     # Resuming a run on a dataset that does not fit it.
     partial = tmp_path / "resumed.partial" / "weights"
     partial.mkdir(parents=True)
@@ -298,10 +301,12 @@ def test_mismatched_dataset_is_one_error_before_training(stock_checkpoint, tmp_p
 
     runner = CliRunner()
     outcome = runner.invoke(main, ["train", "--data", str(four_keypoints), "--out", str(tmp_path / "cli"),
-                                   "--pretrained", str(stock_checkpoint), "--device", "cpu", "--imgsz", "64"])
+                                   "--model", "yolo26n-pose-C3k2_FDConv.yaml", "--pretrained",
+                                   str(stock_checkpoint), "--device", "cpu", "--imgsz", "64"])
     assert outcome.exit_code == 1
     last_line = outcome.output.strip().splitlines()[-1]
-    assert last_line.startswith(f"Error: {stock_checkpoint}: pretrained checkpoint does not fit")
+    assert last_line == (f"Error: {stock_checkpoint}: checkpoint is a YOLOv8 model, the model a YOLO26 one: "
+                         "fine-tuning needs a checkpoint of the same family (and scale)")
     assert not (tmp_path / "cli").exists()
 
 

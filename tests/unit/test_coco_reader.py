@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import FdposeError
-from pipeline.formats.coco import read_coco, safe_relative_name
+from pipeline.formats.coco import read_coco
+from pipeline.images import safe_relative_name
 from pipeline.skeleton import Skeleton
 
 NAMES = ["nose", "left_eye", "right_eye"]
@@ -312,3 +313,15 @@ def test_keypoint_count_that_cannot_be_told_is_an_error(tmp_path):
     path = coco_file(tmp_path, [ann(keypoints=[1, 2, 3, 4, 5])], categories=[{"id": 1, "name": "x"}])
     with pytest.raises(FdposeError, match="cannot tell the keypoint count"):
         read_coco(path, tmp_path / "img")
+
+
+def test_tally_counts_every_annotation_once(tmp_path):
+    # read = converted + skipped, with annotations skipped one by one and with their image.
+    images = [{"id": 1, "file_name": "a.png", "width": 100, "height": 80},
+              {"id": 2, "file_name": "../b.png", "width": 100, "height": 80}]
+    annotations = [ann(1), ann(2, iscrowd=1), "not an object", ann(4, image_id=9), ann(5, image_id=2),
+                   ann(6, image_id=2), ann(7, bbox=None, keypoints=(0, 0, 0) * 3)]
+    dataset = read_coco(coco_file(tmp_path, annotations, images=images), tmp_path / "img")
+    converted = sum(len(image.instances) for image in dataset.images)
+    assert dataset.report.tally == {"unit": "annotations", "read": 7, "skipped": 6}
+    assert converted == 1

@@ -8,9 +8,16 @@ from PIL import Image, ImageOps
 
 from pipeline.dataset import Instance
 from pipeline.errors import FdposeError
-from pipeline.formats.yolo import _fixed6, label_line
+from pipeline.formats.yolo import _fixed6, label_text, label_values
 from pipeline.images import image_info, orient_points
 from pipeline.split import hash_fraction, parse_ratios, split_of
+
+
+def label_line(instance: Instance, width: int, height: int, kpt_dims: int) -> str:
+    """One label line through the whole-dataset formatter, for checks one instance at a time."""
+    values = label_values(instance.bbox[None], instance.keypoints[None], np.array([width]),
+                          np.array([height]), kpt_dims)
+    return label_text(np.array([instance.class_id]), values)[0].decode().rstrip("\n")
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

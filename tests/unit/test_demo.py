@@ -37,9 +37,9 @@ def demo(tmp_path_factory) -> Path:
 
 
 def test_same_parameters_same_bytes(demo, tmp_path):
-    again = demo_data(tmp_path / "again", images=40, seed=5, size=160).out_dir
+    again = demo_data(tmp_path / "again", images=40, seed=5, size=160).out
     assert tree_bytes(again) == tree_bytes(demo)
-    other = demo_data(tmp_path / "other", images=3, seed=6, size=160).out_dir
+    other = demo_data(tmp_path / "other", images=3, seed=6, size=160).out
     first = "images/demo_0001.jpg"
     assert (other / first).read_bytes() != (demo / first).read_bytes()
 

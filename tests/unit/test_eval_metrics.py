@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import FdposeError
-from pipeline.evaluate import OKS_STAT_NAMES, oks, score_predictions
+from pipeline.metrics import OKS_STAT_NAMES, oks, score_predictions
 
 NAMES = ["a", "b", "c", "d"]
 SIGMAS = [0.1, 0.1, 0.1, 0.1]

@@ -79,7 +79,7 @@ def evaluated(tmp_path_factory):
 
 
 def test_ground_truth_file_is_coco_with_the_oks_area_rule(evaluated):
-    gt = json.loads((evaluated.out_dir / "ground_truth.json").read_text())
+    gt = json.loads((evaluated.out / "ground_truth.json").read_text())
     assert [a["id"] for a in gt["annotations"]] == list(range(1, len(gt["annotations"]) + 1))
     assert len(gt["images"]) == 3  # the val split only
     for ann in gt["annotations"]:
@@ -91,7 +91,7 @@ def test_metrics_recomputed_with_pycocotools_from_the_written_files(evaluated):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    out = evaluated.out_dir
+    out = evaluated.out
     metrics = json.loads((out / "metrics.json").read_text())
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO(str(out / "ground_truth.json"))
@@ -110,7 +110,7 @@ def test_metrics_recomputed_with_pycocotools_from_the_written_files(evaluated):
 
 
 def test_metrics_file_holds_counts_settings_and_fingerprints(evaluated):
-    metrics = json.loads((evaluated.out_dir / "metrics.json").read_text())
+    metrics = json.loads((evaluated.out / "metrics.json").read_text())
     for key in ("oks_map", "oks_map50", "oks_map75", "oks_map_medium", "oks_map_large", "oks_ar",
                 "oks_ar50", "oks_ar75", "oks_ar_medium", "oks_ar_large", "box_map", "box_map50"):
         assert key in metrics and key in metrics["baseline"]
@@ -134,7 +134,7 @@ def test_data_fingerprint_follows_label_content(tmp_path):
 
 
 def test_dvc_plot_data(evaluated):
-    for folder in (evaluated.out_dir / "plots", evaluated.out_dir / "plots" / "baseline"):
+    for folder in (evaluated.out / "plots", evaluated.out / "plots" / "baseline"):
         rows = list(csv.DictReader((folder / "pr_curve.csv").open()))
         assert len(rows) == 101 and rows[0]["recall"] == "0.000000" and rows[-1]["recall"] == "1.000000"
         expected = {"precision_oks_50_95", "precision_oks_50", "precision_oks_75", "precision_box_50"}
@@ -142,13 +142,13 @@ def test_dvc_plot_data(evaluated):
         keypoints = list(csv.DictReader((folder / "keypoints.csv").open()))
         assert [r["keypoint"] for r in keypoints] == NAMES
         assert {"pck@0.05", "pck@0.1", "mean_px_error", "count"} <= set(keypoints[0])
-    model_rows = list(csv.DictReader((evaluated.out_dir / "plots" / "pr_curve.csv").open()))
+    model_rows = list(csv.DictReader((evaluated.out / "plots" / "pr_curve.csv").open()))
     curve = evaluated.model.scores.pr_curves["oks@.50"]
     assert [float(r["precision_oks_50"]) for r in model_rows] == pytest.approx(curve, abs=1e-6)
 
 
 def test_reports_show_the_numbers_settings_and_figures(evaluated):
-    out = evaluated.out_dir
+    out = evaluated.out
     markdown = (out / "report.md").read_text()
     page = (out / "report.html").read_text()
     model, baseline = evaluated.model.scores.metrics, evaluated.baseline.scores.metrics
@@ -179,7 +179,7 @@ def test_outputs_are_deterministic(evaluated, tmp_path):
     write_outputs(again)
     for name in ("metrics.json", "predictions.json", "ground_truth.json", "report.html", "report.md",
                  "plots/pr_curve.csv", "figures/worst.png"):
-        assert (tmp_path / "again" / name).read_bytes() == (evaluated.out_dir / name).read_bytes(), name
+        assert (tmp_path / "again" / name).read_bytes() == (evaluated.out / name).read_bytes(), name
 
 
 def test_worst_and_best_grids_show_different_images(evaluated):

@@ -12,13 +12,13 @@ from PIL import Image, ImageOps
 
 from pipeline.errors import FdposeError
 from pipeline.formats.labelstudio import (
-    _exif_to_oriented,
     parse_label_config,
     prediction_result,
     read_labelstudio_export,
     read_labelstudio_live,
 )
 from pipeline.formats.ls_images import FolderImages, ServerImages, UnresolvedImage, parse_image_ref
+from pipeline.images import orient_points
 from pipeline.skeleton import Skeleton
 
 CONFIG = """<View>
@@ -371,8 +371,8 @@ def test_exif_mapping_matches_pil_exif_transpose(orientation):
     shown = ImageOps.exif_transpose(raw)
     ys, xs = np.nonzero(np.asarray(shown))
     # Pixel centres: raw (7.5, 3.5) must land on the centre of the lit pixel.
-    x, y = _exif_to_oriented(orientation, 40, 20, np.array([7.5]), np.array([3.5]))
-    assert (float(x[0]), float(y[0])) == (xs[0] + 0.5, ys[0] + 0.5)
+    x, y = orient_points(np.array([[7.5, 3.5]]), orientation, 40, 20)[0]
+    assert (float(x), float(y)) == (xs[0] + 0.5, ys[0] + 0.5)
 
 
 def _exif_image(path: Path, orientation: int) -> None:

@@ -1,4 +1,5 @@
-"""Packaging pieces that need no model: checksums, verification, the reproducible archive, the card."""
+"""Packaging pieces that need no trained model: checksums, verification, the reproducible archive, the
+card, and the ONNX / OpenVINO exports of a tiny model with and without FDConv."""
 
 from __future__ import annotations
 
@@ -6,13 +7,27 @@ import hashlib
 import os
 import zipfile
 
+import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.errors import FdposeError
-from pipeline.package import DataInfo, OnnxCheck, archive_bytes, model_card, verify, write_checksums
-from pipeline.predict import ModelMeta
+from pipeline.inference import ModelMeta
+from pipeline.nn.fdconv import FDConv
+from pipeline.package import (
+    DataInfo,
+    ExportCheck,
+    archive_bytes,
+    export_onnx,
+    export_openvino,
+    model_card,
+    runs_per_sample,
+    verify,
+    write_checksums,
+)
+from pipeline.skeleton import Skeleton
 
 
 def _package_dir(root, order=("b.bin", "a.txt", "eval/m.json")):
@@ -80,8 +95,8 @@ def test_package_without_weights_is_a_usage_error():
 
 
 def test_card_states_the_facts_it_is_given():
-    meta = ModelMeta(class_names=["person"], keypoint_names=["l_eye", "r_eye"], kpt_shape=[2, 3],
-                     edges=[[0, 1]], flip_idx=[1, 0], sigmas=[0.025, 0.025], imgsz=320, stride=32)
+    meta = ModelMeta(Skeleton(["l_eye", "r_eye"], class_names=["person"], kpt_dims=3, edges=[(0, 1)],
+                              flip_permutation=[1, 0], sigmas=[0.025, 0.025]), imgsz=320, stride=32)
     card = model_card(
         weights_name="best.pt", weights_sha256="ab" * 32,
         checkpoint={"version": "8.4.190", "date": "2026-01-02T03:04:05",
@@ -93,17 +108,109 @@ def test_card_states_the_facts_it_is_given():
         metrics={"oks_map": 0.4321, "box_map": 0.5, "oks_map_large": None, "split": "val", "num_images": 3,
                  "num_instances": 4, "data_sha256": "v" * 8, "baseline": {"oks_map": 0.25, "box_map": 0.375}},
         report="eval/report.html",
-        check=OnnxCheck("img.png", 1e-5, 100.0, 1e-7, 1e-4), opset=17)
+        checks=[ExportCheck("img.png", 1e-5, 100.0, 1e-7, 1e-4)], opset=17)
     for fact in ("C2f_FDConv", "scale `s`", "1,234,567 parameters", "2026-01-02T03:04:05", "| epochs | 7 |",
                  "| lr0 | 0.01 |", "| oks_map | 0.4321 |", "[eval/report.html](eval/report.html)",
                  "`train`: 10 images, 12 instances (sha256 `tttttttt`)", "| 0 | l_eye | r_eye | 0.025 |",
-                 "l_eye-r_eye", "**1.000e-07**", "1x3x320x320", "(1, 11, N)",
+                 "l_eye-r_eye", "**1.000e-07**", "Bx3x320x320", "(B, 11, N)",
                  "| metric | this model | baseline |", "| oks_map | 0.4321 | 0.25 |",
                  "| oks_map_large | n/a | n/a |",
                  "split `val`: 3 images, 4 instances, data sha256 `vvvvvvvv` (the packaged model's dataset"):
         assert fact in card, fact
     unevaluated = model_card(weights_name="w.pt", weights_sha256="0" * 64, checkpoint={}, meta=meta,
                              architecture={}, parameters=1, data=DataInfo(source="checkpoint attributes"),
-                             metrics=None, report=None, check=OnnxCheck("i.png", 0.0, 1.0, 0.0, 1e-4),
+                             metrics=None, report=None, checks=[ExportCheck("i.png", 0.0, 1.0, 0.0, 1e-4)],
                              opset=17)
     assert "Not evaluated" in unevaluated and "records no training arguments" in unevaluated
+    assert "No OpenVINO IR: packaged without the `fdpose[openvino]` extra." in unevaluated
+    assert "| ONNX | `model.onnx` | onnxruntime (`--backend onnx`) | not measured |" in unevaluated
+
+
+def test_card_lists_every_format_with_its_measured_latency():
+    meta = ModelMeta(Skeleton(["a"], class_names=["person"], kpt_dims=3), imgsz=64, stride=32)
+    checks = [ExportCheck("i.png", 1e-6, 10.0, 1e-7, 1e-4),
+              ExportCheck("i.png", 2e-6, 10.0, 2e-7, 1e-4, "OpenVINO")]
+    card = model_card(weights_name="w.pt", weights_sha256="0" * 64, checkpoint={}, meta=meta,
+                      architecture={"backbone": [[-1, 1, "C2f_FDConv", [64]]]}, parameters=1,
+                      data=DataInfo(source="checkpoint attributes"), metrics=None, report=None, checks=checks,
+                      opset=17, latency={"PyTorch": 12.34, "ONNX": 5.67, "OpenVINO": 4.5})
+    for fact in ("| PyTorch | `model.safetensors` + `model.yaml` |", "| 12.3 ms |",
+                 "| ONNX | `model.onnx` | onnxruntime (`--backend onnx`) | 5.7 ms |",
+                 "| OpenVINO | `model.xml` + `model.bin` | OpenVINO (`--backend openvino`) | 4.5 ms |",
+                 "measured at packaging time on the packaging machine",
+                 "`model.xml` + `model.bin` (the ONNX model",
+                 "OpenVINO check: OpenVINO vs PyTorch on `i.png` and its mirror image (batch 2)",
+                 "**2.000e-07**", "an ONNX `Loop` over the batch"):
+        assert fact in card, fact
+    assert "No OpenVINO IR" not in card
+
+
+class TinyPose(torch.nn.Module):
+    """A stem convolution and, with ``fdconv``, a dynamic FDConv: enough to export like a pose model."""
+
+    def __init__(self, fdconv: bool):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 32, 3, stride=2, padding=1)
+        self.body = FDConv(32, 32, 3, padding=1) if fdconv else torch.nn.Conv2d(32, 32, 3, padding=1)
+        torch.manual_seed(1)
+        for parameter in self.parameters():  # far from FDConv's neutral start: kernels differ per sample
+            parameter.data.normal_(0, 0.3)
+
+    def forward(self, x):
+        return self.body(torch.relu(self.stem(x))).flatten(2)
+
+
+TINY_META = ModelMeta(Skeleton(["a"], class_names=["person"], kpt_dims=3), imgsz=32, stride=32)
+
+
+@pytest.mark.parametrize("fdconv", [True, False])
+def test_onnx_export_has_a_dynamic_batch_and_matches_pytorch_at_batch_1_and_3(tmp_path, fdconv):
+    import onnx
+    import onnxruntime
+
+    model = TinyPose(fdconv).eval()
+    assert runs_per_sample(model) is fdconv
+    path = export_onnx(model, TINY_META, 32, tmp_path / "model.onnx")
+    graph = onnx.load(str(path)).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:]] == [3, 32, 32]
+    assert ("Loop" in [node.op_type for node in graph.node]) is fdconv
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).random((batch, 3, 32, 32), dtype=np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        actual = session.run(None, {"images": x})[0]
+        assert actual.shape == expected.shape == (batch, 32, 256)
+        assert np.abs(actual - expected).max() / np.abs(expected).max() < 1e-4
+    if fdconv:  # per-sample kernels really differ, so a batch that mixed samples up would fail above
+        assert not np.allclose(expected[0], session.run(None, {"images": x[[1, 0, 2]]})[0][0], atol=1e-3)
+    again = export_onnx(model, TINY_META, 32, tmp_path / "again.onnx")
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_openvino_ir_has_a_dynamic_batch_matches_pytorch_and_is_reproducible(tmp_path):
+    pytest.importorskip("openvino")
+    from pipeline.inference import OpenVinoRunner
+    from pipeline.model_io import read_openvino_meta
+
+    model = TinyPose(fdconv=True).eval()
+    onnx_path = export_onnx(model, TINY_META, 32, tmp_path / "model.onnx")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = export_openvino(onnx_path, tmp_path / "a" / "model.xml")
+    # OpenVINO numbers unnamed operations from a process-wide counter: the second conversion's differ.
+    second = export_openvino(onnx_path, tmp_path / "b" / "model.xml")
+    for suffix in (".xml", ".bin"):
+        assert first.with_suffix(suffix).read_bytes() == second.with_suffix(suffix).read_bytes(), suffix
+    assert str(tmp_path) not in first.read_text()
+    assert read_openvino_meta(first) == TINY_META
+    runner = OpenVinoRunner(first, TINY_META)
+    assert runner.fixed_imgsz == 32 and runner.kind == "openvino"
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).random((batch, 3, 32, 32), dtype=np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        actual = runner(x)
+        assert actual.shape == expected.shape
+        assert np.abs(actual - expected).max() / np.abs(expected).max() < 1e-4

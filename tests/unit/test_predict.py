@@ -7,19 +7,11 @@ import numpy as np
 import pytest
 
 from pipeline.errors import FdposeError
-from pipeline.predict import (
-    Detection,
-    Letterbox,
-    ModelMeta,
-    decode,
-    detection_to_coco,
-    draw,
-    iter_frames,
-    letterbox,
-    nms,
-)
+from pipeline.inference import Detection, Letterbox, ModelMeta, decode, letterbox, nms
+from pipeline.predict import detection_to_coco, draw, iter_frames
+from pipeline.skeleton import Skeleton
 
-META = ModelMeta(class_names=["person", "dog"], keypoint_names=["a", "b"], kpt_shape=[2, 3], edges=[[0, 1]],
+META = ModelMeta(Skeleton(["a", "b"], class_names=["person", "dog"], kpt_dims=3, edges=[(0, 1)]),
                  imgsz=64, stride=32)
 
 
@@ -114,3 +106,33 @@ def test_model_meta_round_trip_and_malformed():
         ModelMeta.from_dict({**META.to_dict(), "kpt_shape": [3, 3]}, "m")
     with pytest.raises(FdposeError, match="malformed model metadata"):
         ModelMeta.from_dict({"class_names": ["x"]}, "m")
+
+
+def test_backend_choices_are_checked_before_any_model_loads(tmp_path):
+    from pipeline.model_io import load_runner
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    without = "pkg: no model.xml in the package \\(packaged without fdpose\\[openvino\\]\\)"
+    with pytest.raises(FdposeError, match=without):
+        load_runner(package, backend="openvino")
+    with pytest.raises(FdposeError, match="pkg: no model.onnx in the package"):
+        load_runner(package, backend="onnx")
+    with pytest.raises(FdposeError, match="backend: unknown backend 'tensorrt'"):
+        load_runner(package, backend="tensorrt")
+    (tmp_path / "best.pt").write_bytes(b"")
+    with pytest.raises(FdposeError, match="best.pt: a .pt file runs with backend torch, not onnx"):
+        load_runner(tmp_path / "best.pt", backend="onnx")
+    (tmp_path / "model.onnx").write_bytes(b"")
+    with pytest.raises(FdposeError, match="model.onnx: a .onnx file runs with backend onnx, not openvino"):
+        load_runner(tmp_path / "model.onnx", backend="openvino")
+
+
+def test_openvino_missing_is_one_line_saying_how_to_install_it(tmp_path, monkeypatch):
+    import sys
+
+    from pipeline.inference import import_openvino
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if the extra were not installed
+    with pytest.raises(FdposeError, match="OpenVINO is not installed .*pip install 'fdpose\\[openvino\\]'"):
+        import_openvino()

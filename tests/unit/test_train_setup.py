@@ -1,19 +1,19 @@
-"""``fdpose train`` pieces that need no training: device choice, offline guards (fonts, AMP check,
-ultralytics' DVC callback), metric names, parameter checks and the command's bad-input errors."""
+"""``fdpose train`` pieces that need no training: device choice, DVCLive logging, metric names,
+parameter checks and the command's bad-input errors. (The offline guards and model-name resolution
+live in the ultralytics adapter: tests/unit/test_ultralytics_adapter.py.)"""
 
 from __future__ import annotations
 
 import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
 
 import pipeline.train as stage
 from pipeline.cli import main
+from pipeline.config import load_section, section_defaults
 from pipeline.errors import FdposeError
 
 
@@ -43,101 +43,6 @@ def test_gpu_devices(two_gpus):
     for bad in ("gpu", "0,0", "-1", "0;1"):
         with pytest.raises(FdposeError, match="expected auto, cpu"):
             stage.resolve_device(bad)
-
-
-def test_local_font_replaces_the_download(monkeypatch):
-    import ultralytics.data.utils
-    import ultralytics.utils.downloads
-    import ultralytics.utils.plotting
-
-    font = stage.local_font("Arial.ttf")
-    assert font.is_file() and font.suffix == ".ttf"
-    assert stage.local_font(font) == font
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("ultralytics tried to reach the network for a font")
-
-    monkeypatch.setattr(ultralytics.utils.downloads, "is_url", no_network)
-    monkeypatch.setattr(ultralytics.utils.downloads, "safe_download", no_network)
-    stage.install_guards()
-    assert ultralytics.data.utils.check_font("Arial.Unicode.ttf") == font
-    # Plot labels draw with it (the PIL path ultralytics takes for non-ASCII class names).
-    annotator = ultralytics.utils.plotting.Annotator(np.zeros((64, 64, 3), np.uint8), pil=True, example="é")
-    assert Path(annotator.font.path) == font  # not PIL's fallback font
-    annotator.box_label([4, 4, 40, 40], "ñandú")
-    assert annotator.result().shape == (64, 64, 3)
-
-
-class _Head(nn.Module):
-    """A tiny detector-like model: a conv with a ``stride`` attribute, as the AMP probe expects."""
-
-    def __init__(self, fail_in_half: bool = False, nan: bool = False):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.register_buffer("stride", torch.tensor([8.0]))
-        self.fail_in_half, self.nan = fail_in_half, nan
-
-    def forward(self, x):
-        if self.fail_in_half and torch.is_autocast_enabled(x.device.type):
-            raise RuntimeError("cuFFT only supports dimensions whose sizes are powers of two")
-        y = self.conv(x)
-        return (y * float("nan"), y) if self.nan and torch.is_autocast_enabled(x.device.type) else (y, x)
-
-
-def test_amp_probe_compares_float32_and_autocast_without_randomness():
-    cpu = torch.device("cpu")
-    model = _Head()
-    state = torch.random.get_rng_state()
-    assert stage.amp_outputs_agree(model, cpu, dtype=torch.bfloat16, imgsz=32)
-    assert torch.equal(state, torch.random.get_rng_state())  # training's RNG stream is untouched
-    assert not stage.amp_outputs_agree(_Head(fail_in_half=True), cpu, dtype=torch.bfloat16, imgsz=32)
-    assert not stage.amp_outputs_agree(_Head(nan=True), cpu, dtype=torch.bfloat16, imgsz=32)
-
-
-def test_offline_amp_check(monkeypatch):
-    assert stage.offline_check_amp(_Head()) is False  # CPU training never uses AMP
-    # On a GPU from ultralytics' list of broken-AMP cards, AMP is off without running anything.
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA GeForce GTX 1660 Ti")
-    probe_calls = []
-    monkeypatch.setattr(stage, "amp_outputs_agree", lambda *a, **k: probe_calls.append(a) or True)
-    on_gpu = types.SimpleNamespace(device=torch.device("cuda", 0))
-    fake = types.SimpleNamespace(parameters=lambda: iter([on_gpu]))
-    assert stage.offline_check_amp(fake) is False and probe_calls == []
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
-    assert stage.offline_check_amp(fake) is True and len(probe_calls) == 1
-
-
-def test_offline_guards_replace_ultralytics_checks():
-    import ultralytics.engine.trainer
-    import ultralytics.utils.callbacks
-
-    stage.install_guards()
-    stage.install_guards()  # idempotent: the callback wrapper is not stacked
-    assert ultralytics.engine.trainer.check_amp is stage.offline_check_amp
-    wrapper = ultralytics.utils.callbacks.add_integration_callbacks
-    assert not hasattr(wrapper.fdpose_wrapped, "fdpose_wrapped")
-
-
-def test_ultralytics_dvc_callback_is_dropped_for_our_trainer_only():
-    def dvc_callback(trainer):
-        pass
-
-    def other_callback(trainer):
-        pass
-
-    dvc_callback.__module__ = "ultralytics.utils.callbacks.dvc"
-
-    def add(instance):
-        instance.callbacks["on_train_end"] += [dvc_callback, other_callback]
-
-    wrapped = stage._without_ultralytics_dvc(add)
-    ours = stage.FdposePoseTrainer.__new__(stage.FdposePoseTrainer)
-    ours.callbacks = {"on_train_end": []}
-    wrapped(ours)
-    assert ours.callbacks["on_train_end"] == [other_callback]
-    theirs = types.SimpleNamespace(callbacks={"on_train_end": []})
-    wrapped(theirs)
-    assert theirs.callbacks["on_train_end"] == [dvc_callback, other_callback]
 
 
 def test_dvclive_logging_is_optional(monkeypatch):
@@ -180,24 +85,6 @@ def test_hyp_keys_are_checked():
         stage._hyp_overrides({"epochs": 3}, "p.yaml")
 
 
-def test_model_argument(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert stage._model_argument("yolov8n-pose.yaml") == "yolov8n-pose.yaml"  # ultralytics' own, by name
-    # The default model resolves from any directory: the working directory first, then the project.
-    project_model = stage.PROJECT_ROOT / "cfg/models/yolov8n-pose-C2f_FDConv.yaml"
-    assert stage._model_argument("cfg/models/yolov8n-pose-C2f_FDConv.yaml") == str(project_model)
-    (tmp_path / "cfg/models").mkdir(parents=True)
-    (tmp_path / "cfg/models/yolov8-pose-C2f_FDConv.yaml").write_text("nc: 1\n")
-    assert stage._model_argument("cfg/models/yolov8s-pose-C2f_FDConv.yaml") == \
-        str(tmp_path / "cfg/models/yolov8s-pose-C2f_FDConv.yaml")
-    with pytest.raises(FdposeError, match="nowhere/model.yaml: model YAML not found"):
-        stage._model_argument("nowhere/model.yaml")
-    with pytest.raises(FdposeError, match="missing.pt: model checkpoint not found"):
-        stage._model_argument("missing.pt")
-    with pytest.raises(FdposeError, match="expected a model YAML or a .pt checkpoint"):
-        stage._model_argument("model.onnx")
-
-
 def _dataset(root: Path, with_val: bool = True) -> Path:
     (root / "images" / "train").mkdir(parents=True)
     if with_val:
@@ -219,7 +106,7 @@ def test_command_bad_input_is_one_error_line(tmp_path):
     params.write_text("train:\n  epochs: 1\n  learning_rate: 3\n")
     outcome = runner.invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "run"),
                                    "--params", str(params)])
-    assert outcome.exit_code == 1 and "train: unknown key(s) ['learning_rate']" in outcome.output
+    assert outcome.exit_code == 1 and "train.learning_rate: unknown key 'learning_rate'" in outcome.output
 
     outcome = runner.invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--resume",
                                    "--device", "cpu"])
@@ -230,16 +117,17 @@ def test_command_bad_input_is_one_error_line(tmp_path):
 def test_params_file_sets_the_defaults(tmp_path, monkeypatch):
     calls = {}
     monkeypatch.setattr(stage, "train", lambda *args, **kwargs: calls.update(args=args, kwargs=kwargs) or
-                        types.SimpleNamespace(metrics={}, epochs=1, device="cpu", out_dir=tmp_path))
+                        stage.TrainResult(out=tmp_path, best=tmp_path / "best.pt", last=tmp_path / "last.pt",
+                                          metrics={}, device="cpu", epochs=1))
     params = tmp_path / "params.yaml"
     params.write_text("train:\n  epochs: 7\n  imgsz: 96\n  hyp: {mosaic: 0.0}\n")
     outcome = CliRunner().invoke(main, ["train", "--data", "d.yaml", "--out", "run", "--params", str(params),
                                         "--imgsz", "128"])
     assert outcome.exit_code == 0, outcome.output
-    assert calls["args"] == (Path("d.yaml"), Path("run"), stage.DEFAULTS["model"])
+    assert calls["args"] == (Path("d.yaml"), Path("run"), section_defaults("train")["model"])
     kwargs = calls["kwargs"]
     assert kwargs["epochs"] == 7 and kwargs["imgsz"] == 128 and kwargs["hyp"] == {"mosaic": 0.0}
-    assert kwargs["device"] == "auto" and kwargs["batch"] == stage.DEFAULTS["batch"]
+    assert kwargs["device"] == "auto" and kwargs["batch"] == section_defaults("train")["batch"]
 
     # Resuming keeps the run's own settings: the params file does not override them.
     outcome = CliRunner().invoke(main, ["train", "--data", "d.yaml", "--out", "run", "--params", str(params),
@@ -251,8 +139,6 @@ def test_params_file_sets_the_defaults(tmp_path, monkeypatch):
 
 
 def test_repository_params_match_the_built_in_defaults():
-    from pipeline.config import load_params
-
-    params = load_params("train", Path(__file__).resolve().parents[2] / "cfg" / "params.yaml")
-    assert set(params) == set(stage.DEFAULTS)
+    params = load_section("train", Path(__file__).resolve().parents[2] / "cfg" / "params.yaml")
+    assert set(params) == set(section_defaults("train"))
     assert params["model"] == "cfg/models/yolov8n-pose-C2f_FDConv.yaml"
