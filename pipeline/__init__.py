@@ -1,9 +1,11 @@
-"""fdpose: keypoint labels in, a trained, evaluated and packaged YOLOv8-pose model with FDConv out.
+"""fdpose: keypoint labels in, a trained, evaluated and packaged YOLO-pose model with FDConv out.
 
 Importing :mod:`pipeline` is cheap: it imports neither torch nor ultralytics. It installs a tiny
 import hook that calls :func:`pipeline.nn.ultralytics.register` right after ultralytics imports
-``ultralytics.nn.tasks`` (or at once, when that is already imported), so that after
-``import pipeline`` ultralytics builds, fuses and loads C2f_FDConv models.
+``ultralytics.nn.tasks`` (or at once, when that is already imported): the one way fdpose registers
+with ultralytics, so that after ``import pipeline`` ultralytics builds (by bare name too:
+``YOLO("yolov8n-pose-C2f_FDConv.yaml")``), fuses and loads our models. The model and skeleton
+files ship inside the package, in ``pipeline/cfg/``.
 """
 
 import sys

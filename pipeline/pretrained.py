@@ -1,16 +1,20 @@
-"""Pretrained start: a stock YOLOv8-pose checkpoint becomes the C2f_FDConv model of the same scale.
+"""Pretrained start: a YOLO pose checkpoint (v8, 11, 26; stock or FDConv) fills a model of its family.
 
-Every layer but the C2f_FDConv ones is copied as it is. Each stock ``C2f`` at a C2f_FDConv
-position is converted by :meth:`C2f_FDConv.from_c2f` (every bottleneck's second convolution
-through ``FDConv.from_conv``), which computes the same function, so the converted model's outputs
-equal the stock model's up to float rounding. When the target ``kpt_shape`` differs from the
-checkpoint's, only the pose head's keypoint branch (``cv4``) keeps its fresh initialisation; when
-``nc`` differs, only the class branch (``cv3``) does.
+:func:`load_pretrained_into` takes any pose checkpoint of the model's family and scale onto any
+keypoint layout and classes. Every stock block at a position where the model has an FDConv block
+(``C2f`` -> ``C2f_FDConv``, ``C3k2`` -> ``C3k2_FDConv``) is converted by the block's ``from_stock``
+(bottleneck convolutions through ``FDConv.from_conv``), which computes the same function, so the
+converted model's outputs equal the stock model's up to float rounding. Head branches whose shapes
+differ (those that follow ``kpt_shape`` or ``nc``: ``cv4`` for keypoints and ``cv3`` for classes,
+and in YOLO26 also the one-to-one and sigma branches) keep their fresh initialisation; every other
+tensor is copied. Another family or scale, a non-pose model or an unreadable file is one
+:class:`~pipeline.errors.FdposeError`.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +24,8 @@ from torch import nn
 
 from pipeline.errors import FdposeError
 from pipeline.io import atomic_write_bytes
-from pipeline.nn.ultralytics import MODEL_YAML, register
+from pipeline.model_io import load_model
+from pipeline.nn.ultralytics import MODEL_YAML
 
 
 @dataclass
@@ -29,7 +34,8 @@ class ConversionReport:
 
     source: str
     scale: str
-    converted: list[str] = field(default_factory=list)  # layers whose C2f became C2f_FDConv
+    family: str = ""  # YOLOv8, YOLO11, YOLO26
+    converted: list[str] = field(default_factory=list)  # stock blocks that became FDConv blocks
     copied: list[str] = field(default_factory=list)  # layers copied unchanged
     reinitialised: list[str] = field(default_factory=list)  # head branches left at their fresh init
     source_kpt_shape: list[int] = field(default_factory=list)
@@ -42,70 +48,107 @@ class ConversionReport:
         return asdict(self)
 
 
-def load_stock(checkpoint: str | Path) -> nn.Module:
-    """The model (EMA weights first, as ultralytics loads them) of an ultralytics checkpoint, in float32."""
-    from ultralytics.nn.tasks import load_checkpoint
+def family(model_or_yaml: nn.Module | dict | str) -> str:
+    """The model family a model, its YAML dict or a YAML/checkpoint name belongs to: ``YOLOv8``,
+    ``YOLO11``, ``YOLO26``, ... (from the YAML file name), or ``""`` when the name does not say."""
+    name = model_or_yaml
+    if isinstance(model_or_yaml, nn.Module):
+        name = getattr(model_or_yaml, "yaml", None) or {}
+    if isinstance(name, dict):
+        name = name.get("yaml_file", "")
+    match = re.search(r"yolo(v?)(\d+)", Path(str(name)).name, re.IGNORECASE)
+    return f"YOLO{match[1].lower()}{match[2]}" if match else ""
 
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FdposeError("no such checkpoint file", path=path)
-    try:
-        model, _ = load_checkpoint(path)
-    except Exception as error:  # a corrupt or foreign file: one clear line, not a traceback
-        raise FdposeError(f"not a loadable ultralytics checkpoint ({type(error).__name__}: {error})",
-                          path=path) from error
-    return model
+
+def layer_types(model: nn.Module) -> list[str]:
+    """The stock block name of every layer (our FDConv blocks by the stock block they convert)."""
+    from pipeline.nn.blocks import FDCONV_BLOCKS
+
+    names = []
+    for layer in model.model:
+        name = type(layer).__name__
+        names.append(FDCONV_BLOCKS[name].STOCK if name in FDCONV_BLOCKS else name)
+    return names
+
+
+def yaml_layer_types(d: dict) -> list[str]:
+    """:func:`layer_types` of the model a YAML dict describes, without building it."""
+    from pipeline.nn.blocks import FDCONV_BLOCKS
+
+    names = [str(row[2]).rsplit(".", 1)[-1] for row in d["backbone"] + d["head"]]
+    return [FDCONV_BLOCKS[name].STOCK if name in FDCONV_BLOCKS else name for name in names]
+
+
+def check_transfer(model: nn.Module | dict, stock_model: nn.Module, source: str) -> None:
+    """Raise one :class:`FdposeError` unless ``stock_model`` can start ``model`` (a model or its YAML
+    dict): both YOLO pose models of the same family (the same layers, up to our FDConv blocks) and
+    scale. Keypoint layout and classes may differ."""
+    from ultralytics.nn.modules import Pose
+
+    stock_layers = getattr(stock_model, "model", None)
+    if not isinstance(stock_layers, nn.Sequential) or not isinstance(stock_layers[-1], Pose):
+        head = type(stock_layers[-1]).__name__ if isinstance(stock_layers, nn.Sequential) else "none"
+        raise FdposeError(f"not a YOLO pose model (its head is {head}, not a pose head): "
+                          "fine-tuning needs a pose checkpoint", path=source)
+    types = yaml_layer_types(model) if isinstance(model, dict) else layer_types(model)
+    if types != layer_types(stock_model):
+        theirs, ours = family(stock_model) or "another", family(model) or "this"
+        raise FdposeError(f"checkpoint is a {theirs} model, the model a {ours} one: fine-tuning needs a "
+                          "checkpoint of the same family (and scale)", path=source)
+    scale, stock_scale = _scale(model), _scale(stock_model)
+    if scale and stock_scale and scale != stock_scale:  # unknown scales: the shape checks decide
+        raise FdposeError(f"checkpoint is scale {stock_scale!r}, the model is scale {scale!r}", path=source)
+
+
+def check_start(model: str | Path, pretrained: str | Path | None) -> None:
+    """Before a run: ``model`` (a model YAML or a checkpoint) and the ``pretrained`` checkpoint (or
+    None) can start it: each checkpoint is a readable pose model and ``pretrained`` is of the model's
+    family and scale (:func:`check_transfer`). Their keypoint layout and classes may differ from the
+    dataset's: the head branches that follow them are re-initialised."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    if str(model).endswith(".pt"):
+        target = load_model(model)
+        check_transfer(target, target, str(model))
+    else:
+        target = yaml_model_load(model)
+        target["scale"] = target.get("scale") or next(iter(target.get("scales") or {}), "")
+    if pretrained is not None:
+        check_transfer(target, load_model(pretrained), str(pretrained))
 
 
 def load_pretrained_into(model: nn.Module, stock: str | Path | nn.Module,
                          source: str | None = None) -> ConversionReport:
-    """Fill the C2f_FDConv pose ``model`` (an ultralytics ``PoseModel``) from a stock YOLOv8-pose model.
+    """Fill the pose ``model`` (an ultralytics ``PoseModel``, with or without FDConv blocks) from a
+    pose model of the same family and scale (:func:`check_transfer`), stock or FDConv.
 
-    ``stock`` is a checkpoint path or an already loaded stock ``PoseModel``. The two must be the same
-    scale and layout (YOLOv8-pose, C2f where ``model`` has C2f_FDConv; a C2f_FDConv checkpoint of
-    the same layout is copied as it is). ``source`` names the stock
-    model in errors and the report (default: its path). Returns what was converted, copied and left
-    at its initialisation.
+    ``stock`` is a checkpoint path or an already loaded model. Stock blocks at positions where
+    ``model`` has an FDConv block are converted (same function); head branches whose shapes differ
+    (they follow ``kpt_shape`` or ``nc``) keep their fresh initialisation; everything else is
+    copied. ``source`` names the stock model in errors and the report (default: its path). Returns
+    what was converted, copied and left at its initialisation.
     """
-    from ultralytics.nn.modules import C2f, Pose
-
-    from pipeline.nn.blocks import C2f_FDConv
+    from pipeline.nn.blocks import FDCONV_BLOCKS
 
     source = source or (str(stock) if isinstance(stock, (str, Path)) else type(stock).__name__)
-    stock_model = load_stock(stock) if isinstance(stock, (str, Path)) else stock
-    layers, stock_layers = model.model, getattr(stock_model, "model", None)
-    if not isinstance(stock_layers, nn.Sequential) or not isinstance(stock_layers[-1], Pose):
-        raise FdposeError("not a YOLO pose model (its last layer is not a Pose head)", path=source)
-    scale, stock_scale = _scale(model), _scale(stock_model)
-    if scale and stock_scale and scale != stock_scale:  # unknown scales: the shape checks below decide
-        raise FdposeError(f"checkpoint is scale {stock_scale!r}, the model is scale {scale!r}", path=source)
-    if len(layers) != len(stock_layers):
-        raise FdposeError(f"checkpoint has {len(stock_layers)} layers, the model {len(layers)}: "
-                          "not a YOLOv8-pose checkpoint", path=source)
-
+    stock_model = load_model(stock) if isinstance(stock, (str, Path)) else stock
+    check_transfer(model, stock_model, source)
+    layers, stock_layers = model.model, stock_model.model
     head, stock_head = layers[-1], stock_layers[-1]
     report = ConversionReport(
-        source=source, scale=scale,
+        source=source, scale=_scale(model), family=family(model) or family(stock_model),
         source_kpt_shape=list(stock_head.kpt_shape), target_kpt_shape=list(head.kpt_shape),
         source_nc=stock_head.nc, target_nc=head.nc,
     )
     for i, (layer, stock_layer) in enumerate(zip(layers, stock_layers, strict=True)):
         name = f"model.{i}"
-        if isinstance(layer, C2f_FDConv) and type(stock_layer) is C2f:
-            stock_layer = C2f_FDConv.from_c2f(copy.deepcopy(stock_layer))
+        cls = FDCONV_BLOCKS.get(type(layer).__name__)
+        if cls is not None and type(stock_layer).__name__ == cls.STOCK:
+            stock_layer = cls.from_stock(copy.deepcopy(stock_layer))
             report.converted.append(name)
-        elif type(layer) is not type(stock_layer):
-            raise FdposeError(f"layer {i} is {type(stock_layer).__name__} in the checkpoint, "
-                              f"{type(layer).__name__} in the model: not a YOLOv8-pose checkpoint",
-                              path=source)
-        skip = []  # head branches whose shapes follow kpt_shape / nc: left at their fresh init
-        if layer is head:
-            if report.source_kpt_shape != report.target_kpt_shape:
-                skip.append("cv4.")
-            if report.source_nc != report.target_nc:
-                skip.append("cv3.")
-            report.reinitialised = [f"{name}.{prefix.rstrip('.')}" for prefix in skip]
-        _load_layer(layer, stock_layer.state_dict(), name, source, skip=tuple(skip))
+        skip = _changed_branches(layer, stock_layer) if layer is head else ()
+        report.reinitialised += [f"{name}.{branch}" for branch in skip]
+        _load_layer(layer, stock_layer.state_dict(), name, source, skip=tuple(f"{b}." for b in skip))
         if name not in report.converted:
             report.copied.append(name)
     if report.source_nc == report.target_nc:
@@ -113,11 +156,23 @@ def load_pretrained_into(model: nn.Module, stock: str | Path | nn.Module,
     return report
 
 
-def _scale(model: nn.Module) -> str:
+def _changed_branches(head: nn.Module, stock_head: nn.Module) -> list[str]:
+    """The head's branches (direct submodules) whose parameter or buffer shapes differ from the stock
+    head's: those that follow ``kpt_shape`` or ``nc`` (keypoint, class and, in YOLO26, sigma branches)."""
+    own, theirs = head.state_dict(), stock_head.state_dict()
+    changed = []
+    for branch, _ in head.named_children():
+        keys = {k for k in (*own, *theirs) if k.startswith(f"{branch}.")}
+        if any(k not in own or k not in theirs or own[k].shape != theirs[k].shape for k in keys):
+            changed.append(branch)
+    return changed
+
+
+def _scale(model: nn.Module | dict) -> str:
     """The scale letter a model was built at: its YAML's ``scale``, else the letter in its YAML file name."""
     from ultralytics.nn.tasks import guess_model_scale
 
-    yaml = getattr(model, "yaml", None) or {}
+    yaml = model if isinstance(model, dict) else getattr(model, "yaml", None) or {}
     return yaml.get("scale") or guess_model_scale(yaml.get("yaml_file", ""))
 
 
@@ -146,8 +201,7 @@ def convert_checkpoint(stock_pt: str | Path, cfg: str | Path = MODEL_YAML, kpt_s
     """
     from ultralytics.nn.tasks import PoseModel, yaml_model_load
 
-    register()
-    stock = load_stock(stock_pt)
+    stock = load_model(stock_pt)
     stock_head = stock.model[-1]
     d = yaml_model_load(cfg)
     d["scale"] = _scale(stock)

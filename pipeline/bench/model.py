@@ -19,8 +19,6 @@ from __future__ import annotations
 import copy
 import functools
 import statistics
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -81,21 +79,6 @@ class ModelBenchResult:
         return "\n".join(lines)
 
 
-def _time_pair(first: Callable[[], object], second: Callable[[], object], repeats: int,
-               warmup: int) -> tuple[list[float], list[float]]:
-    """Milliseconds of every timed call of two callables, run alternately."""
-    for _ in range(warmup):
-        first()
-        second()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for fn, bucket in ((first, times[0]), (second, times[1])):
-            start = time.perf_counter()
-            fn()
-            bucket.append((time.perf_counter() - start) * 1e3)
-    return times
-
-
 def _row(mode: str, imgsz: int, batch: int, times: tuple[list[float], list[float]]) -> ModelBenchRow:
     """Medians, minima and their ratios of (C2f_FDConv, stock) timings."""
     fd, stock = times
@@ -105,8 +88,8 @@ def _row(mode: str, imgsz: int, batch: int, times: tuple[list[float], list[float
                          fd_min / stock_min, TARGETS[(mode, imgsz)])
 
 
-def _pose_batch(batch: int, imgsz: int, kpt_shape: list[int], seed: int) -> dict:
-    """A synthetic training batch in ultralytics' collated format: one person per image."""
+def pose_batch(batch: int, imgsz: int, kpt_shape: list[int], seed: int) -> dict:
+    """A synthetic training batch in ultralytics' collated format: one person per image (CPU tensors)."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
@@ -134,13 +117,12 @@ def bench_model(scale: str = "n", threads: int = 2, repeats: int = 20, train_rep
     from ultralytics.nn.tasks import PoseModel
 
     from pipeline.io import write_json
-    from pipeline.nn.info import STOCK_YAML, load_model_yaml
+    from pipeline.nn.info import load_model_yaml, stock_twin, time_pair
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     d = load_model_yaml(cfg, scale)
-    stock_d = load_model_yaml(STOCK_YAML, scale)
-    stock_d["nc"], stock_d["kpt_shape"] = d["nc"], d["kpt_shape"]
+    stock_d = stock_twin(d)  # the same YAML with stock blocks: same scale, nc and kpt_shape
     models = {"fdconv": PoseModel(d, verbose=False), "stock": PoseModel(stock_d, verbose=False)}
 
     rows = []
@@ -152,11 +134,11 @@ def bench_model(scale: str = "n", threads: int = 2, repeats: int = 20, train_rep
             with torch.no_grad():
                 model(x)
 
-        times = _time_pair(functools.partial(infer, fused["fdconv"]),
+        times = time_pair(functools.partial(infer, fused["fdconv"]),
                            functools.partial(infer, fused["stock"]), repeats, warmup=3)
         rows.append(_row("inference", imgsz, 1, times))
 
-    batch = _pose_batch(TRAIN_BATCH, TRAIN_IMGSZ, list(d["kpt_shape"]), seed)
+    batch = pose_batch(TRAIN_BATCH, TRAIN_IMGSZ, list(d["kpt_shape"]), seed)
     optimizers = {}
     for name, model in models.items():
         model.args = get_cfg()  # the loss reads its gains (box, pose, kobj, ...) from model.args
@@ -169,7 +151,7 @@ def bench_model(scale: str = "n", threads: int = 2, repeats: int = 20, train_rep
         loss.sum().backward()
         optimizers[name].step()
 
-    times = _time_pair(functools.partial(step, "fdconv"), functools.partial(step, "stock"), train_repeats,
+    times = time_pair(functools.partial(step, "fdconv"), functools.partial(step, "stock"), train_repeats,
                        warmup=1)
     rows.append(_row("train_step", TRAIN_IMGSZ, TRAIN_BATCH, times))
 

@@ -1,4 +1,5 @@
-"""Neural-network layers: FDConv and the C2f_FDConv block, with a thin ultralytics adapter."""
+"""Neural-network layers: FDConv and the FDConv blocks (C2f_FDConv, C3k2_FDConv), the ultralytics adapter,
+model info and pretrained starts."""
 
 __all__ = ["FDConv"]
 

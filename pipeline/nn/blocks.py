@@ -1,18 +1,25 @@
-"""The C2f_FDConv block: ultralytics' C2f whose bottlenecks convolve their second 3x3 with FDConv.
+"""The FDConv blocks: ultralytics' C2f (YOLOv8) and C3k2 (YOLO11, YOLO26) with FDConv in their bottlenecks.
 
-``C2f_FDConv`` subclasses ultralytics' ``C2f`` (same forward, same ``forward_split`` the exporter
-uses); only each bottleneck's ``cv2`` changes, from an ultralytics ``Conv`` to :class:`FDConvBN`.
+``C2f_FDConv`` subclasses ultralytics' ``C2f`` and ``C3k2_FDConv`` its ``C3k2`` (same forward, same
+``forward_split`` the exporter uses); only the chosen convolutions of every ``Bottleneck`` inside
+the block change (by default ``cv2``, the second 3x3), from an ultralytics ``Conv`` to
+:class:`FDConvBN`. In a C3k2 block the bottlenecks sit directly in ``m``, inside ``C3k`` blocks
+(``c3k=True``, ultralytics' m/l/x scales) or beside an attention block (``attn=True``); all are converted.
 :class:`FDConvBN` is deliberately *not* an ultralytics ``Conv``: ``BaseModel.fuse()`` folds every
 ``Conv``'s BatchNorm into ``conv.weight``, which FDConv does not have (its kernel is rebuilt per
 sample from Fourier coefficients). It carries its own :meth:`FDConvBN.fuse` instead, which
 :func:`pipeline.nn.ultralytics.register` hooks into ``BaseModel.fuse()``.
+
+:data:`FDCONV_BLOCKS` names the blocks a model YAML may use, each built by ultralytics as its stock
+block (``STOCK``) and converted by ``from_stock`` (see :mod:`pipeline.nn.ultralytics`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from ultralytics.nn.modules import C2f, Conv
+from ultralytics.nn.modules import C2f, C3k2, Conv
+from ultralytics.nn.modules.block import Bottleneck
 
 from pipeline.nn.fdconv import FDConv
 
@@ -79,8 +86,46 @@ class FDConvBN(nn.Module):
         del self.bn
 
 
-class C2f_FDConv(C2f):  # noqa: N801 (the seed's model files name the block this way)
-    """ultralytics' C2f with every bottleneck's second 3x3 convolution (``cv2``) an :class:`FDConvBN`.
+BOTTLENECK_CONVS = ("cv1", "cv2")  # the two convolutions of an ultralytics Bottleneck
+
+
+def convert_bottlenecks(block: nn.Module, convs: tuple[str, ...] | list[str] = ("cv2",),
+                        **fdconv_options) -> None:
+    """Give every ``Bottleneck`` inside ``block`` FDConv in the convolutions ``convs`` (``cv1``, ``cv2``).
+
+    Each converted ``Conv`` becomes ``FDConvBN.from_conv(conv)``: same function at init, trained
+    weights and BatchNorm statistics kept.
+    """
+    convs = tuple(convs)
+    if not convs or any(name not in BOTTLENECK_CONVS for name in convs):
+        raise ValueError(f"convs must name bottleneck convolutions {BOTTLENECK_CONVS}, got {list(convs)}")
+    for module in block.modules():
+        if isinstance(module, Bottleneck):
+            for name in convs:
+                conv = getattr(module, name)
+                if not isinstance(conv, FDConvBN):
+                    setattr(module, name, FDConvBN.from_conv(conv, **fdconv_options))
+
+
+def _converted(cls: type, stock_class: type, block: nn.Module, convs, fdconv_options: dict) -> nn.Module:
+    """A ``cls`` (an FDConv block) that takes over the modules and attributes (parse_model's bookkeeping
+    included) of ``block``, an exact ``stock_class``, with FDConv in the bottlenecks' ``convs``."""
+    if type(block) is not stock_class:
+        raise TypeError(f"expected an ultralytics {stock_class.__name__} block, got {type(block).__name__}")
+    new = cls.__new__(cls)
+    nn.Module.__init__(new)
+    for name, value in vars(block).items():
+        if not name.startswith("_") and name != "training":
+            setattr(new, name, value)
+    for name, module in block.named_children():
+        setattr(new, name, module)
+    new.train(block.training)
+    convert_bottlenecks(new, convs, **fdconv_options)
+    return new
+
+
+class C2f_FDConv(C2f):  # noqa: N801 (named after the block it converts, as model YAMLs spell it)
+    """ultralytics' C2f with FDConv in its bottlenecks (by default the second 3x3 convolution, ``cv2``).
 
     Args:
         c1: Input channels.
@@ -89,33 +134,62 @@ class C2f_FDConv(C2f):  # noqa: N801 (the seed's model files name the block this
         shortcut: Residual connections in the bottlenecks.
         g: Groups of the bottlenecks' second convolution.
         e: Hidden-channel ratio.
+        convs: Which convolutions of each bottleneck become FDConv: ``("cv2",)`` (the default),
+            ``("cv1",)`` or ``("cv1", "cv2")``. In a model YAML: a trailing mapping, ``{convs: [cv1, cv2]}``.
         **fdconv_options: Passed to every :class:`~pipeline.nn.fdconv.FDConv`.
     """
 
+    STOCK = "C2f"
+
     def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = False, g: int = 1, e: float = 0.5,
-                 **fdconv_options):
+                 convs: tuple[str, ...] = ("cv2",), **fdconv_options):
         super().__init__(c1, c2, n, shortcut, g, e)
-        for bottleneck in self.m:
-            stock = bottleneck.cv2
-            bottleneck.cv2 = FDConvBN(self.c, self.c, stock.conv.kernel_size[0], 1, g=g, act=stock.act,
-                                      **fdconv_options)
+        convert_bottlenecks(self, convs, **fdconv_options)
 
     @classmethod
-    def from_c2f(cls, block: C2f, **fdconv_options) -> C2f_FDConv:
+    def from_c2f(cls, block: C2f, convs: tuple[str, ...] = ("cv2",), **fdconv_options) -> C2f_FDConv:
         """The C2f_FDConv form of a stock ``C2f``, computing the same function at init.
 
-        Takes over ``block``'s modules (it does not copy them): every bottleneck's ``cv2`` becomes
-        ``FDConvBN.from_conv(cv2)``; everything else, trained weights and BatchNorm statistics
+        Takes over ``block``'s modules (it does not copy them): the ``convs`` of every bottleneck
+        become ``FDConvBN.from_conv(conv)``; everything else, trained weights and BatchNorm statistics
         included, is kept as it is.
         """
-        if type(block) is not C2f:
-            raise TypeError(f"expected an ultralytics C2f block, got {type(block).__name__}")
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        new.c, new.cv1, new.cv2, new.m = block.c, block.cv1, block.cv2, block.m
-        for bottleneck in new.m:
-            bottleneck.cv2 = FDConvBN.from_conv(bottleneck.cv2, **fdconv_options)
-        for attribute in ("i", "f", "type", "np"):  # parse_model's bookkeeping, when present
-            if hasattr(block, attribute):
-                setattr(new, attribute, getattr(block, attribute))
-        return new
+        return _converted(cls, C2f, block, convs, fdconv_options)
+
+    from_stock = from_c2f
+
+
+class C3k2_FDConv(C3k2):  # noqa: N801 (named like C2f_FDConv)
+    """ultralytics' C3k2 (YOLO11, YOLO26) with FDConv in its bottlenecks (by default ``cv2``).
+
+    Args:
+        c1: Input channels.
+        c2: Output channels.
+        n: Number of inner blocks.
+        c3k: Inner blocks are ``C3k`` (two bottlenecks each) instead of single bottlenecks.
+        e: Hidden-channel ratio.
+        attn: Inner blocks are a bottleneck followed by an attention block.
+        g: Groups of the bottlenecks' second convolution.
+        shortcut: Residual connections in the bottlenecks.
+        convs: Which convolutions of each bottleneck become FDConv, as for :class:`C2f_FDConv`.
+        **fdconv_options: Passed to every :class:`~pipeline.nn.fdconv.FDConv`.
+    """
+
+    STOCK = "C3k2"
+
+    def __init__(self, c1: int, c2: int, n: int = 1, c3k: bool = False, e: float = 0.5, attn: bool = False,
+                 g: int = 1, shortcut: bool = True, convs: tuple[str, ...] = ("cv2",), **fdconv_options):
+        super().__init__(c1, c2, n, c3k, e, attn, g, shortcut)
+        convert_bottlenecks(self, convs, **fdconv_options)
+
+    @classmethod
+    def from_c3k2(cls, block: C3k2, convs: tuple[str, ...] = ("cv2",), **fdconv_options) -> C3k2_FDConv:
+        """The C3k2_FDConv form of a stock ``C3k2``, computing the same function at init (takes over its
+        modules, as :meth:`C2f_FDConv.from_c2f` does)."""
+        return _converted(cls, C3k2, block, convs, fdconv_options)
+
+    from_stock = from_c3k2
+
+
+# Block names a model YAML may use -> their classes (ultralytics builds them as ``cls.STOCK``).
+FDCONV_BLOCKS = {cls.__name__: cls for cls in (C2f_FDConv, C3k2_FDConv)}

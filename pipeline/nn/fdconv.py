@@ -1,25 +1,63 @@
 """Frequency Dynamic Convolution (FDConv), a drop-in replacement for ``nn.Conv2d``.
 
-The math is stated in ``../shared/design/fdconv.md``; section numbers below refer to it.
+The layer of Chen et al., "Frequency Dynamic Convolution for Dense Image Prediction", CVPR 2025
+(arXiv 2503.18783): a dynamic convolution whose per-sample kernel is assembled from disjoint groups
+of Fourier coefficients of one weight tensor. The math it relies on, in the terms of this module
+(section numbers are referred to below and in the tests):
 
-* FDW (section 1): the static kernel lives in the Fourier domain as ``dft_weight`` (``D``). Its
-  cells are split by radius into ``kernel_num`` disjoint frequency groups; each group gives a basis
-  kernel ``B_g = irfft2(alpha * D masked to G_g)``, and a sample's kernel is ``sum_g a[b, g] B_g``.
-* KSM (section 2): a global branch (channel, filter, spatial and kernel attentions) and a local
-  branch (one factor per kernel element), both reading the globally pooled input.
-* FBM (section 3): the input of 3x3 convolutions is split into frequency bands by exact low-pass
-  masks, and each band is re-weighted by a learned spatial map.
+Notation. Input ``x``: ``(B, Cin, H, W)``; static kernel ``W``: ``(Cout, Cin, k, k)``, groups 1;
+``s = min(Cout, Cin) // 2``; ``n = kernel_num``; ``r = param_ratio``. ``M`` is the kernel as a
+``(Cout*k, Cin*k)`` matrix, ``M[o*k + i, c*k + j] = W[o, c, i, j]``; ``rfft2``/``irfft2`` are 2-D
+real FFTs over both axes (backward norm).
 
-Normalisation in the KSM global branch: ``LayerNorm`` over the hidden features. The source uses
-BatchNorm, which raises at training batch size 1 and behaves differently in train and eval mode;
-LayerNorm works per sample, so training at batch size 1 is fine and train/eval compute the same
-function.
+1. Fourier Disjoint Weight (FDW). The parameter ``D = rfft2(M) / s`` (``dft_weight``, real and
+   imaginary parts in the last axis, ``r`` copies). The cells ``(u, v)`` of the rfft2 grid are sorted
+   by radius ``sqrt(fftfreq(Cout*k)[u]^2 + rfftfreq(Cin*k)[v]^2)`` (stable, ties by flat index) and
+   split into ``n`` contiguous groups ``G_1..G_n`` (low to high frequency) whose sizes differ by at
+   most one, so every channel count works. With ``alpha = s * n * r / param_reduction`` and the
+   kernel attention ``a[b, g]``, sample ``b``'s kernel is
+   ``M_b = irfft2(sum_g a[b, g] * alpha * (D masked to G_g)) = sum_g a[b, g] * B_g``: irfft2 is
+   linear, so the basis kernels ``B_g = irfft2(alpha * D masked to G_g)`` depend on parameters only.
+2. Kernel Spatial Modulation (KSM). Both branches read ``p = mean_{H,W}(x)``. Global branch:
+   ``h = StarReLU(LayerNorm(FC(p)))`` (hidden width ``max(int(Cin * reduction), 16)``,
+   ``StarReLU(z) = scale * relu(z)^2 + bias``), then four linear heads: channel
+   ``ca = sigmoid(z_c / T) * att_multi`` ``(B, Cin)``, filter ``fa`` ``(B, Cout)``, spatial ``sa``
+   ``(B, k, k)`` (absent for k = 1) and kernel ``a = sigmoid(z_k / Tk) * 2 / (r*n)`` ``(B, r*n)``
+   (absent for ``r*n = 1``); ``1 + tanh(z / T)`` and, for the kernel head, ``softmax(z / Tk)`` are the
+   alternative activations. Temperatures: ``Tk = kernel_temp = 1.0`` and ``T = temp = Tk`` by
+   default, as in the paper's code for ``kernel_num`` given. Local branch: a 1-D zero-padded
+   convolution along the channel axis of ``LayerNorm(p)`` with ``Cout*k*k`` outputs and odd size
+   ``ks = round(log2(Cin) / 2 + 0.5) // 2 * 2 + 1`` gives logits ``l[b, o, c, i, j]`` and
+   ``la = sigmoid(l) * att_multi`` (or ``1 + tanh(l)``), one factor per kernel element.
+   LayerNorm (not the paper's BatchNorm) normalises the hidden features: it works per sample, so
+   training at batch size 1 works and train and eval mode compute the same function.
+3. Frequency Band Modulation (FBM), for k = 3 (``use_fbm_if_k_in``), factors ``k_list = (2, 4, 8)``.
+   The low-pass ``L_f(x) = irfft2(rfft2(x, ortho) * m_f, ortho)`` keeps, along an axis of length
+   ``N``, the frequencies with signed index ``q`` where ``2 * f * |q| < N`` (decided in integers, for
+   the actual ``H, W``; the mask is the product of both axes' masks). With ``prev = x``, ``out = 0``,
+   for each ``f``: ``low = L_f(x)``, ``out += 2 * sigmoid(conv_f(x)) * (prev - low)``, ``prev = low``;
+   finally ``out += prev``. ``conv_f`` is a 3x3 convolution ``Cin -> fbm_spatial_group`` maps, each
+   scaling its share of the channels. The separable mask makes ``L_f(x) = U_f U_f^T x V_f V_f^T``
+   with real orthonormal Fourier bases (DC, then cos/sin pairs by rising ``|q|``), in which every
+   narrower band is a prefix of the widest one: one projection serves all bands, no FFT needed.
+4. The layer. ``y_b = conv2d(FBM(x_b), W~_b) + bias`` with
+   ``W~_b[o, c, i, j] = sa[b, i, j] * ca[b, c] * fa[b, o] * M_b[o, c, i, j] * la[b, o, c, i, j]``;
+   scaling the input by ``ca`` instead of the kernel is the same function. FDConv applies where
+   ``min(Cin, Cout) > use_fdconv_if_c_gt`` (16), ``k`` is in ``use_fdconv_if_k_in`` (1, 3), the kernel
+   is square and ``groups == 1``; elsewhere the layer is a plain convolution with an ordinary
+   ``weight`` (:attr:`FDConv.is_dynamic` says which).
+5. The invariant. All attention heads, the local convolution and the FBM convolutions start at
+   (near) zero weights, so at initialisation every attention is neutral (``sigmoid(0) * att_multi
+   = 1`` with the default ``att_multi = 2``, so ``ca = fa = sa = la = 1``; ``a = 1/(r*n)``), every
+   band map is 1 and ``FBM(x) = x``; then ``sum_g a * alpha * D = s * D = rfft2(M)`` and
+   ``M_b = M``, whatever the temperatures: :meth:`FDConv.from_conv` gives an FDConv computing the
+   function of the ``Conv2d`` it was built from (up to float rounding), which is what turns a
+   pretrained stock checkpoint into an FDConv model with unchanged outputs.
 
-Where FDConv does not apply (``min(Cin, Cout) <= use_fdconv_if_c_gt``, kernel size not in
-``use_fdconv_if_k_in``, non-square kernel or ``groups != 1``) the layer is a plain convolution with
-an ordinary ``weight``; :attr:`FDConv.is_dynamic` says which path is active.
+Numerics: FFTs always run in float32 with autocast disabled (half-precision cuFFT accepts only
+power-of-two sizes; CPU FFTs reject bfloat16).
 
-The fast path, in the order a forward runs it:
+The fast paths, in the order a forward runs them:
 
 * Basis kernels: all ``r * n`` of them by one batched ``irfft2``, once per forward in training
   (shared by the batch) and cached in inference; the cache key is the parameter's storage pointer
@@ -28,9 +66,14 @@ The fast path, in the order a forward runs it:
   and one small ``fa * sa`` factor, and ``ca`` on whichever side is cheaper (section 4); in training
   a hand-written backward keeps the number of full-size temporaries low.
 * Convolution: one grouped convolution with ``groups = B`` for all per-sample kernels.
-* FBM: low-passes as separable projections (a few 2-D GEMMs) up to ``FBM_FFT_MIN_SIZE``, masked
-  FFTs above; always projections under ONNX export / tracing, where the eval-mode basis is a
-  constant too, so the exported graph has no FFT. FFTs always run in float32, autocast disabled.
+* FBM: low-passes as separable projections (a few GEMMs) up to ``FBM_FFT_MIN_SIZE``, masked FFTs
+  above; always projections under ONNX export / tracing, where the eval-mode basis is a constant
+  too, so the exported graph has no FFT. Inference (no autograd) works in an ``(H, W, B*Cin)``
+  layout instead, where every product is one GEMM or one broadcast batch of them with no
+  transposed copies: ``ca`` is folded into the one copy of the input into that layout (none for a
+  channels-last batch of 1), the bands are accumulated in place through one reused low-pass
+  buffer, and the grouped convolution reads the result as a channels-last tensor. (With autograd
+  that layout is slower: training keeps the NCHW form.) The output has the input's memory format.
 
 Allocator note: above glibc's 32 MB mmap threshold every freshly allocated tensor is page-faulted
 in again, which makes training steps of wide layers at large batches (e.g. 256 channels at batch
@@ -42,7 +85,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -163,6 +206,20 @@ def _cache_context():
         torch._C._set_tracing_state(state)
 
 
+def _check_options(in_channels: int, out_channels: int, groups: int, kernel_num: int, param_ratio: int,
+                   param_reduction: float, ksm_global_act: str, ksm_local_act: str) -> None:
+    """Reject constructor arguments FDConv cannot work with (``ValueError``, like ``nn.Conv2d``)."""
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must divide by "
+                         f"groups {groups}")
+    if ksm_global_act not in _GLOBAL_ACTS:
+        raise ValueError(f"ksm_global_act must be one of {_GLOBAL_ACTS}, got {ksm_global_act!r}")
+    if ksm_local_act not in _LOCAL_ACTS:
+        raise ValueError(f"ksm_local_act must be one of {_LOCAL_ACTS}, got {ksm_local_act!r}")
+    if kernel_num < 1 or param_ratio < 1 or not 0.0 < param_reduction <= 1.0:
+        raise ValueError("kernel_num and param_ratio must be >= 1 and 0 < param_reduction <= 1")
+
+
 class FDConv(nn.Module):
     """Frequency Dynamic Convolution with the constructor of ``nn.Conv2d`` (see the module docstring).
 
@@ -171,9 +228,10 @@ class FDConv(nn.Module):
     (``r`` copies of ``D``), ``param_reduction`` (fraction of frequency cells kept as parameters;
     below 1 the layer no longer starts as its source conv), ``use_fdconv_if_c_gt``,
     ``use_fdconv_if_k_in``, ``use_fbm_if_k_in``, ``k_list`` (FBM low-pass factors),
-    ``kernel_temp``/``temp`` (attention temperatures, default ``sqrt(n * r)``), ``ksm_global_act``
-    (``sigmoid``, ``tanh``, or ``softmax`` for the kernel head), ``ksm_local_act`` (``sigmoid`` or
-    ``tanh``) and ``fbm_spatial_group`` (band maps per FBM band, each scaling its share of channels).
+    ``kernel_temp`` (kernel-attention temperature, default 1.0) and ``temp`` (temperature of the
+    other attentions, default ``kernel_temp``), ``ksm_global_act`` (``sigmoid``, ``tanh``, or
+    ``softmax`` for the kernel head), ``ksm_local_act`` (``sigmoid`` or ``tanh``) and
+    ``fbm_spatial_group`` (band maps per FBM band, each scaling its share of channels).
     """
 
     def __init__(
@@ -196,7 +254,7 @@ class FDConv(nn.Module):
         use_fdconv_if_k_in: Sequence[int] = (1, 3),
         use_fbm_if_k_in: Sequence[int] = (3,),
         k_list: Sequence[int] = (2, 4, 8),
-        kernel_temp: float | None = None,
+        kernel_temp: float = 1.0,
         temp: float | None = None,
         ksm_global_act: str = "sigmoid",
         ksm_local_act: str = "sigmoid",
@@ -205,15 +263,8 @@ class FDConv(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must divide by "
-                             f"groups {groups}")
-        if ksm_global_act not in _GLOBAL_ACTS:
-            raise ValueError(f"ksm_global_act must be one of {_GLOBAL_ACTS}, got {ksm_global_act!r}")
-        if ksm_local_act not in _LOCAL_ACTS:
-            raise ValueError(f"ksm_local_act must be one of {_LOCAL_ACTS}, got {ksm_local_act!r}")
-        if kernel_num < 1 or param_ratio < 1 or not 0.0 < param_reduction <= 1.0:
-            raise ValueError("kernel_num and param_ratio must be >= 1 and 0 < param_reduction <= 1")
+        _check_options(in_channels, out_channels, groups, kernel_num, param_ratio, param_reduction,
+                       ksm_global_act, ksm_local_act)
         factory = {"device": device, "dtype": dtype}
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -228,11 +279,10 @@ class FDConv(nn.Module):
         self.att_multi = float(att_multi)
         self.ksm_global_act = ksm_global_act
         self.ksm_local_act = ksm_local_act
-        k = self.kernel_size[0]
         self.is_dynamic = (
             min(in_channels, out_channels) > use_fdconv_if_c_gt
             and self.kernel_size[0] == self.kernel_size[1]
-            and k in tuple(use_fdconv_if_k_in)
+            and self.kernel_size[0] in tuple(use_fdconv_if_k_in)
             and groups == 1
         )
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
@@ -242,38 +292,44 @@ class FDConv(nn.Module):
         if not self.is_dynamic:
             self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size,
                                                    **factory))
-            self.reset_parameters()
-            return
+        else:
+            self.kernel_temp = float(kernel_temp)
+            self.temp = float(temp) if temp is not None else self.kernel_temp
+            self._init_fdw(factory)
+            self._init_ksm(reduction, factory)
+            self._init_fbm(use_fbm_if_k_in, k_list, fbm_spatial_group, factory)
+        self.reset_parameters()
 
-        cin, cout = in_channels, out_channels
-        groups_total = kernel_num * param_ratio
-        self.kernel_temp = float(kernel_temp) if kernel_temp is not None else math.sqrt(groups_total)
-        self.temp = float(temp) if temp is not None else self.kernel_temp
+    def _init_fdw(self, factory: dict) -> None:
+        """FDW (section 1): ``D`` over the rfft2 grid of the ``(Cout*k, Cin*k)`` kernel matrix."""
+        cin, cout, k = self.in_channels, self.out_channels, self.kernel_size[0]
+        r, n = self.param_ratio, self.kernel_num
         self.s = min(cin, cout) // 2
-        self.alpha = self.s * kernel_num * param_ratio / param_reduction
-
-        # FDW (section 1): D over the rfft2 grid of the (Cout*k, Cin*k) kernel matrix.
+        self.alpha = self.s * n * r / self.param_reduction
         rows, cols = cout * k, cin * k
         grid = rows * (cols // 2 + 1)
-        if param_reduction < 1.0:
+        if self.param_reduction < 1.0:
             # A fixed, size-seeded random subset of cells is kept (stored compactly as (r, K, 2)).
             generator = torch.Generator().manual_seed(grid)
-            kept = torch.randperm(grid, generator=generator)[: int(grid * param_reduction)]
+            kept = torch.randperm(grid, generator=generator)[: int(grid * self.param_reduction)]
             cells = np.sort(kept.numpy())
-            self.dft_weight = nn.Parameter(torch.empty(param_ratio, len(cells), 2, **factory))
+            self.dft_weight = nn.Parameter(torch.empty(r, len(cells), 2, **factory))
         else:
             cells = np.arange(grid)
-            self.dft_weight = nn.Parameter(torch.empty(param_ratio, rows, cols // 2 + 1, 2, **factory))
-        group = frequency_groups(rows, cols, kernel_num, cells)
+            self.dft_weight = nn.Parameter(torch.empty(r, rows, cols // 2 + 1, 2, **factory))
+        group = frequency_groups(rows, cols, n, cells)
         # Position of each stored cell in the (kernel_num * grid) stack of per-group spectra.
         target = torch.from_numpy(group * grid + cells)
-        self.register_buffer("_fdw_target", target.to(device), persistent=False)
+        self.register_buffer("_fdw_target", target.to(factory["device"]), persistent=False)
 
-        # KSM global (section 2).
+    def _init_ksm(self, reduction: float, factory: dict) -> None:
+        """KSM (section 2): the global branch's MLP and fused heads, the local branch's 1-D conv."""
+        cin, cout, k = self.in_channels, self.out_channels, self.kernel_size[0]
+        groups_total = self.kernel_num * self.param_ratio
         hidden = max(int(cin * reduction), 16)
         self.ksm_fc = nn.Linear(cin, hidden, bias=False, **factory)
         self.ksm_norm = nn.LayerNorm(hidden, **factory)
-        self.ksm_act = StarReLU().to(device)
+        self.ksm_act = StarReLU().to(factory["device"])
         # The four heads as one Linear, output rows [channel | filter | spatial | kernel]; the
         # spatial head is absent for k = 1 and the kernel head for r * n = 1 (size 0).
         self.head_sizes = (cin, cout, k * k if k > 1 else 0, groups_total if groups_total > 1 else 0)
@@ -281,39 +337,40 @@ class FDConv(nn.Module):
         # Scale of the channel/filter/spatial attentions: att_multi for sigmoid, 1 for 1 + tanh; the
         # filter columns also carry the local attention's att_multi (both scale the same kernel).
         scale = torch.full((cin + cout + self.head_sizes[2],),
-                           1.0 if ksm_global_act == "tanh" else self.att_multi)
-        if ksm_local_act == "sigmoid":
+                           1.0 if self.ksm_global_act == "tanh" else self.att_multi)
+        if self.ksm_local_act == "sigmoid":
             scale[cin:cin + cout] *= self.att_multi
-        self.register_buffer("_att_scale", scale.to(device), persistent=False)
+        self.register_buffer("_att_scale", scale.to(factory["device"]), persistent=False)
 
-        # KSM local (section 2).
         ks = round(math.log2(cin) / 2 + 0.5) // 2 * 2 + 1
         self.local_norm = nn.LayerNorm(cin, **factory)
         self.local_conv = nn.Conv1d(1, cout * k * k, ks, padding=(ks - 1) // 2, bias=False, **factory)
 
-        # FBM (section 3).
+    def _init_fbm(self, use_fbm_if_k_in: Sequence[int], k_list: Sequence[int], spatial_group: int,
+                  factory: dict) -> None:
+        """FBM (section 3): the band convolutions and the matrix that mixes band maps into coefficients."""
+        cin = self.in_channels
         self.k_list = tuple(int(f) for f in k_list)
-        self.fbm_spatial_group = fbm_spatial_group
-        if k in tuple(use_fbm_if_k_in) and self.k_list:
-            if cin % fbm_spatial_group:
-                raise ValueError(f"in_channels {cin} must divide by fbm_spatial_group {fbm_spatial_group}")
-            self.fbm_conv = nn.Conv2d(cin, len(self.k_list) * fbm_spatial_group, 3, padding=1, **factory)
-            # Band maps m_j = 2 * sigmoid(conv_j(x)) -> coefficient maps [m_1, m_2 - m_1, ..., 1 - m_last]
-            # as one (bands + 1, bands) matrix times the sigmoids, plus an offset.
-            bands = len(self.k_list)
-            mix = torch.zeros(bands + 1, bands)
-            mix[0, 0] = 2.0
-            for j in range(bands):
-                mix[j + 1, j] = -2.0
-                if j + 1 < bands:
-                    mix[j + 1, j + 1] = 2.0
-            offset = torch.zeros(bands + 1, 1)
-            offset[bands] = 1.0
-            self.register_buffer("_band_mix", mix.to(device), persistent=False)
-            self.register_buffer("_band_offset", offset.to(device), persistent=False)
-        else:
+        self.fbm_spatial_group = spatial_group
+        if self.kernel_size[0] not in tuple(use_fbm_if_k_in) or not self.k_list:
             self.fbm_conv = None
-        self.reset_parameters()
+            return
+        if cin % spatial_group:
+            raise ValueError(f"in_channels {cin} must divide by fbm_spatial_group {spatial_group}")
+        bands = len(self.k_list)
+        self.fbm_conv = nn.Conv2d(cin, bands * spatial_group, 3, padding=1, **factory)
+        # Band maps m_j = 2 * sigmoid(conv_j(x)) -> coefficient maps [m_1, m_2 - m_1, ..., 1 - m_last]
+        # as one (bands + 1, bands) matrix times the sigmoids, plus an offset.
+        mix = torch.zeros(bands + 1, bands)
+        mix[0, 0] = 2.0
+        for j in range(bands):
+            mix[j + 1, j] = -2.0
+            if j + 1 < bands:
+                mix[j + 1, j + 1] = 2.0
+        offset = torch.zeros(bands + 1, 1)
+        offset[bands] = 1.0
+        self.register_buffer("_band_mix", mix.to(factory["device"]), persistent=False)
+        self.register_buffer("_band_offset", offset.to(factory["device"]), persistent=False)
 
     # ------------------------------------------------------------------ construction
 
@@ -425,22 +482,26 @@ class FDConv(nn.Module):
         # M[o*k + i, c*k + j] -> (group, o, c, i*k + j): the layout the grouped convolution reads.
         return basis.reshape(r * n, cout, k, cin, k).permute(0, 1, 3, 2, 4).reshape(r * n, cout, cin, k * k)
 
-    def _basis(self) -> torch.Tensor:
+    def _basis(self, cin_last: bool = False) -> torch.Tensor:
         """Basis kernels: recomputed while training (autograd), cached in inference.
 
-        The cache key holds the parameter's storage pointer and in-place version counter, which
-        optimizer steps, ``load_state_dict`` and ``.to()`` all change.
+        ``(r*n, Cout, Cin, k*k)``, or with ``cin_last`` ``(r*n, Cout, k*k, Cin)``: the order in which
+        the kernels they mix are a channels-last weight. The cache holds that order (what
+        inference uses); the other is a view of it. The cache key holds the parameter's storage
+        pointer and in-place version counter, which optimizer steps, ``load_state_dict`` and
+        ``.to()`` all change.
         """
         param = self.dft_weight
         needs_grad = torch.is_grad_enabled() and param.requires_grad
         if self.training or (needs_grad and not _exporting()):
-            return self._compute_basis()
+            basis = self._compute_basis()
+            return basis.transpose(2, 3).contiguous() if cin_last else basis
         key = (param.data_ptr(), param._version, param.device, param.dtype)
         if self._basis_cache is None or self._basis_key != key:
             with _cache_context():
-                self._basis_cache = self._compute_basis()
+                self._basis_cache = self._compute_basis().transpose(2, 3).contiguous()
             self._basis_key = key
-        return self._basis_cache
+        return self._basis_cache if cin_last else self._basis_cache.transpose(2, 3)
 
     # ------------------------------------------------------------------ KSM
 
@@ -453,7 +514,9 @@ class FDConv(nn.Module):
         batch = pooled.shape[0]
         cin, cout, kk, groups = self.head_sizes
         z = _as(self.ksm_heads(self.ksm_act(self.ksm_norm(self.ksm_fc(pooled)))), torch.float32)
-        logits = z[:, :cin + cout + kk] / self.temp
+        logits = z[:, :cin + cout + kk]
+        if self.temp != 1.0:
+            logits = logits / self.temp
         if self.ksm_global_act == "tanh":
             att = (1.0 + torch.tanh(logits)) * self._att_scale
         else:
@@ -464,7 +527,9 @@ class FDConv(nn.Module):
             factor = factor * att[:, cin + cout:].reshape(batch, 1, 1, kk)
         if not groups:
             return ca, factor, z.new_full((batch, 1), self.alpha)
-        zk = z[:, cin + cout + kk:] / self.kernel_temp
+        zk = z[:, cin + cout + kk:]
+        if self.kernel_temp != 1.0:
+            zk = zk / self.kernel_temp
         if self.ksm_global_act == "softmax":
             a = torch.softmax(zk, dim=-1) * self.alpha
         elif self.ksm_global_act == "tanh":
@@ -496,7 +561,7 @@ class FDConv(nn.Module):
         return self._projection_cache[key]
 
     def _low_passes(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """``L_f(x)`` for every ``f`` in ``k_list`` (float32 input).
+        """``L_f(x)`` for every ``f`` in ``k_list`` (float32 ``(B, C, H, W)`` input).
 
         Large maps use masked FFTs; small maps and every export use :meth:`_projected_low_passes`.
         """
@@ -513,7 +578,7 @@ class FDConv(nn.Module):
         return lows
 
     def _projected_low_passes(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """``L_f(x)`` for every ``f`` in ``k_list`` (float32 input), by separable projections.
+        """``L_f(x)`` for every ``f`` in ``k_list`` (float32 ``(B, C, H, W)`` input), by projections.
 
         ``L_f(x) = U_f U_f^T x V_f V_f^T`` with real orthonormal Fourier bases whose narrower bands
         are prefixes of the widest band's basis, so one projection ``C = U^T x V`` serves all bands.
@@ -536,25 +601,36 @@ class FDConv(nn.Module):
             lows.append(torch.mm(part, v_t[:kw]).reshape(batch, channels, height, width))
         return lows
 
+    def _coefficients_of(self, band_logits: torch.Tensor) -> torch.Tensor:
+        """Coefficient maps ``[m_1, m_2 - m_1, ..., 1 - m_last]`` as ``(B, bands + 1, G, H, W)`` float32.
+
+        ``out = sum_f m_f * (prev_f - L_f) + L_last`` (section 3) regrouped per low-pass is
+        ``out = m_1 * x + sum_j c_j * L_j`` with ``c_j = m_{j+1} - m_j`` and ``c_last = 1 - m_last``;
+        one small matrix product gives all of them from the band logits ``fbm_conv(x)``.
+        """
+        batch, _, height, width = band_logits.shape
+        groups, bands = self.fbm_spatial_group, len(self.k_list)
+        f32 = torch.float32
+        gates = torch.sigmoid(_as(band_logits, f32)).reshape(batch, bands, groups * height * width)
+        # Buffers cast as a .half()/.bfloat16() module keeps them low-precision: use float32 copies.
+        coefs = torch.matmul(_as(self._band_mix, f32), gates) + _as(self._band_offset, f32)
+        return coefs.reshape(batch, bands + 1, groups, height, width)
+
     def _fbm(self, x: torch.Tensor, channel_scale: torch.Tensor | None) -> torch.Tensor:
         """Frequency band modulation of the input (section 3), optionally times ``ca`` per channel.
 
-        ``out = sum_f m_f * (prev_f - L_f) + L_last`` is regrouped per low-pass: ``out = m_1 * x +
-        sum_j c_j * L_j`` with ``c_j = m_{j+1} - m_j`` and ``c_last = 1 - m_last`` (one small
-        matrix product gives all coefficient maps), accumulated in place. Low-passes run in float32
-        whatever autocast asks for.
+        The path with autograd, for export and for large maps: out of place where autograd or the
+        exporter need it, float32 whatever autocast asks for.
         """
         batch, channels, height, width = x.shape
         groups, bands = self.fbm_spatial_group, len(self.k_list)
-        band_logits = self.fbm_conv(x)  # (B, bands * G, H, W), band-major
+        band_logits = self.fbm_conv(x)
         f32 = torch.float32
         with torch.autocast(x.device.type, enabled=False):
             x32 = _as(x, f32)
             lows = self._low_passes(x32)
-            gates = torch.sigmoid(_as(band_logits, f32)).reshape(batch, bands, groups * height * width)
-            # (B, bands + 1, G*H*W); buffers cast as a .half()/.bfloat16() module keeps them low-precision
-            coefs = torch.matmul(_as(self._band_mix, f32), gates) + _as(self._band_offset, f32)
-            coefs = coefs.reshape(batch, bands + 1, groups, 1, height, width).unbind(1)
+            coefs = self._coefficients_of(band_logits).reshape(batch, bands + 1, groups, 1, height, width)
+            coefs = coefs.unbind(1)
             shape = (batch, groups, channels // groups, height, width)
             out = x32.reshape(shape) * coefs[0]
             for low, coef in zip(lows, coefs[1:], strict=True):
@@ -567,6 +643,63 @@ class FDConv(nn.Module):
                 out = out * _as(channel_scale, f32).reshape(batch, channels, 1, 1)
         return _as(out, x.dtype)
 
+    def _planes_low_passes(self, planes: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Inference's :meth:`_projected_low_passes` for ``(H, W, N)`` float32 planes, one ``f`` at a time.
+
+        In this layout every product is one GEMM or one broadcast batch of them, with no transposed
+        copies. The projection ``C = U^T x V`` is computed before this returns, so the caller may
+        overwrite ``planes`` while it draws the low-passes; every low-pass is written into the
+        same buffer, valid until the next one is drawn.
+        """
+        height, width, count = (int(size) for size in planes.shape)
+        u, u_t = self._projections(height, planes.device)
+        v, v_t = self._projections(width, planes.device)
+        kh_max, kw_max = u.shape[1], v.shape[1]
+        rows = torch.matmul(v_t, planes)  # x V along W: (H, kW, N)
+        coeffs = torch.mm(u_t, rows.reshape(height, kw_max * count)).reshape(kh_max, kw_max, count)
+
+        def bands() -> Iterator[torch.Tensor]:
+            buffer = None
+            for f in self.k_list:
+                kh, kw = 1 + 2 * ((height - 1) // (2 * f)), 1 + 2 * ((width - 1) // (2 * f))
+                part = torch.matmul(v[:, :kw], coeffs[:kh, :kw]).reshape(kh, width * count)  # (kh, W, N)
+                if buffer is None:
+                    buffer = torch.mm(u[:, :kh], part)
+                else:
+                    torch.mm(u[:, :kh], part, out=buffer)
+                yield buffer.reshape(height, width, count)
+
+        return bands()
+
+    def _fbm_inference(self, x: torch.Tensor, channel_scale: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`_fbm` without autograd, for maps below ``FBM_FFT_MIN_SIZE``, as ``(H, W, B*Cin)``.
+
+        Works in the layout of :meth:`_planes_low_passes`: ``ca`` is folded into the one copy of
+        ``x`` into it (no copy at all for a channels-last float32 batch of 1 without ``ca``), the
+        bands are accumulated in place, and the grouped convolution reads the result as a
+        channels-last ``(1, B*Cin, H, W)`` tensor.
+        """
+        batch, channels, height, width = x.shape
+        groups = self.fbm_spatial_group
+        band_logits = self.fbm_conv(x)
+        f32 = torch.float32
+        with torch.autocast(x.device.type, enabled=False):
+            coefs = self._coefficients_of(band_logits).permute(3, 4, 0, 2, 1).unsqueeze(-2).unbind(-1)
+            view = x.permute(2, 3, 0, 1)  # (H, W, B, Cin)
+            if channel_scale is not None:
+                planes = torch.empty(view.shape, dtype=f32, device=x.device)
+                torch.mul(view, _as(channel_scale, f32).reshape(1, 1, batch, channels), out=planes)
+            else:
+                planes = _as(view, f32)
+            planes = planes.reshape(height, width, batch * channels)  # a copy unless x is laid out so
+            fresh = planes.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+            lows = self._planes_low_passes(planes)
+            shape = (height, width, batch, groups, channels // groups)  # coefficient maps: (H, W, B, G, 1)
+            out = planes.reshape(shape).mul_(coefs[0]) if fresh else planes.reshape(shape) * coefs[0]
+            for low, coef in zip(lows, coefs[1:], strict=True):
+                out.addcmul_(low.reshape(shape), coef)
+        return out.reshape(height, width, batch * channels)
+
     # ------------------------------------------------------------------ forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -574,40 +707,57 @@ class FDConv(nn.Module):
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         batch, cin, height, width = x.shape
         cout, k = self.out_channels, self.kernel_size[0]
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         pooled = x.mean(dim=(2, 3))
         ca, factor, a = self._global_attentions(pooled)
         local_input = _as(self.local_norm(pooled), torch.float32)
-        basis = self._basis()
+        inference = not torch.is_grad_enabled() and not _exporting()
 
         # Section 4: fa and sa (and att_multi) fold into one small (B, Cout, 1, k*k) factor of the
         # kernel, which costs nothing extra; ca scales either the kernel (B * Cout*Cin*k*k products)
-        # or the input (B * Cin*H*W products), whichever is fewer.
+        # or the input (B * Cin*H*W products), whichever is fewer, and costs nothing on the input
+        # when the inference FBM copies the input anyway (all but a channels-last float32 batch of 1).
         kernel_side_ca = cout * cin * k * k < cin * height * width
+        fast_fbm = inference and self.fbm_conv is not None and max(height, width) < FBM_FFT_MIN_SIZE
+        if fast_fbm:
+            kernel_side_ca &= x.permute(2, 3, 0, 1).is_contiguous() and x.dtype == torch.float32
         kernel_ca = ca.reshape(batch, 1, cin, 1) if kernel_side_ca else None
         slope = 1.0 if self.ksm_local_act == "sigmoid" else 2.0
         with torch.autocast(x.device.type, enabled=False):
-            args = (a, basis, local_input, _as(self._local_taps(), torch.float32), factor, kernel_ca, slope)
-            if torch.is_grad_enabled() and not _exporting():
-                kernels = _AssembleKernels.apply(*args)
+            taps = _as(self._local_taps(), torch.float32)
+            if fast_fbm:
+                kernels = _inference_kernels(a, self._basis(cin_last=True), local_input, taps, factor,
+                                             kernel_ca, slope)
             else:
-                kernels, _ = _assemble_kernels(*args, mode="export" if _exporting() else "inference")
+                args = (a, self._basis(), local_input, taps, factor, kernel_ca, slope)
+                if torch.is_grad_enabled() and not _exporting():
+                    kernels = _AssembleKernels.apply(*args)
+                else:
+                    kernels, _ = _assemble_kernels(*args, mode="inference" if inference else "export")
+                kernels = kernels.reshape(batch * cout, cin, k, k)
 
         activation_ca = None if kernel_side_ca else ca
-        if self.fbm_conv is not None:
-            x = self._fbm(x, activation_ca)
-        elif activation_ca is not None:
-            x = x * _as(activation_ca.reshape(batch, cin, 1, 1), x.dtype)
+        if fast_fbm:
+            planes = _as(self._fbm_inference(x, activation_ca), x.dtype)
+            x = planes.reshape(1, height, width, batch * cin).permute(0, 3, 1, 2)  # channels-last view
+        else:
+            if self.fbm_conv is not None:
+                x = self._fbm(x, activation_ca)
+            elif activation_ca is not None:
+                x = x * _as(activation_ca.reshape(batch, cin, 1, 1), x.dtype)
+            x = x.reshape(1, batch * cin, height, width)
 
         # Per-sample convolution as ONE grouped convolution: the batch is folded into the channel
         # axis (1, B*Cin, H, W) and sample b's kernel forms group b, so group b only sees sample b.
         # Kernels are float32; a half-precision module and input (no autocast) convolve in half.
-        weight = _as(kernels.reshape(batch * cout, cin, k, k), x.dtype)
+        weight = _as(kernels, x.dtype)
         bias = self.bias
         if bias is not None:
             bias = _as(bias if batch == 1 else bias.repeat(batch), x.dtype)
-        out = F.conv2d(x.reshape(1, batch * cin, height, width), weight, bias, self.stride, self.padding,
-                       self.dilation, batch)
-        return out.reshape(batch, cout, out.shape[-2], out.shape[-1])
+        out = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, batch)
+        # The output keeps the input's memory format, as nn.Conv2d's does (no copy for a batch of 1).
+        out = out.reshape(batch, cout, out.shape[-2], out.shape[-1])
+        return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def _local_logits(q: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
@@ -656,6 +806,28 @@ def _assemble_kernels(a: torch.Tensor, basis: torch.Tensor, q: torch.Tensor, tap
     if channel is not None:
         kernels.mul_(channel)
     return kernels, act
+
+
+def _inference_kernels(a: torch.Tensor, basis: torch.Tensor, q: torch.Tensor, taps: torch.Tensor,
+                       factor: torch.Tensor, channel: torch.Tensor | None, slope: float) -> torch.Tensor:
+    """:func:`_assemble_kernels` from ``(r*n, Cout, k*k, Cin)`` basis kernels, in place.
+
+    In that order the local branch's ``conv1d`` output is already the kernels' layout (no
+    transposed read) and the result, ``(B*Cout, Cin, k, k)``, is a channels-last weight, the layout
+    oneDNN wants beside the channels-last input of the inference FBM (no reordering copy).
+    """
+    batch = a.shape[0]
+    groups, cout, kk, cin = basis.shape
+    ks = taps.shape[-1]
+    kernels = torch.mm(a, basis.reshape(groups, -1)).reshape(batch, cout, kk, cin)
+    act = F.conv1d(q.unsqueeze(1), taps.reshape(cout * kk, 1, ks), padding=(ks - 1) // 2)
+    act = act.reshape(batch, cout, kk, cin)
+    act = act.sigmoid_() if slope == 1.0 else act.tanh_().add_(1.0)
+    kernels.mul_(act).mul_(factor.transpose(2, 3))
+    if channel is not None:
+        kernels.mul_(channel.reshape(batch, 1, 1, cin))
+    k = math.isqrt(kk)
+    return kernels.reshape(batch * cout, k, k, cin).permute(0, 3, 1, 2)
 
 
 class _AssembleKernels(torch.autograd.Function):

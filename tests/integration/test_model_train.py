@@ -1,4 +1,5 @@
-"""ultralytics' own engine trains, validates and predicts with the C2f_FDConv model (tiny generated set)."""
+"""ultralytics' own engine trains, validates and predicts with the FDConv models of every family (YOLOv8
+C2f_FDConv, YOLO11 and YOLO26 C3k2_FDConv) on a tiny generated set."""
 
 from __future__ import annotations
 
@@ -8,13 +9,20 @@ import numpy as np
 import pytest
 
 import pipeline  # noqa: F401  (registers C2f_FDConv with ultralytics, as a user's `import pipeline` does)
-from pipeline.nn.ultralytics import model_cfg
+from pipeline.nn.ultralytics import MODELS_DIR, model_cfg
 
 COCO_FLIP = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
+FAMILIES = {  # family -> (shipped FDConv YAML, FDConv block)
+    "YOLOv8": (MODELS_DIR / "yolov8-pose-C2f_FDConv.yaml", "C2f_FDConv"),
+    "YOLO11": (MODELS_DIR / "yolo11-pose-C3k2_FDConv.yaml", "C3k2_FDConv"),
+    "YOLO26": (MODELS_DIR / "yolo26-pose-C3k2_FDConv.yaml", "C3k2_FDConv"),
+}
 
 
-def make_dataset(root: Path, size: int = 64, counts: dict[str, int] | None = None) -> Path:
-    """A YOLO-pose dataset of bright rectangles on noise, each a 'person' with 17 keypoints inside it."""
+def make_dataset(root: Path, size: int = 64, counts: dict[str, int] | None = None, num_keypoints: int = 17,
+                 names: tuple[str, ...] = ("person",)) -> Path:
+    """A YOLO-pose dataset of bright rectangles on noise, each a 'person' (by default) with 17 keypoints
+    inside it; with other ``names``, image ``n`` shows class ``n % len(names)``."""
     import cv2
 
     rng = np.random.default_rng(0)
@@ -27,28 +35,33 @@ def make_dataset(root: Path, size: int = 64, counts: dict[str, int] | None = Non
             x1, y1 = x0 + rng.integers(size // 3, size // 2), y0 + rng.integers(size // 3, size // 2)
             image[y0:y1, x0:x1] = 200
             cv2.imwrite(str(root / "images" / split / f"{n}.jpg"), image)
-            kpts = np.stack([rng.uniform(x0, x1, 17), rng.uniform(y0, y1, 17), np.full(17, 2.0)], 1)
+            k = num_keypoints
+            kpts = np.stack([rng.uniform(x0, x1, k), rng.uniform(y0, y1, k), np.full(k, 2.0)], 1)
             kpts[:, :2] /= size
             box = [(x0 + x1) / 2 / size, (y0 + y1) / 2 / size, (x1 - x0) / size, (y1 - y0) / size]
             line = " ".join(f"{v:.6f}" for v in [*box, *kpts.ravel()])
-            (root / "labels" / split / f"{n}.txt").write_text(f"0 {line}\n")
+            (root / "labels" / split / f"{n}.txt").write_text(f"{n % len(names)} {line}\n")
+    flip = COCO_FLIP if num_keypoints == 17 else list(range(num_keypoints))
     data = root / "data.yaml"
     data.write_text(
-        f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: person\n"
-        f"kpt_shape: [17, 3]\nflip_idx: {COCO_FLIP}\n"
+        f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n"
+        + "".join(f"  {i}: {name}\n" for i, name in enumerate(names))
+        + f"kpt_shape: [{num_keypoints}, 3]\nflip_idx: {flip}\n"
     )
     return data
 
 
 @pytest.mark.slow
-def test_train_val_predict_with_ultralytics_engine(tmp_path, monkeypatch):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_train_val_predict_with_ultralytics_engine(family, tmp_path, monkeypatch):
     from ultralytics import YOLO
 
-    from pipeline.nn.blocks import C2f_FDConv
+    from pipeline.nn.blocks import FDCONV_BLOCKS
 
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     data = make_dataset(tmp_path / "data")
-    model = YOLO(str(model_cfg("n")))
+    cfg, block = FAMILIES[family]
+    model = YOLO(str(model_cfg("n", cfg)))
     model.train(data=str(data), epochs=1, imgsz=64, batch=2, workers=0, plots=False, device="cpu", amp=False,
                 project=str(tmp_path / "runs"), name="smoke", exist_ok=True, seed=0, deterministic=True,
                 verbose=False, mosaic=0.0)
@@ -57,7 +70,8 @@ def test_train_val_predict_with_ultralytics_engine(tmp_path, monkeypatch):
 
     trained = YOLO(best)
     assert trained.task == "pose"
-    assert [i for i, m in enumerate(trained.model.model) if isinstance(m, C2f_FDConv)] == [2, 4, 6, 8]
+    layers = trained.model.model
+    assert [i for i, m in enumerate(layers) if isinstance(m, FDCONV_BLOCKS[block])] == [2, 4, 6, 8]
     metrics = trained.val(data=str(data), imgsz=64, batch=2, workers=0, plots=False, device="cpu",
                           project=str(tmp_path / "runs"), name="val", exist_ok=True, verbose=False)
     assert 0.0 <= metrics.pose.map <= 1.0 and np.isfinite(metrics.box.map)

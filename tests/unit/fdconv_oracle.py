@@ -1,9 +1,9 @@
-"""A slow, literal implementation of ``../shared/design/fdconv.md`` used as a test oracle.
+"""A slow, literal implementation of FDConv's math (the docstring of ``pipeline.nn.fdconv``), a test oracle.
 
 It reads the values of an FDConv's parameters (differentiably, so gradients can be compared too)
-and recomputes the layer's output sample by sample, in float64, following the design note's
-equations one by one (no basis kernels, no caches, no projections, no grouped convolution).
-Frequency groups and FBM masks are derived here again, independently of the layer's helpers.
+and recomputes the layer's output sample by sample, in float64, following the equations one by one
+(no basis kernels, no caches, no projections, no grouped convolution). Frequency groups, FBM masks
+and the default temperatures are derived here again, independently of the layer's helpers.
 """
 
 from __future__ import annotations
@@ -50,14 +50,23 @@ def oracle_mask(height: int, width: int, f: int) -> torch.Tensor:
     return mask
 
 
+def oracle_temperatures(kernel_temp: float = 1.0, temp: float | None = None) -> tuple[float, float]:
+    """Section 2: ``(T, Tk)``: ``Tk = kernel_temp`` (1.0 by default) and ``T = temp``, else ``Tk``."""
+    return (kernel_temp if temp is None else temp), kernel_temp
+
+
 def _layer_norm(z: torch.Tensor, norm) -> torch.Tensor:
     mean = z.mean()
     var = ((z - mean) ** 2).mean()
     return (z - mean) / torch.sqrt(var + norm.eps) * norm.weight.double() + norm.bias.double()
 
 
-def oracle_forward(layer, x: torch.Tensor) -> torch.Tensor:
-    """The layer's output for ``x`` computed literally from the design note (float64)."""
+def oracle_forward(layer, x: torch.Tensor, temperatures: tuple[float, float] | None = None) -> torch.Tensor:
+    """The layer's output for ``x`` computed literally from the math (float64).
+
+    ``temperatures`` is ``(T, Tk)``; by default :func:`oracle_temperatures` of a layer built without
+    temperature arguments (pass the layer's own arguments through it for other layers).
+    """
     if not layer.is_dynamic:
         return F.conv2d(x.double(), layer.weight.double(),
                         None if layer.bias is None else layer.bias.double(),
@@ -70,7 +79,7 @@ def oracle_forward(layer, x: torch.Tensor) -> torch.Tensor:
     rows, cols = cout * k, cin * k
     s = min(cin, cout) // 2
     alpha = s * n * r / layer.param_reduction
-    temp, kernel_temp = layer.temp, layer.kernel_temp
+    temp, kernel_temp = temperatures if temperatures is not None else oracle_temperatures()
     att_multi = layer.att_multi
     group_masks = torch.zeros(n, rows, cols // 2 + 1, dtype=torch.float64)
     for g, cells in enumerate(oracle_groups(rows, cols, n)):

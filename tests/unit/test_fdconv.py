@@ -14,6 +14,7 @@ from fdconv_oracle import (  # pytest puts tests/unit on sys.path (prepend impor
     oracle_forward,
     oracle_groups,
     oracle_mask,
+    oracle_temperatures,
     rel_err,
 )
 from torch import nn
@@ -41,6 +42,20 @@ def perturb(layer: FDConv, seed: int) -> FDConv:
     return layer
 
 
+def outputs_in_every_mode(layer: FDConv, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The layer's output in training, in eval mode with autograd, and in inference (no autograd).
+
+    The three take different paths: autograd with the hand-written backward, the export-shaped
+    eval path, and the in-place inference path.
+    """
+    outputs = {}
+    for name, training, grad in (("train", True, True), ("eval", False, True), ("inference", False, False)):
+        layer.train(training)
+        with torch.set_grad_enabled(grad):
+            outputs[name] = layer(x)
+    return outputs
+
+
 # ---------------------------------------------------------------- equivalence with the source conv
 
 @pytest.mark.parametrize(
@@ -58,9 +73,8 @@ def test_from_conv_computes_the_source_conv(cin, cout, k, stride, size, batch):
     assert layer.is_dynamic and not hasattr(layer, "weight")
     x = torch.randn(batch, cin, *size)
     expected = conv(x)
-    for mode in (True, False):
-        layer.train(mode)
-        assert rel_err(layer(x), expected) < 1e-4
+    for mode, output in outputs_in_every_mode(layer, x).items():
+        assert rel_err(output, expected) < 1e-4, mode
 
 
 @pytest.mark.parametrize("options", [{"padding": "same", "dilation": 2}, {"padding": (1, 0), "stride": 2}])
@@ -68,8 +82,8 @@ def test_from_conv_keeps_padding_dilation_and_accepts_channels_last(options):
     conv = nn.Conv2d(24, 32, 3, **options)
     layer = FDConv.from_conv(conv)
     x = torch.randn(2, 24, 13, 11).contiguous(memory_format=torch.channels_last)
-    for mode in (True, False):
-        assert rel_err(layer.train(mode)(x), conv(x)) < 1e-4
+    for mode, output in outputs_in_every_mode(layer, x).items():
+        assert rel_err(output, conv(x)) < 1e-4, mode
 
 
 def test_from_conv_without_bias_and_with_param_ratio():
@@ -173,9 +187,8 @@ def test_fast_layer_matches_the_literal_oracle(cin, cout, k, stride, size, optio
     layer = perturb(FDConv(cin, cout, k, stride=stride, padding=k // 2, **options), seed=cin + cout + k)
     x = torch.randn(2, cin, *size)
     expected = oracle_forward(layer, x)
-    for mode in (True, False):
-        layer.train(mode)
-        assert rel_err(layer(x), expected) < 1e-5
+    for mode, output in outputs_in_every_mode(layer, x).items():
+        assert rel_err(output, expected) < 1e-5, mode
 
 
 @pytest.mark.parametrize(
@@ -207,9 +220,46 @@ def test_fft_low_pass_path_for_large_maps_matches_the_oracle(monkeypatch):
     layer = perturb(FDConv(24, 24, 3, padding=1), seed=11)
     x = torch.randn(2, 24, 16, 13)
     expected = oracle_forward(layer, x)
-    for mode in (True, False):
-        layer.train(mode)
-        assert rel_err(layer(x), expected) < 1e-5
+    for mode, output in outputs_in_every_mode(layer, x).items():
+        assert rel_err(output, expected) < 1e-5, mode
+
+
+def test_temperatures_default_to_one_and_temp_follows_kernel_temp():
+    assert (FDConv(24, 24, 3).temp, FDConv(24, 24, 3).kernel_temp) == oracle_temperatures() == (1.0, 1.0)
+    warm = FDConv(24, 24, 3, kernel_temp=2.0)
+    assert (warm.temp, warm.kernel_temp) == (2.0, 2.0)
+    layer = FDConv(24, 24, 3, kernel_temp=2.0, temp=0.5)
+    assert (layer.temp, layer.kernel_temp) == oracle_temperatures(kernel_temp=2.0, temp=0.5) == (0.5, 2.0)
+
+
+def test_temperature_arguments_match_the_oracle_and_keep_the_init_invariant():
+    conv = nn.Conv2d(24, 32, 3, padding=1)
+    x = torch.randn(2, 24, 11, 10)
+    assert rel_err(FDConv.from_conv(conv, kernel_temp=3.0, temp=0.5)(x), conv(x)) < 1e-4
+    layer = perturb(FDConv(24, 32, 3, padding=1, kernel_temp=3.0, temp=0.5), seed=8)
+    expected = oracle_forward(layer, x, oracle_temperatures(kernel_temp=3.0, temp=0.5))
+    for mode, output in outputs_in_every_mode(layer, x).items():
+        assert rel_err(output, expected) < 1e-5, mode
+    # ... and the temperatures matter: the default ones give another function.
+    assert rel_err(outputs_in_every_mode(layer, x)["inference"], oracle_forward(layer, x)) > 1e-3
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_keeps_the_input_and_its_memory_format(batch, channels_last):
+    """The in-place inference path never writes into its input; the output has the input's layout."""
+    layer = perturb(FDConv(24, 32, 3, padding=1), seed=9).eval()
+    for size in ((12, 10), (5, 6)):  # ca on the kernel, and on the activations
+        x = torch.randn(batch, 24, *size)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        original = x.clone()
+        with torch.no_grad():
+            out = layer(x)
+        torch.testing.assert_close(x, original, rtol=0, atol=0)
+        assert rel_err(out, oracle_forward(layer, x)) < 1e-5
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        assert out.is_contiguous(memory_format=layout)
 
 
 def test_random_parameters_make_every_attention_non_neutral():
@@ -348,6 +398,20 @@ def test_bench_reports_both_layers_side_by_side(tmp_path):
         assert row["fdconv_ms"] > 0 and row["conv2d_ms"] > 0
         assert row["ratio"] == pytest.approx(row["fdconv_ms"] / row["conv2d_ms"])
     assert "24@8x8" in result.table()
+    assert "target: inference <= 2.5x in every case" in result.table()
+
+
+def test_bench_prints_the_headline_verdict():
+    from pipeline.bench.fdconv import BenchResult, BenchRow
+
+    def row(channels, size, ratio):
+        return BenchRow(channels, size, "inference", 1, ratio, 1.0, ratio, ratio, 1.0, ratio, 2.5)
+
+    met = BenchResult(1, 1, "wall", "x", [row(64, 40, 2.4), row(32, 80, 2.6)]).verdicts()
+    assert met[0].startswith("target: FDConv / Conv2d <= 2.5x at 64@40") and met[0].endswith(" met")
+    assert met[1] == "target: inference <= 2.5x in every case: 1 of 2 met"
+    missed = BenchResult(1, 1, "wall", "x", [row(64, 40, 2.6)]).verdicts()
+    assert missed[0].endswith("NOT met")
 
 
 def test_bench_rejects_a_missing_output_folder_before_running(tmp_path):

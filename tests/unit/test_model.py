@@ -216,17 +216,21 @@ def test_summary_and_flops_count_the_fdconv_convolutions():
     assert gflops >= get_flops(stock, 320) > 0
 
 
-def test_save_and_load_round_trip_through_ultralytics(tmp_path):
+def saved_and_loaded(yolo, path: Path, seed: int):
+    """``yolo`` perturbed, saved to ``path`` and loaded back: (loaded YOLO, expected outputs, input).
+    The expected outputs are the saved model's in float16, as checkpoints hold float16 weights."""
     from ultralytics import YOLO
 
-    yolo = build("n")
-    perturb_all(yolo.model, seed=4)
-    perturb_bn(yolo.model, seed=5)
-    path = tmp_path / "best.pt"
+    perturb_all(yolo.model, seed=seed)
+    perturb_bn(yolo.model, seed=seed + 1)
     yolo.save(path)
     x = real_image()
-    expected = outputs(copy.deepcopy(yolo.model).half().float(), x)  # checkpoints hold float16 weights
-    loaded = YOLO(path)
+    return YOLO(path), outputs(copy.deepcopy(yolo.model).half().float(), x), x
+
+
+def test_save_and_load_round_trip_through_ultralytics(tmp_path):
+    yolo = build("n")
+    loaded, expected, x = saved_and_loaded(yolo, tmp_path / "best.pt", seed=4)
     assert loaded.task == "pose"
     assert isinstance(loaded.model.model[6], C2f_FDConv)
     assert rel_err(outputs(loaded.model, x), expected) < 1e-5
@@ -325,14 +329,15 @@ def stock_checkpoint(tmp_path_factory) -> Path:
 def test_pretrained_conversion_keeps_outputs_on_a_real_image(stock_checkpoint, tmp_path):
     from ultralytics import YOLO
 
-    from pipeline.nn.pretrained import convert_checkpoint, load_stock, save_checkpoint
+    from pipeline.model_io import load_model
+    from pipeline.pretrained import convert_checkpoint, save_checkpoint
 
     model, report = convert_checkpoint(stock_checkpoint)
     assert report.converted == [f"model.{i}" for i in FDCONV_LAYERS]
     assert report.reinitialised == [] and report.scale == "n"
     assert len(report.copied) == len(model.model) - len(FDCONV_LAYERS)
     x = real_image()
-    expected = outputs(load_stock(stock_checkpoint), x)
+    expected = outputs(load_model(stock_checkpoint), x)
     assert expected.abs().max() > 1  # boxes and keypoints in pixels: a real output, not zeros
     assert rel_err(outputs(model, x), expected) < 1e-3
 
@@ -344,9 +349,10 @@ def test_pretrained_conversion_keeps_outputs_on_a_real_image(stock_checkpoint, t
 
 
 def test_pretrained_with_other_kpt_shape_reinitialises_only_the_keypoint_branch(stock_checkpoint):
-    from pipeline.nn.pretrained import convert_checkpoint, load_stock
+    from pipeline.model_io import load_model
+    from pipeline.pretrained import convert_checkpoint
 
-    stock = load_stock(stock_checkpoint).state_dict()
+    stock = load_model(stock_checkpoint).state_dict()
     model, report = convert_checkpoint(stock_checkpoint, kpt_shape=[5, 2])
     assert report.reinitialised == ["model.22.cv4"]
     assert report.source_kpt_shape == [17, 3] and report.target_kpt_shape == [5, 2]
@@ -368,7 +374,8 @@ def test_pretrained_with_other_kpt_shape_reinitialises_only_the_keypoint_branch(
 def test_pretrained_rejects_another_scale_or_a_non_pose_model(stock_checkpoint, tmp_path):
     from ultralytics.nn.tasks import DetectionModel, PoseModel
 
-    from pipeline.nn.pretrained import load_pretrained_into, load_stock
+    from pipeline.model_io import load_model
+    from pipeline.pretrained import load_pretrained_into
 
     small = PoseModel(str(model_cfg("s")), verbose=False)
     with pytest.raises(FdposeError, match="scale 'n', the model is scale 's'"):
@@ -377,7 +384,7 @@ def test_pretrained_rejects_another_scale_or_a_non_pose_model(stock_checkpoint, 
     with pytest.raises(FdposeError, match="not a YOLO pose model"):
         load_pretrained_into(model, DetectionModel("yolov8n.yaml", verbose=False))
     with pytest.raises(FdposeError, match="no such checkpoint"):
-        load_stock(tmp_path / "missing.pt")
+        load_model(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(FdposeError, match="not a loadable ultralytics checkpoint"):
-        load_stock(tmp_path / "junk.pt")
+        load_model(tmp_path / "junk.pt")
