@@ -11,7 +11,9 @@ block are handled apart:
   `Error:` line (no traceback), which is what the README says happens there;
 - blocks for a live Label Studio server (`http://localhost:8080`, project 1) run against the test
   suite's real server on loopback (conftest `label_studio`), with its URL, a project made here from the
-  tiny demo export, and the key in the environment only.
+  tiny demo export, and the key in the environment only;
+- blocks for the team's S3 remote (endpoint `https://s3.example.com`, `dvc push`/`dvc pull`) run
+  against moto's S3 server on loopback (s3_server.py), with its URL and the key in the environment only.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import s3_server
 import yaml
-from pipeline_repo import BIN, REPO, clone_built, run
+from pipeline_repo import BIN, REPO, clone_built, experiments, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -34,6 +37,8 @@ README = REPO / "README.md"
 LS_URL = "http://localhost:8080"
 LS_PROJECT = re.compile(r"(--project |project: )1\b")
 GPU_DEVICE = re.compile(r"--device [0-9]")
+S3_ENDPOINT = "https://s3.example.com"
+S3_COMMAND = re.compile(r"^dvc (push|pull)\b", re.MULTILINE)
 PARAMS_SNIPPET = "# cfg/params.yaml"
 
 
@@ -77,6 +82,10 @@ def is_quick_start(block: Block) -> bool:
 
 def needs_label_studio(block: Block) -> bool:
     return LS_URL in block.text
+
+
+def needs_s3(block: Block) -> bool:
+    return S3_ENDPOINT in block.text or S3_COMMAND.search(block.text) is not None
 
 
 def needs_gpu(block: Block) -> bool:
@@ -137,19 +146,52 @@ def test_quick_start_is_the_two_make_targets():
     assert re.search(r"^demo:", makefile, re.MULTILINE) and re.search(r"^test:", makefile, re.MULTILINE)
 
 
-def test_readme_commands_run(readme_repo):
+@pytest.fixture(scope="module")
+def s3():
+    server = s3_server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_readme_commands_run(readme_repo, s3):
     blocks = [block for block in readme_blocks()
               if not is_quick_start(block) and not needs_label_studio(block)]
     assert len(blocks) >= 15  # the README's examples are all here (a parsing slip would skip them)
+    assert sum(map(needs_s3, blocks)) >= 2  # the remote's setup and push, a teammate's pull
     for number, block in enumerate(blocks):
-        run_block(readme_repo, block, number)
-    # `dvc exp run -S train.epochs=N` reached cfg/params.yaml (through the root params.yaml link) and the
-    # model in the workspace is the experiment's; plots were drawn; the package and predictions exist.
+        if needs_s3(block):
+            block = Block(block.language, block.text.replace(S3_ENDPOINT, s3.url), block.section, block.line)
+            run_block(readme_repo, block, number, s3.env())
+        else:
+            run_block(readme_repo, block, number)
+    # `dvc exp run -S cfg/params.yaml:train.epochs=N` reached cfg/params.yaml and the model in the
+    # workspace is the experiment's; plots were drawn; the package and predictions exist.
     readme = README.read_text(encoding="utf-8")
-    epochs = int(re.search(r"dvc exp run -S train\.epochs=(\d+)", readme).group(1))
+    epochs = int(re.search(r"dvc exp run -S cfg/params\.yaml:train\.epochs=(\d+)", readme).group(1))
     params = yaml.safe_load((readme_repo / "cfg/params.yaml").read_text(encoding="utf-8"))
     assert params["train"]["epochs"] == epochs
-    assert (readme_repo / "params.yaml").is_symlink()
+    # `dvc exp show` reads the commit and the experiment too (a root params.yaml link would break that).
+    shown = experiments(readme_repo)
+    assert all(data["error"] is None for data in shown.values()), shown
+    ran = [data for data in shown.values() if data["experiment"]]
+    assert all(data["metrics"]["reports/eval/metrics.json"]["data"]["oks_map50"] >= 0 for data in ran)
+    assert any(data["params"]["cfg/params.yaml"]["data"]["train"]["epochs"] == epochs for data in ran)
+    # Team scale: both queued experiments are listed with their seed, and `dvc exp apply` brought the
+    # last one's params back; the remote holds what was pushed, the key is in no file.
+    queued = re.findall(r"dvc exp run --queue -n (\S+) -S cfg/params\.yaml:train\.seed=(\d+)", readme)
+    assert len(queued) == 2
+    for name, seed in queued:
+        assert shown[name]["params"]["cfg/params.yaml"]["data"]["train"]["seed"] == int(seed), shown[name]
+        assert "oks_map50" in shown[name]["metrics"]["reports/eval/metrics.json"]["data"]
+    applied = re.search(r"dvc exp apply (\S+)", readme).group(1)
+    assert params["train"]["seed"] == int(dict(queued)[applied])
+    config = (readme_repo / ".dvc" / "config").read_text(encoding="utf-8")
+    assert s3.url in config and s3.secret_access_key not in config and s3.access_key_id not in config
+    for path in readme_repo.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert s3.secret_access_key.encode() not in path.read_bytes(), path
     trained = json.loads((readme_repo / "models/train/metrics.json").read_text(encoding="utf-8"))
     assert trained["epochs"] == epochs
     assert (readme_repo / "dvc_plots" / "index.html").is_file()
