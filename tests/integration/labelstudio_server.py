@@ -111,6 +111,9 @@ def start_server(data_dir: Path) -> LabelStudioServer:
         "HOME": str(data_dir),  # nothing of the tests lands in the real home folder
         "PATH": f"{program.parent}{os.pathsep}{env.get('PATH', '')}",
         "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+        # The serve tests connect an ML backend (and its webhook) on loopback.
+        "ML_BLOCK_LOCAL_IP": "false",
+        "SSRF_PROTECTION_ENABLED": "false",
         "SENTRY_DSN": "",
         "FRONTEND_SENTRY_DSN": "",
     })
