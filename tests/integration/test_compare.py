@@ -1,0 +1,182 @@
+"""``fdpose compare`` end to end on CPU, tiny: the n-scale C2f_FDConv model against its stock twin, two
+seeds, one epoch at 64 px on a small generated dataset — every report file, the run cache (a new
+seed trains only its runs), an interrupted compare that resumes, and two identical models."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import pipeline.compare.runs as runs_module
+from pipeline.cli import main
+from pipeline.compare import compare
+from pipeline.convert import convert
+from pipeline.demo import demo_data
+from pipeline.skeleton import COCO_PERSON_KEYPOINTS
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+FDCONV_YAML = str(REPO / "cfg" / "models" / "yolov8n-pose-C2f_FDConv.yaml")
+SKELETON = REPO / "cfg" / "skeletons" / "coco_person.yaml"
+TINY = {"epochs": 1, "imgsz": 64, "batch": 4, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def data_yaml(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny-demo")
+    raw = demo_data(root / "raw", images=14, seed=3, size=64).out
+    result = convert(out=root / "dataset", source="label-studio", input_path=raw / "export.json",
+                     images=raw / "images", label_config=raw / "label_config.xml", skeleton=SKELETON,
+                     split=[0.7, 0.3, 0.0], seed=0)
+    return result.out / "data.yaml"
+
+
+@pytest.fixture(scope="module")
+def params_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("params") / "params.yaml"
+    path.write_text(yaml.safe_dump({"compare": {"latency_repeats": 2, "resamples": 2000, "hyp": {}}}))
+    return path
+
+
+class Calls:
+    """Counts the train and eval stage calls the compare makes (and can interrupt one)."""
+
+    def __init__(self, patch: pytest.MonkeyPatch, interrupt_eval_at: int | None = None) -> None:
+        self.train: list[Path] = []
+        self.eval: list[Path] = []
+        train, evaluate = runs_module.train, runs_module.evaluate
+
+        def counted_train(data, out, *args, **kwargs):
+            self.train.append(Path(out))
+            return train(data, out, *args, **kwargs)
+
+        def counted_eval(weights, data, out, **kwargs):
+            self.eval.append(Path(out))
+            if interrupt_eval_at is not None and len(self.eval) == interrupt_eval_at:
+                raise KeyboardInterrupt
+            return evaluate(weights, data, out, **kwargs)
+
+        patch.setattr(runs_module, "train", counted_train)
+        patch.setattr(runs_module, "evaluate", counted_eval)
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory, data_yaml, params_file):
+    """One FDConv model (so its stock twin is the second), seeds 0 and 1."""
+    root = tmp_path_factory.mktemp("compare")
+    with pytest.MonkeyPatch.context() as patch:
+        calls = Calls(patch)
+        result = compare(data_yaml, root / "report", [FDCONV_YAML], [0, 1], runs=root / "runs",
+                         params_path=params_file, **TINY)
+    return root, result, calls
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_writes_every_file(first):
+    root, result, calls = first
+    assert len(calls.train) == 4 and len(calls.eval) == 4
+    report = root / "report"
+    for name in ("runs.csv", "summary.json", "report.md", "report.html", "oks_map_vs_latency.png"):
+        assert (report / name).is_file(), name
+    rows = read_csv(report / "runs.csv")
+    assert sorted((r["model"], r["seed"]) for r in rows) == [
+        ("yolov8n-pose", "0"), ("yolov8n-pose", "1"), ("yolov8n-pose-C2f_FDConv", "0"),
+        ("yolov8n-pose-C2f_FDConv", "1")]
+    for row in rows:
+        for column in ("oks_map", "oks_map50", "oks_map75", "box_map"):
+            assert 0.0 <= float(row[column]) <= 1.0
+        assert float(row["train_seconds"]) > 0 and row["epochs"] == "1" and float(row["latency_ms"]) > 0
+        assert len(list((root / "runs" / row["run"]).glob("run-*.json"))) == 1  # the run's record
+
+    summary = json.loads((report / "summary.json").read_text())
+    fd, stock = summary["models"]
+    assert fd["model"] == FDCONV_YAML and stock["model"] == "yolov8n-pose.yaml"  # the stock twin
+    assert fd["parameters"] > stock["parameters"] > 0 and fd["gflops"] > 0
+    runs = {(r["label"], r["seed"]): r for r in summary["runs"]}
+    difference = [runs[(fd["label"], s)]["metrics"]["oks_map"] - runs[(stock["label"], s)]["metrics"][
+        "oks_map"] for s in (0, 1)]
+    comparison = summary["comparisons"]["oks_map"]
+    assert comparison["differences"] == pytest.approx(difference)
+    assert min(difference) <= comparison["ci_low"] <= comparison["mean"] <= comparison["ci_high"] \
+        <= max(difference)
+    assert summary["ratios"]["latency"] == pytest.approx(fd["latency_ms"] / stock["latency_ms"])
+    assert summary["ratios"]["train_time"] > 0
+    assert [row["keypoint"] for row in summary["pck"]] == COCO_PERSON_KEYPOINTS
+    assert {f"{label} pck@{t}" for label in (fd["label"], stock["label"]) for t in (0.05, 0.1)} < \
+        set(summary["pck"][0])
+
+    markdown = (report / "report.md").read_text()
+    assert comparison["verdict"] in markdown and "Per-keypoint PCK" in markdown and "left_wrist" in markdown
+    html = (report / "report.html").read_text()
+    assert "data:image/png;base64," in html and "GFLOPs" in html
+
+
+def test_a_new_seed_trains_only_its_runs(first, tmp_path, data_yaml, params_file):
+    root, result, _ = first
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    with pytest.MonkeyPatch.context() as patch:
+        calls = Calls(patch)
+        again = compare(data_yaml, tmp_path / "report", [FDCONV_YAML], [0, 1, 2], runs=tmp_path / "runs",
+                        params_path=params_file, **TINY)
+    assert sorted(path.parent.name.split("-seed")[1][0] for path in calls.train) == ["2", "2"]
+    assert len(calls.eval) == 2
+    assert len(read_csv(tmp_path / "report" / "runs.csv")) == 6
+    kept = {(r.label, r.seed): r.metrics for r in result.report.runs}
+    assert all(r.metrics == kept[(r.label, r.seed)] for r in again.report.runs if r.seed < 2)
+    assert len(again.trained) == 2
+
+
+def test_an_interrupted_compare_resumes(first, tmp_path, data_yaml, params_file):
+    root, result, _ = first
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    stock_1 = next(Path(r.folder).name for r in result.report.runs if r.seed == 1 and "C2f" not in r.label)
+    shutil.rmtree(tmp_path / "runs" / stock_1)
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        Calls(patch, interrupt_eval_at=1)  # killed after that run's training, before its evaluation
+        compare(data_yaml, tmp_path / "report", [FDCONV_YAML], [0, 1], runs=tmp_path / "runs",
+                params_path=params_file, **TINY)
+    half = tmp_path / "runs" / stock_1
+    assert (half / "train" / "weights" / "best.pt").is_file() and not list(half.glob("run-*.json"))
+    assert not (tmp_path / "report").exists()
+    with pytest.MonkeyPatch.context() as patch:
+        calls = Calls(patch)
+        resumed = compare(data_yaml, tmp_path / "report", [FDCONV_YAML], [0, 1], runs=tmp_path / "runs",
+                          params_path=params_file, **TINY)
+    assert calls.train == [] and [path.parent.name for path in calls.eval] == [stock_1]  # evaluated only
+    assert len(read_csv(tmp_path / "report" / "runs.csv")) == 4
+    assert resumed.trained == [stock_1]
+
+
+def test_two_identical_models_show_no_significant_difference(first, tmp_path, params_file, data_yaml):
+    root, _, _ = first
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    runner = CliRunner()
+    done = runner.invoke(main, [
+        "compare", "--data", str(data_yaml), "--models", "yolov8n-pose.yaml,yolov8n-pose.yaml",
+        "--seeds", "0,1", "--out", str(tmp_path / "report"), "--runs", str(tmp_path / "runs"),
+        "--epochs", "1", "--imgsz", "64", "--batch", "4", "--device", "cpu", "--params", str(params_file)])
+    assert done.exit_code == 0, done.output
+    assert "0 run now, 4 cached" in done.output  # the stock runs of the first compare, reused
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    comparison = summary["comparisons"]["oks_map"]
+    assert comparison["differences"] == [0.0, 0.0] and not comparison["significant"]
+    assert "no significant difference" in comparison["verdict"]
+    assert "no significant difference" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_bad_input_is_one_error_line(tmp_path, data_yaml, params_file):
+    done = CliRunner().invoke(main, ["compare", "--data", str(data_yaml), "--models", "yolov8n-pose.yaml",
+                                     "--out", str(tmp_path / "r"), "--params", str(params_file)])
+    assert done.exit_code == 1 and "Error:" in done.output and "stock twin" in done.output
+    assert not (tmp_path / "r").exists()
