@@ -1,0 +1,64 @@
+"""``fdpose bench deploy`` on a tiny configuration: every figure present and positive, never a time."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.bench.deploy import FORMATS, TARGETS, bench_deploy
+from pipeline.cli import main
+from pipeline.errors import FdposeError
+
+pytestmark = pytest.mark.slow
+
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+NUMBERS = ("fdconv_ms", "stock_ms", "fdconv_p95_ms", "stock_p95_ms", "fdconv_images_s", "stock_images_s",
+           "ratio", "ratio_p95", "throughput_ratio")
+
+
+def test_bench_deploy_gives_every_figure_for_every_format(tmp_path):
+    out = tmp_path / "deploy.json"
+    args = ["--families", "YOLOv8", "--sizes", "64", "--runs", "2", "--batch", "2", "--batch-runs", "1",
+            "--threads", "1", "--json", str(out)]
+    result = CliRunner().invoke(main, ["bench", "deploy", *args])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    formats = [row["format"] for row in data["rows"]]
+    assert formats == [f for f in FORMATS if f != "openvino" or HAS_OPENVINO]
+    for row in data["rows"]:
+        assert row["family"] == "YOLOv8" and row["imgsz"] == 64
+        for key in NUMBERS:
+            assert math.isfinite(row[key]) and row[key] > 0, (row["format"], key)
+        assert row["ratio"] == pytest.approx(row["fdconv_ms"] / row["stock_ms"])
+        assert row["throughput_ratio"] == pytest.approx(row["stock_images_s"] / row["fdconv_images_s"])
+        assert row["target"] is None and row["verdict"] == "-"  # targets are set for 320 and 640 only
+    assert data["batch"] == 2 and data["versions"]["onnxruntime"]
+    for fmt in formats:
+        assert any(line.startswith(f"YOLOv8  {fmt} ") for line in result.output.splitlines()), fmt
+    assert f"wrote {out}" in result.output
+
+
+def test_verdicts_judge_the_batch_1_median_ratio_against_the_targets():
+    from pipeline.bench.deploy import DeployRow
+
+    def row(fmt, imgsz, ratio):
+        return DeployRow("YOLOv8", fmt, imgsz, ratio, 1.0, 1.0, 1.0, 1.0, 1.0, ratio, 1.0, 1.0,
+                         TARGETS.get(imgsz) if fmt != "pytorch-fused" else None)
+
+    assert row("onnxruntime", 320, 1.14).verdict == "ok" and row("onnxruntime", 320, 1.16).verdict == "OVER"
+    assert row("openvino", 640, 1.05).verdict == "ok" and row("openvino", 640, 1.06).verdict == "OVER"
+    assert row("pytorch-fused", 640, 2.0).verdict == "-"
+
+
+def test_bad_options_are_one_clear_error():
+    runner = CliRunner()
+    result = runner.invoke(main, ["bench", "deploy", "--families", "YOLOv9"])
+    assert result.exit_code == 1 and "--families: unknown family YOLOv9" in result.output
+    result = runner.invoke(main, ["bench", "deploy", "--sizes", "64,x"])
+    assert result.exit_code == 1 and "--sizes: expected comma-separated integers" in result.output
+    with pytest.raises(FdposeError, match="--sizes: 48 is not a multiple of the stride 32"):
+        bench_deploy(["YOLOv8"], sizes=(48,), runs=2, batch=1, batch_runs=1, threads=1)
