@@ -8,12 +8,12 @@ LS_VENV ?= .venv-ls
 LS_SPEC ?= label-studio>=1.22,<1.24
 LS_STAMP := $(LS_VENV)/.installed-stamp
 
-.PHONY: install ls-venv demo test test-fast lint clean
+.PHONY: install ls-venv demo test test-fast fuzz lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,openvino]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -48,6 +48,16 @@ test: install ls-venv
 # Unit tests only, for quick iterations.
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not integration"
+
+# The property-based fuzzing (tests/fuzz) in depth: FUZZ_EXAMPLES per target (default 2000) from a
+# fresh seed, printed first; `make fuzz FUZZ_SEED=N` replays a run. (make test runs 200 per target,
+# derandomized.)
+FUZZ_SEED ?= $(shell date +%s)
+FUZZ_EXAMPLES ?= 2000
+fuzz: install
+	@echo "fuzz seed $(FUZZ_SEED), $(FUZZ_EXAMPLES) examples per target (replay: make fuzz FUZZ_SEED=$(FUZZ_SEED))"
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/fuzz \
+		-p no:cacheprovider --hypothesis-seed=$(FUZZ_SEED) --hypothesis-show-statistics -q
 
 lint: install
 	$(BIN)/ruff check pipeline tests

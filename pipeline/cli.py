@@ -65,15 +65,19 @@ COMMANDS = {
                 "Label Studio / COCO / YOLO keypoints to a YOLO-pose dataset (or COCO)."),
     "augment": ("pipeline.augment:augment_command",
                 "Keypoint-aware offline augmentation of a dataset's training split."),
-    "train": ("pipeline.train:train_command", "Train the C2f_FDConv YOLOv8-pose model."),
+    "train": ("pipeline.train:train_command", "Train a pose model with FDConv (YOLOv8, YOLO11, YOLO26)."),
     "eval": ("pipeline.evaluate:eval_command", "OKS mAP by the COCO protocol, with a report."),
     "package": ("pipeline.package:package_command",
                 "Package weights (pt, safetensors, ONNX) with a model card and checksums."),
     "predict": ("pipeline.predict:predict_command",
                 "Run a packaged model on images, folders or videos."),
+    "serve": ("pipeline.serve.command:serve_command",
+              "Label Studio ML backend: pre-annotate keypoints, train from the labelling UI."),
     "demo-data": ("pipeline.demo:demo_data_command",
                   "Generate the bundled demo dataset (Label Studio export)."),
     "model": ("pipeline.nn.info:model_command", "Inspect model configurations (layers, params, GFLOPs)."),
+    "compare": ("pipeline.compare:compare_command",
+                "Two models over seeds: accuracy with confidence intervals, and cost."),
     "bench": ("pipeline.cli:bench", "Benchmarks: print figures and ratios, write JSON."),
 }
 
@@ -82,6 +86,10 @@ BENCHMARKS = {
     "model": ("pipeline.bench.model:command", "C2f_FDConv YOLOv8-pose vs stock YOLOv8-pose."),
     "convert": ("pipeline.bench.convert:command", "fdpose convert vs ultralytics' convert_coco."),
     "augment": ("pipeline.bench.augment:command", "Augmentation throughput, 1 worker vs all."),
+    "deploy": ("pipeline.bench.deploy:command",
+               "FDConv vs stock in PyTorch, onnxruntime and OpenVINO: latency, throughput, ratios."),
+    "gpu": ("pipeline.bench.gpu:command", "FDConv vs stock on a CUDA GPU, AMP: speed, memory, FFT dtype."),
+    "serve": ("pipeline.bench.serve:command", "fdpose serve under concurrent /predict clients."),
 }
 
 
