@@ -33,3 +33,15 @@ def tiny_pipeline(tmp_path_factory):
     import pipeline_repo
 
     return pipeline_repo.build_tiny_pipeline(tmp_path_factory.mktemp("tiny-pipeline") / "repo")
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """An S3-compatible server (moto) on loopback for one test module (see s3_server.py)."""
+    import s3_server
+
+    server = s3_server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -26,15 +26,6 @@ ARTIFACT_PATH = "models/package.zip"
 BOUNDED = 120  # seconds a failing dvc command may take: it must give up, not hang
 
 
-@pytest.fixture(scope="module")
-def s3():
-    server = s3_server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def lock_outputs(repo: Path) -> list[str]:
     lock = yaml.safe_load((repo / "dvc.lock").read_text(encoding="utf-8"))
     return [out["path"] for stage in lock["stages"].values() for out in stage.get("outs", [])]

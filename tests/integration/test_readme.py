@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import s3_server
 import yaml
 from pipeline_repo import BIN, REPO, clone_built, experiments, run
 
@@ -144,15 +143,6 @@ def test_quick_start_is_the_two_make_targets():
     assert commands == ["make demo", "make test"]
     makefile = (REPO / "Makefile").read_text(encoding="utf-8")
     assert re.search(r"^demo:", makefile, re.MULTILINE) and re.search(r"^test:", makefile, re.MULTILINE)
-
-
-@pytest.fixture(scope="module")
-def s3():
-    server = s3_server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_readme_commands_run(readme_repo, s3):
