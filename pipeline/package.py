@@ -621,14 +621,14 @@ class PackageResult:
     notes: list[str] = field(default_factory=list)  # e.g. that the OpenVINO IR was skipped, and why
     latency: dict[str, float] | None = None  # format -> median batch-1 ms, when measured
 
-    def summary(self) -> list[str]:
+    def summary(self) -> str:
         lines = [f"packaged {len(self.files)} files -> {self.out} and {self.archive.name}"]
         lines += [check.line() for check in self.checks] + self.notes
         if self.latency:
             figures = ", ".join(f"{name} {ms:.1f} ms" for name, ms in self.latency.items())
             lines.append(f"batch-1 latency on this machine (median of {LATENCY_RUNS}): {figures} "
                          "(in MODEL_CARD.md, so this package is not byte-reproducible)")
-        return lines
+        return "\n".join(lines)
 
 
 def read_eval_metrics(eval_dir: Path, weights: Path) -> dict[str, Any]:
@@ -864,5 +864,4 @@ def package_command(weights: Path | None, eval_dir: Path | None, out: Path | Non
         raise click.UsageError("--weights, --eval and --out are required (or use --verify / --bench)")
     result = package(weights, eval_dir, out, data=data, image=image, imgsz=imgsz, latency=latency,
                      params_path=params_path)
-    for line in result.summary():
-        click.echo(line)
+    click.echo(result.summary())

@@ -72,7 +72,7 @@ class CompareResult:
     files: list[Path]
     trained: list[str] = field(default_factory=list)  # run folders trained, resumed or evaluated now
 
-    def summary(self) -> list[str]:
+    def summary(self) -> str:
         """The lines ``fdpose compare`` prints: runs, each model's mean, the verdict, the files."""
         a, b = self.report.models
         cached = len(self.report.runs) - len(self.trained)
@@ -82,7 +82,7 @@ class CompareResult:
                          f"latency {model.latency_ms:.2f} ms, {model.parameters:,} parameters")
         lines.append(self.report.comparisons["oks_map"].verdict())
         lines.append(f"wrote {self.out}: runs.csv, summary.json, report.md, report.html")
-        return lines
+        return "\n".join(lines)
 
 
 def _settings(data: Path, params: dict, eval_params: dict) -> RunSettings:
@@ -179,5 +179,4 @@ def compare_command(data: Path, models: str | None, seeds: str | None, out: Path
     result = compare(data, out, model_list, _int_list(seeds, "--seeds"), runs=runs, params_path=params_path,
                      epochs=epochs, imgsz=imgsz, eval_imgsz=eval_imgsz, batch=batch, device=device,
                      pretrained=pretrained)
-    for line in result.summary():
-        click.echo(line)
+    click.echo(result.summary())

@@ -155,3 +155,18 @@ def test_unusable_checkpoints_are_one_clear_error(workspace, tmp_path):
                 "train_args": {"task": "detect"}}, detector)
     with pytest.raises(FdposeError, match="detector.pt: a 'detect' model, not a pose model"):
         load_yolo(detector)
+
+
+@pytest.mark.parametrize("family_yaml", ["yolov8n-pose-C2f_FDConv.yaml", "yolo11n-pose-C3k2_FDConv.yaml",
+                                         "yolo26n-pose-C3k2_FDConv.yaml"])
+def test_every_fdconv_family_packages_with_checked_onnx(workspace, family_yaml):
+    """The package stage exports each family's FDConv model and onnxruntime agrees with PyTorch."""
+    from pipeline.package import package, verify
+
+    name = family_yaml.removesuffix(".yaml")
+    weights = save_checkpoint(workspace["root"] / f"{name}.pt", family_yaml)
+    result = package(weights, None, workspace["root"] / f"package-{name}", data=workspace["data"], imgsz=64)
+    assert (result.out / "model.onnx").is_file()
+    onnx_check = next(check for check in result.checks if check.format == "ONNX")
+    assert onnx_check.relative <= onnx_check.tolerance
+    assert verify(result.archive).ok
