@@ -106,19 +106,21 @@ class LabelConfig:
     choices_control: str | None = None  # a per-region <Choices>
     choice_values: list[str] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)  # label alias -> label value
+    keypoint_indices: dict[str, int] = field(default_factory=dict)  # keypoint label -> model_index, if given
     warnings: list[str] = field(default_factory=list)
 
 
-def _ordered_labels(control: ElementTree.Element, source: object) -> tuple[list[str], dict[str, str], bool]:
-    """Labels of a control in ``model_index`` order (else document order), their aliases, and
-    whether ``model_index`` gave the order."""
+def _ordered_labels(control: ElementTree.Element, source: object
+                    ) -> tuple[list[str], dict[str, str], dict[str, int]]:
+    """Labels of a control in ``model_index`` order (else document order), their aliases, and each
+    label's ``model_index`` (empty when the labels have none)."""
     labels = [child for child in control if child.tag.lower() == "label" and child.get("value") is not None]
     values = [label.get("value") for label in labels]
     aliases = {label.get("alias"): label.get("value") for label in labels if label.get("alias")}
     indices = [label.get("model_index") for label in labels]
     given = [i for i in indices if i is not None]
     if not given:
-        return values, aliases, False
+        return values, aliases, {}
     if len(given) != len(labels):
         missing = [v for v, i in zip(values, indices, strict=True) if i is None]
         raise FdposeError(f"model_index missing on labels {missing}", path=source,
@@ -132,7 +134,7 @@ def _ordered_labels(control: ElementTree.Element, source: object) -> tuple[list[
         raise FdposeError(f"duplicate model_index in {dict(zip(values, numbers, strict=True))}", path=source,
                           item=f"<{control.tag} name={control.get('name')!r}>")
     order = sorted(range(len(values)), key=lambda i: numbers[i])
-    return [values[i] for i in order], aliases, True
+    return [values[i] for i in order], aliases, dict(zip(values, numbers, strict=True))
 
 
 def parse_label_config(text: str, source: object = "label config") -> LabelConfig:
@@ -152,8 +154,9 @@ def parse_label_config(text: str, source: object = "label config") -> LabelConfi
             value = element.get("value", "")
             config.image_key = value[1:] if value.startswith("$") else None
         elif tag == "keypointlabels":
-            names, aliases, by_index = _ordered_labels(element, source)
-            keypoint_order_from_index &= by_index
+            names, aliases, indices = _ordered_labels(element, source)
+            keypoint_order_from_index &= bool(indices)
+            config.keypoint_indices.update(indices)
             keypoint_names.extend(n for n in names if n not in keypoint_names)
             config.aliases.update(aliases)
             config.keypoint_control = config.keypoint_control or element.get("name")

@@ -16,7 +16,6 @@ Rules (a mismatch is a :class:`pipeline.errors.FdposeError` naming what is missi
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, replace
 
 from pipeline.errors import FdposeError
@@ -33,21 +32,8 @@ class ProjectLayout:
     image_key: str  # the task data field holding the image
 
 
-def _keypoint_model_indices(text: str) -> dict[str, int]:
-    """``label value -> model_index`` over every ``<KeyPointLabels>`` (parse_label_config has checked
-    the XML and that model_index is all-or-none integers)."""
-    indices: dict[str, int] = {}
-    for control in ElementTree.fromstring(text).iter():
-        if control.tag.lower() != "keypointlabels":
-            continue
-        for label in control:
-            if label.tag.lower() == "label" and label.get("model_index") is not None:
-                indices[label.get("value")] = int(label.get("model_index"))
-    return indices
-
-
-def _keypoint_labels(config: LabelConfig, text: str, model_names: list[str], source: str) -> list[str]:
-    by_index = {index: value for value, index in _keypoint_model_indices(text).items()}
+def _keypoint_labels(config: LabelConfig, model_names: list[str], source: str) -> list[str]:
+    by_index = {index: value for value, index in config.keypoint_indices.items()}
     if by_index:
         missing = [f"{i} ({name!r})" for i, name in enumerate(model_names) if i not in by_index]
         if missing:
@@ -77,7 +63,7 @@ def match_label_config(text: str, keypoint_names: list[str], class_names: list[s
     config = parse_label_config(text, source)
     if config.image_name is None or config.image_key is None:
         raise FdposeError('label config needs an <Image value="$field"> for the keypoints', path=source)
-    labels = _keypoint_labels(config, text, list(keypoint_names), source)
+    labels = _keypoint_labels(config, list(keypoint_names), source)
     if config.rectangle_control is not None:
         unknown = [name for name in class_names if name not in config.class_names]
         if unknown:
