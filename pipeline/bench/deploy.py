@@ -7,9 +7,9 @@ not change the cost), and run in each format, both exported the same way:
 
 - ``pytorch``: eval mode, no grad, as a package's ``model.safetensors`` runs (``TorchRunner``);
 - ``pytorch-fused``: the same with Conv+BN fused, as ultralytics' predictor runs it;
-- ``onnxruntime``: the ONNX file ``fdpose package`` writes (:func:`pipeline.package.export_onnx`:
+- ``onnxruntime``: the ONNX file ``fdpose package`` writes (:func:`pipeline.package.export.export_onnx`:
   dynamic batch; the FDConv graph runs one sample at a time in an ONNX ``Loop``);
-- ``openvino``: that ONNX file as an OpenVINO IR (:func:`pipeline.package.export_openvino`), when
+- ``openvino``: that ONNX file as an OpenVINO IR (:func:`pipeline.package.export.export_openvino`), when
   the ``fdpose[openvino]`` extra is installed.
 
 Per format: batch-1 latency (median and 95th percentile over ``runs`` calls) and throughput at
@@ -146,7 +146,7 @@ def format_runners(models: dict[str, Any], meta: Any, imgsz: int, folder: Path, 
                    openvino: bool) -> dict[str, dict[str, Any]]:
     """Per format, a runner of each model (``fdconv``, ``stock``); exported files go to ``folder``."""
     from pipeline.inference import ModelMeta, OnnxRunner, OpenVinoRunner, TorchRunner
-    from pipeline.package import export_onnx, export_openvino
+    from pipeline.package.export import export_onnx, export_openvino
 
     meta = ModelMeta(meta.skeleton, imgsz=imgsz, stride=meta.stride)
     runners: dict[str, dict[str, Any]] = {"pytorch": {}, "pytorch-fused": {}, "onnxruntime": {}}

@@ -23,13 +23,15 @@ import torch
 from click.testing import CliRunner, Result
 
 from pipeline.cli import main
+from pipeline.config import PackageParams
 from pipeline.dataset import Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import read_yolo, write_yolo
 from pipeline.inference import OnnxRunner, TorchRunner, letterbox
 from pipeline.metrics import data_fingerprint
 from pipeline.model_io import load_packaged_model, read_onnx_meta
-from pipeline.package import package, verify
+from pipeline.package.archive import verify
+from pipeline.package.stage import package
 from pipeline.skeleton import Skeleton
 
 pytestmark = pytest.mark.slow
@@ -174,7 +176,7 @@ def test_checksums_verify_and_tampering_is_detected(trained, tmp_path):
     data[len(data) // 2] ^= 0x01  # one flipped bit
     (copy / "model.onnx").write_bytes(bytes(data))
     (copy / "notes.txt").write_text("added later")
-    bad = runner.invoke(main, ["package", "--verify", str(copy)])
+    bad = runner.invoke(main, ["package", "verify", str(copy)])
     assert bad.exit_code == 1
     last = bad.output.strip().splitlines()[-1]
     assert last.startswith("Error: ") and "checksum mismatch: model.onnx" in last and "notes.txt" in last
@@ -197,7 +199,7 @@ def test_onnx_above_tolerance_fails_and_keeps_the_previous_package(trained, tmp_
     out = tmp_path / "pkg"
     shutil.copytree(trained.package, out)
     with pytest.raises(FdposeError, match="ONNX output differs from PyTorch"):
-        package(trained.weights, trained.eval_dir, out, tolerance=0.0)
+        package(trained.weights, trained.eval_dir, out, PackageParams(onnx_tolerance=0.0))
     assert verify(out).ok  # untouched
     assert not (tmp_path / "pkg.zip").exists()
 
