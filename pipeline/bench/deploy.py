@@ -1,7 +1,7 @@
 """``fdpose bench deploy``: FDConv models against their stock twins in every format a package has.
 
 For each family (YOLOv8, YOLO11, YOLO26: those whose model YAML ships) at one scale and each input
-size, the FDConv model and its stock twin (:func:`pipeline.nn.info.stock_twin`: the same YAML with
+size, the FDConv model and its stock twin (:func:`pipeline.nn.info.stock_model_dict`: the same YAML with
 stock blocks, so the same scale, ``nc`` and ``kpt_shape``) are built from YAML, untrained (weights do
 not change the cost), and run in each format, both exported the same way:
 
@@ -129,12 +129,12 @@ def twin_models(cfg: Path, scale: str, seed: int = 0) -> tuple[dict[str, Any], A
     import torch
 
     from pipeline.inference import ModelMeta
-    from pipeline.nn.info import build, load_model_yaml, stock_twin
+    from pipeline.nn.info import build, load_model_yaml, stock_model_dict
     from pipeline.skeleton import Skeleton
 
     d = load_model_yaml(cfg, scale)
     torch.manual_seed(seed)
-    models = {"fdconv": build(d).eval(), "stock": build(stock_twin(d)).eval()}
+    models = {"fdconv": build(d).eval(), "stock": build(stock_model_dict(d)).eval()}
     k, dims = (int(v) for v in d.get("kpt_shape", (17, 3)))
     skeleton = Skeleton(keypoint_names=[f"kp{i}" for i in range(k)],
                         class_names=[str(i) for i in range(int(d.get("nc", 1)))], kpt_dims=dims)
