@@ -29,8 +29,8 @@ def test_batch_1_latency_is_judged_against_its_format_and_size_target(fmt, imgsz
 def test_no_target_no_verdict():
     assert row("pytorch-fused", 640, 2.0).verdict == "-"  # ultralytics' path: reported, not judged
     assert row("onnxruntime", 192, 2.0).verdict == "-"  # latency targets exist at 320 and 640 only
-    assert row("pytorch", 320, 1.0, throughput_ratio=9.0).throughput_verdict == "-"  # no PyTorch batch target
-    assert row("onnxruntime", 320, 1.0, throughput_ratio=9.0, batch=4).throughput_verdict == "-"  # batch 8 only
+    assert row("pytorch", 320, 1.0, throughput_ratio=9.0).throughput_verdict == "-"  # no PyTorch b8 target
+    assert row("onnxruntime", 320, 1.0, throughput_ratio=9.0, batch=4).throughput_verdict == "-"  # b8 only
 
 
 def test_batch_8_throughput_is_judged_for_onnxruntime_and_openvino_at_any_size():
