@@ -20,11 +20,12 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 Clock = Callable[[], float]  # seconds
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -115,12 +116,12 @@ def time_pair(first: Callable[[], object], second: Callable[[], object], repeats
     return timings["first"], timings["second"]
 
 
-def time_once(fn: Callable[[], object], clock: Clock = time.perf_counter) -> float:
-    """Seconds one call of ``fn`` takes: for whole jobs (a conversion, an augmentation run) that are
-    timed once, not compared call by call."""
+def time_once(fn: Callable[[], T], clock: Clock = time.perf_counter) -> tuple[float, T]:
+    """Seconds one call of ``fn`` takes, and what it returned: for whole jobs (a conversion, an
+    augmentation run) that are timed once, not compared call by call."""
     start = clock()
-    fn()
-    return clock() - start
+    value = fn()
+    return clock() - start, value
 
 
 @contextlib.contextmanager

@@ -69,7 +69,7 @@ def test_time_pair_orders_a_real_sleep_after_no_work():
 
 def test_time_once_and_bad_arguments():
     clock = FakeClock()
-    assert time_once(clock.call("job", [2.5]), clock) == 2.5
+    assert time_once(clock.call("job", [2.5]), clock) == (2.5, None)
     with pytest.raises(ValueError):
         time_interleaved({"a": lambda: None}, repeats=0)
 
