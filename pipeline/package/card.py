@@ -27,7 +27,6 @@ class DataInfo:
     sample_image: Path | None = None
 
 
-
 EVAL_METRICS = ("oks_map", "oks_map50", "oks_map75", "oks_map_medium", "oks_map_large", "oks_ar", "oks_ar50",
                 "oks_ar75", "box_map", "box_map50", "box_map75")
 TRAIN_KEYS = ("model", "epochs", "imgsz", "batch", "optimizer", "lr0", "lrf", "momentum", "weight_decay",
