@@ -102,8 +102,8 @@ def compare(data: str | Path, out: str | Path, models: list[str] | None = None,
     Settings left None come from the ``compare:`` section of ``params_path``; ``overrides``: ``epochs``,
     ``imgsz``, ``batch``, ``device``, ``pretrained``, ``eval_imgsz``, ``hyp``.
     """
-    params = apply_overrides(as_dict(load_section("compare", params_path)), models=models, seeds=seeds, runs=runs,
-                             **overrides)
+    params = apply_overrides(as_dict(load_section("compare", params_path)), models=models, seeds=seeds,
+                             runs=runs, **overrides)
     models = [str(m) for m in params["models"]]
     if len(models) == 1:
         models.append(stock_model_file(models[0]))
