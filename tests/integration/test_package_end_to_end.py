@@ -441,3 +441,18 @@ def _version(package_dir: Path) -> str:
 
     digest = hashlib.sha256((package_dir / "model.safetensors").read_bytes()).hexdigest()
     return f"fdpose-safetensors-{digest[:12]}"
+
+
+def test_bench_package_times_every_runner_and_the_old_option_still_works(trained, tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["--sizes", "64", "--runs", "1", "--threads", "1"]
+    result = CliRunner().invoke(main, ["bench", "package", str(trained.package), *args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["imgsz"] == 64 and row["batch"] == 1
+    assert all(row[f"{name}_ms"] > 0 for name in ("pytorch", "pytorch_fused", "onnxruntime"))
+    assert row["onnx_speedup_vs_fused"] == pytest.approx(row["pytorch_fused_ms"] / row["onnxruntime_ms"])
+    old = CliRunner().invoke(main, ["package", "--bench", str(trained.package), *args])
+    assert old.exit_code == 0 and "fused/onnx" in old.stdout
+    assert old.stderr.splitlines() == ["fdpose package --bench PATH is deprecated and goes in the next "
+                                       "release: use fdpose bench package PATH"]
