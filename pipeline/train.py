@@ -36,7 +36,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ if "YOLO_CONFIG_DIR" not in os.environ:
 from ultralytics.models.yolo.pose import PoseTrainer  # noqa: E402
 from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, LOGGER, RANK  # noqa: E402
 
-from pipeline.config import PARAMS_FILE, as_dict, load_section, section_defaults
+from pipeline.config import PARAMS_FILE, TrainParams, load_section, overridden
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import load_data_yaml
 from pipeline.io import atomic_write_bytes, replace_dir, write_json
@@ -331,72 +331,82 @@ def _finish_run_dir(staging: Path, out: Path) -> None:
     replace_dir(staging, out)
 
 
-def train(data: str | Path, out: str | Path, model: str | Path | None = None, *,
-          epochs: int | None = None, imgsz: int | None = None, batch: int | None = None,
-          device: str | None = None, seed: int | None = None, workers: int | None = None,
-          resume: bool = False, pretrained: str | Path | None = None, plots: bool | None = None,
-          hyp: dict[str, Any] | None = None, params_source: object = "train()",
+def _resume_overrides(data: Path, out: Path, params: TrainParams, given: set[str], layout: Layout,
+                      warnings: list[str]) -> dict[str, Any]:
+    """ultralytics' arguments to continue the run in ``<out>.partial`` from its ``last.pt``."""
+    if "pretrained" in given:
+        raise FdposeError("a resumed run continues from its last.pt; drop --pretrained", item="--resume")
+    last = _staging_dir(out) / "weights" / "last.pt"
+    if not last.is_file():
+        finished = (out / "weights" / "last.pt").is_file()
+        reason = (f"the run in {out} has finished; nothing to resume" if finished
+                  else f"no interrupted run to resume ({last} not found)")
+        raise FdposeError(reason, path=out, item="--resume")
+    warnings += check_checkpoint_fits(last, data, layout, "resumed")
+    ignored = [name for name in KEPT_ON_RESUME if name in given]
+    if ignored:
+        warnings.append(f"resuming keeps the run's own {', '.join(ignored)} (from {last})")
+    return {"resume": str(last), "data": str(data),
+            **{name: getattr(params, name) for name in RESUMABLE if name in given}}
+
+
+def _fresh_overrides(data: Path, staging: Path, params: TrainParams, params_source: object) -> dict[str, Any]:
+    """ultralytics' arguments of a new run in ``staging`` (an interrupted run there is discarded)."""
+    extra = _hyp_overrides(params.hyp, params_source)
+    model_arg = model_argument(params.model)
+    pretrained = Path(params.pretrained).resolve() if params.pretrained is not None else None
+    # A checkpoint to start from (--model X.pt, --pretrained) may have another keypoint layout or
+    # classes than the dataset (the head branches that follow them are re-initialised); it must be
+    # a pose model of the model's family and scale.
+    check_start(model_arg, pretrained)
+    if staging.exists():
+        click.echo(f"fdpose train: discarding the interrupted run in {staging} "
+                   "(use --resume to continue it)", err=True)
+        shutil.rmtree(staging)
+    return {
+        **extra, "epochs": params.epochs, "imgsz": params.imgsz, "batch": params.batch, "seed": params.seed,
+        "workers": params.workers, "plots": params.plots,
+        "model": model_arg, "data": str(data), "deterministic": True,
+        "project": str(staging.parent), "name": staging.name, "exist_ok": True,
+        # ultralytics' pretrained=True: "the weights of a .pt model"; a path: "start from these".
+        "pretrained": str(pretrained) if pretrained is not None else True,
+    }
+
+
+# Settings a resumed run takes from the caller when given (the others come from its last.pt; the device
+# is always the caller's); given, the rest are named in a warning.
+RESUMABLE = ("imgsz", "batch", "workers", "plots")
+KEPT_ON_RESUME = ("model", "epochs", "seed", "hyp")
+
+
+def train(data: str | Path, out: str | Path, params: TrainParams | None = None, *, resume: bool = False,
+          given: Collection[str] = (), params_source: object = "train()",
           callbacks: dict[str, list[Callable]] | None = None) -> TrainResult:
     """Train a YOLOv8-pose model (C2f_FDConv by default) on a YOLO-pose dataset; outputs in ``out``.
 
-    Arguments left ``None`` take the built-in defaults of the params' ``train:`` section
-    (:func:`pipeline.config.section_defaults`; ``device``: ``auto``). ``pretrained`` is a stock
-    (or C2f_FDConv) YOLOv8-pose checkpoint to start from. ``resume`` continues the interrupted run in
-    ``<out>.partial``: model, epochs, seed and hyperparameters come from its ``last.pt``, and so do
-    ``imgsz``, ``batch``, ``workers`` and ``plots`` unless given. ``hyp`` passes further ultralytics
-    train arguments (``lr0``, ``mosaic``, ...). ``callbacks`` maps ultralytics callback events to
-    extra functions of the trainer. The dataset, device and any checkpoint are checked before
-    training: a model/dataset mismatch is one :class:`FdposeError`.
+    ``params`` is the ``train:`` section (:class:`pipeline.config.TrainParams`; its defaults when None):
+    the model, ``pretrained`` (a stock or C2f_FDConv YOLOv8-pose checkpoint to start from), the run's
+    size and seed, and ``hyp``, further ultralytics train arguments (``lr0``, ``mosaic``, ...);
+    ``params_source`` is what a bad ``hyp`` key's error names. ``resume`` continues the interrupted run
+    in ``<out>.partial``: model, epochs, seed and hyperparameters come from its ``last.pt``, and so do
+    ``imgsz``, ``batch``, ``workers`` and ``plots`` unless named in ``given`` (the fields the caller set,
+    such as the options of a command line). ``callbacks`` maps ultralytics callback events to extra
+    functions of the trainer. The dataset, device and any checkpoint are checked before training: a
+    model/dataset mismatch is one :class:`FdposeError`.
     """
+    params = params if params is not None else TrainParams()
     data = Path(data).resolve()
     out = Path(out).resolve()
     staging = _staging_dir(out)
     layout = dataset_layout(data)
-    device_arg, device_line = resolve_device(device)
+    device_arg, device_line = resolve_device(params.device)
     click.echo(f"fdpose train: {device_line}", err=True)
-    extra = _hyp_overrides(hyp, params_source)
     warnings: list[str] = []
-
     if resume:
-        if pretrained is not None:
-            raise FdposeError("a resumed run continues from its last.pt; drop --pretrained", item="--resume")
-        last = staging / "weights" / "last.pt"
-        if not last.is_file():
-            finished = (out / "weights" / "last.pt").is_file()
-            reason = (f"the run in {out} has finished; nothing to resume" if finished
-                      else f"no interrupted run to resume ({last} not found)")
-            raise FdposeError(reason, path=out, item="--resume")
-        warnings += check_checkpoint_fits(last, data, layout, "resumed")
-        ignored = [name for name, value in
-                   (("model", model), ("epochs", epochs), ("seed", seed), ("hyp", extra)) if value]
-        if ignored:
-            warnings.append(f"resuming keeps the run's own {', '.join(ignored)} (from {last})")
-        given = {"imgsz": imgsz, "batch": batch, "workers": workers, "plots": plots}
-        overrides = {"resume": str(last), "data": str(data), "device": device_arg,
-                     **{key: value for key, value in given.items() if value is not None}}
+        overrides = _resume_overrides(data, out, params, set(given), layout, warnings)
     else:
-        defaults = section_defaults("train")
-        settings = {key: defaults[key] if value is None else value for key, value in (
-            ("model", model), ("epochs", epochs), ("imgsz", imgsz), ("batch", batch), ("seed", seed),
-            ("workers", workers), ("plots", plots))}
-        model_arg = model_argument(settings.pop("model"))
-        if pretrained is not None:
-            pretrained = Path(pretrained).resolve()
-        # A checkpoint to start from (--model X.pt, --pretrained) may have another keypoint layout or
-        # classes than the dataset (the head branches that follow them are re-initialised); it must be
-        # a pose model of the model's family and scale.
-        check_start(model_arg, pretrained)
-        if staging.exists():
-            click.echo(f"fdpose train: discarding the interrupted run in {staging} "
-                       "(use --resume to continue it)", err=True)
-            shutil.rmtree(staging)
-        overrides = {
-            **extra, **settings,
-            "model": model_arg, "data": str(data), "device": device_arg, "deterministic": True,
-            "project": str(staging.parent), "name": staging.name, "exist_ok": True,
-            # ultralytics' pretrained=True: "the weights of a .pt model"; a path: "start from these".
-            "pretrained": str(pretrained) if pretrained is not None else True,
-        }
+        overrides = _fresh_overrides(data, staging, params, params_source)
+    overrides["device"] = device_arg
     for message in warnings:
         click.echo(f"fdpose train: warning: {message}", err=True)
 
@@ -418,7 +428,8 @@ def train(data: str | Path, out: str | Path, model: str | Path | None = None, *,
     return TrainResult(
         out=out, best=out / "weights" / "best.pt", last=out / "weights" / "last.pt", metrics=metrics,
         device=device_arg, epochs=int(trainer.epochs), resumed=bool(resume),
-        pretrained=None if resume or pretrained is None else str(pretrained), conversion=conversion,
+        pretrained=None if resume or params.pretrained is None else str(Path(params.pretrained).resolve()),
+        conversion=conversion,
         warnings=warnings,
     )
 
@@ -451,16 +462,12 @@ def train_command(data: Path, model: str | None, out: Path, epochs: int | None, 
                   batch: int | None, device: str | None, seed: int | None, workers: int | None, resume: bool,
                   pretrained: Path | None, params_file: Path) -> None:
     """Train the C2f_FDConv YOLOv8-pose model; options default to the params file's train: section."""
-    params = as_dict(load_section("train", params_file))
-    if resume:  # the run's own settings, but for what this command line changes
-        result = train(data, out, model, epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, workers=workers,
-                       device=device or params["device"], plots=bool(params["plots"]), resume=True,
-                       pretrained=pretrained)
-    else:
-        options = {"model": model, "epochs": epochs, "imgsz": imgsz, "batch": batch, "device": device,
-                   "seed": seed, "workers": workers}
-        chosen = {key: params[key] if value is None else value for key, value in options.items()}
-        start = pretrained if pretrained is not None else params["pretrained"]
-        result = train(data, out, chosen.pop("model"), pretrained=start, plots=bool(params["plots"]),
-                       hyp=params["hyp"], params_source=params_file, **chosen)
+    options = {"model": model, "epochs": epochs, "imgsz": imgsz, "batch": batch, "device": device,
+               "seed": seed, "workers": workers,
+               "pretrained": str(pretrained) if pretrained is not None else None}
+    params = overridden(load_section("train", params_file), **options)
+    # Resuming keeps the run's own settings, but for what this command line changes (and the params'
+    # device and plots).
+    given = {name for name, value in options.items() if value is not None} | {"plots"}
+    result = train(data, out, params, resume=resume, given=given, params_source=params_file)
     click.echo(result.summary())

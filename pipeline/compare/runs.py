@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import TrainParams
 from pipeline.errors import FdposeError
 from pipeline.evaluate import evaluate
 from pipeline.io import write_json
@@ -208,14 +209,14 @@ def _train(spec: RunSpec, settings: RunSettings, folder: Path) -> None:
     clock = TrainClock(folder / CLOCK_FILE)
     callbacks = {"on_fit_epoch_end": [clock.save]}
     out = folder / "train"
+    params = TrainParams(model=spec.model, pretrained=spec.pretrained, epochs=settings.epochs,
+                         imgsz=settings.imgsz, batch=settings.batch, device=settings.device, seed=spec.seed,
+                         plots=settings.plots, hyp=settings.hyp)
     if (folder / "train.partial" / "weights" / "last.pt").is_file():
-        train(settings.data, out, resume=True, imgsz=settings.imgsz, batch=settings.batch,
-              device=settings.device, plots=settings.plots, callbacks=callbacks)
+        train(settings.data, out, params, resume=True, given=("imgsz", "batch", "plots"), callbacks=callbacks)
     else:
         clock.before = 0.0
-        train(settings.data, out, spec.model, epochs=settings.epochs, imgsz=settings.imgsz,
-              batch=settings.batch, device=settings.device, seed=spec.seed, pretrained=spec.pretrained,
-              plots=settings.plots, hyp=settings.hyp, params_source="compare", callbacks=callbacks)
+        train(settings.data, out, params, params_source="compare", callbacks=callbacks)
     clock.save()
 
 

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from test_model_train import make_dataset  # pytest puts tests/integration on sys.path
 
 from pipeline.cli import main
+from pipeline.config import TrainParams
 from pipeline.train import train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
 def stock_runs(tmp_path_factory, datasets) -> dict[str, Path]:
     """Per family, the best.pt of a stock 17-keypoint, 1-class model trained for one epoch."""
     root = tmp_path_factory.mktemp("stock-runs")
-    return {family: train(datasets["coco17"], root / family, stock, **SMALL).best
+    return {family: train(datasets["coco17"], root / family, TrainParams(model=stock, **SMALL)).best
             for family, (stock, *_) in FAMILIES.items()}
 
 
@@ -57,7 +58,8 @@ def _layer_types(checkpoint: Path) -> list[str]:
 def test_finetune_a_stock_17_keypoint_checkpoint_onto_5_keypoints_and_2_classes(
         family, datasets, stock_runs, tmp_path, caplog):
     _, fdconv_model, block, head = FAMILIES[family]
-    result = train(datasets["five"], tmp_path / "run", fdconv_model, pretrained=stock_runs[family], **SMALL)
+    result = train(datasets["five"], tmp_path / "run",
+                   TrainParams(model=fdconv_model, pretrained=str(stock_runs[family]), **SMALL))
     conversion = json.loads((result.out / "pretrained.json").read_text())
     assert conversion == result.conversion and conversion["family"] == family
     assert conversion["source_kpt_shape"] == [17, 3] and conversion["target_kpt_shape"] == [5, 3]
@@ -78,7 +80,7 @@ def test_finetune_a_stock_17_keypoint_checkpoint_onto_5_keypoints_and_2_classes(
 
 def test_stock_checkpoint_as_model_fine_tunes_onto_another_layout(datasets, stock_runs, tmp_path):
     """`--model stock.pt` with another layout follows the same rule: the layout's head branches restart."""
-    result = train(datasets["five"], tmp_path / "run", stock_runs["YOLOv8"], **SMALL)
+    result = train(datasets["five"], tmp_path / "run", TrainParams(model=str(stock_runs["YOLOv8"]), **SMALL))
     assert result.conversion["converted"] == [] and {"model.22.cv3", "model.22.cv4"} == set(
         result.conversion["reinitialised"])
     assert "C2f" in _layer_types(result.best)

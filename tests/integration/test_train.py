@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pipeline.cli import main
+from pipeline.config import TrainParams
 from pipeline.dataset import Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import write_yolo
@@ -87,8 +88,9 @@ def first_run(tmp_path_factory, data_yaml):
         patch.chdir(work)
         patch.setattr(socket, "getaddrinfo", no_network)
         patch.setattr(socket.socket, "connect", no_network)
-        result = train(data_yaml, tmp_path_factory.mktemp("train") / "run-a", FDCONV_YAML, epochs=2,
-                       plots=True, callbacks={"on_train_start": [record]}, **SMALL)
+        result = train(data_yaml, tmp_path_factory.mktemp("train") / "run-a",
+                       TrainParams(model=FDCONV_YAML, epochs=2, plots=True, **SMALL),
+                       callbacks={"on_train_start": [record]})
     seen["network_attempts"] = attempts
     return result, seen, work
 
@@ -101,8 +103,8 @@ def read_results(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def stock_checkpoint(tmp_path_factory, data_yaml) -> Path:
     """A stock YOLOv8n-pose (plain C2f) trained here for one epoch: the --pretrained source."""
-    result = train(data_yaml, tmp_path_factory.mktemp("stock") / "run", "yolov8n-pose.yaml", epochs=1,
-                   plots=False, **SMALL)
+    result = train(data_yaml, tmp_path_factory.mktemp("stock") / "run",
+                   TrainParams(model="yolov8n-pose.yaml", epochs=1, plots=False, **SMALL))
     return result.best
 
 
@@ -171,7 +173,8 @@ def test_weights_load_in_a_fresh_process_after_import_pipeline(first_run):
 
 def test_same_seed_gives_the_same_metrics(first_run, data_yaml, tmp_path):
     result, _, _ = first_run
-    again = train(data_yaml, tmp_path / "run-b", FDCONV_YAML, epochs=2, plots=True, **SMALL)
+    again = train(data_yaml, tmp_path / "run-b",
+                  TrainParams(model=FDCONV_YAML, epochs=2, plots=True, **SMALL))
     assert again.metrics == result.metrics
     assert again.metrics["train_loss"]["pose_loss"] > 0  # real numbers, not all-zero placeholders
 
@@ -190,6 +193,7 @@ def test_resume_after_sigkill_mid_epoch(data_yaml, tmp_path):
     script.write_text(textwrap.dedent(f"""
         import time
         from pathlib import Path
+        from pipeline.config import TrainParams
         from pipeline.train import train
 
         def hold(trainer):  # keep the second epoch running until the test kills the process
@@ -197,8 +201,9 @@ def test_resume_after_sigkill_mid_epoch(data_yaml, tmp_path):
                 Path({str(marker)!r}).touch()
                 time.sleep(600)
 
-        train({str(data_yaml)!r}, {str(out)!r}, {FDCONV_YAML!r}, epochs=2, plots=False,
-              callbacks={{"on_train_batch_end": [hold]}}, **{SMALL!r})
+        train({str(data_yaml)!r}, {str(out)!r},
+              TrainParams(model={FDCONV_YAML!r}, epochs=2, plots=False, **{SMALL!r}),
+              callbacks={{"on_train_batch_end": [hold]}})
     """))
     log = tmp_path / "interrupted.log"
     with open(log, "wb") as log_file:  # a file, not a pipe: a full pipe buffer would stall the child
@@ -223,8 +228,9 @@ def test_resume_after_sigkill_mid_epoch(data_yaml, tmp_path):
     assert not out.exists()
 
     with pytest.raises(FdposeError, match="no interrupted run"):
-        train(data_yaml, tmp_path / "elsewhere", FDCONV_YAML, resume=True, **SMALL)
-    result = train(data_yaml, out, resume=True, device="cpu")  # the rest comes from the checkpoint
+        train(data_yaml, tmp_path / "elsewhere", TrainParams(model=FDCONV_YAML, **SMALL), resume=True,
+              given=["model", *SMALL])
+    result = train(data_yaml, out, TrainParams(device="cpu"), resume=True)  # the rest: from the checkpoint
     assert result.resumed and result.epochs == 2 and result.metrics["epochs"] == 2
     args = yaml.safe_load((out / "args.yaml").read_text())
     assert (args["imgsz"], args["batch"], args["seed"], args["plots"]) == (64, 4, 3, False)
@@ -233,7 +239,7 @@ def test_resume_after_sigkill_mid_epoch(data_yaml, tmp_path):
     dvclive_steps = (out / "dvclive/plots/metrics/train/pose_loss.tsv").read_text().splitlines()[1:]
     assert [line.split("\t")[0] for line in dvclive_steps] == ["0", "1"]
     with pytest.raises(FdposeError, match="finished; nothing to resume"):
-        train(data_yaml, out, FDCONV_YAML, resume=True, **SMALL)
+        train(data_yaml, out, TrainParams(model=FDCONV_YAML, **SMALL), resume=True, given=["model", *SMALL])
 
     # A new run into the same folder that fails leaves the finished run as it was.
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
@@ -242,8 +248,8 @@ def test_resume_after_sigkill_mid_epoch(data_yaml, tmp_path):
         raise RuntimeError("simulated crash")
 
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(data_yaml, out, FDCONV_YAML, epochs=2, plots=False, callbacks={"on_train_epoch_start": [fail]},
-              **SMALL)
+        train(data_yaml, out, TrainParams(model=FDCONV_YAML, epochs=2, plots=False, **SMALL),
+              callbacks={"on_train_epoch_start": [fail]})
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
     assert partial.is_dir()  # the failed run stays beside it, for --resume or inspection
 
@@ -261,8 +267,10 @@ def test_finetune_from_a_stock_checkpoint(data_yaml, stock_checkpoint, tmp_path)
         start["model"] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
         start["types"] = [type(m).__name__ for m in trainer.model.model]
 
-    result = train(data_yaml, tmp_path / "run", FDCONV_YAML, epochs=1, plots=False,
-                   pretrained=stock_checkpoint, callbacks={"on_pretrain_routine_end": [snapshot]}, **SMALL)
+    result = train(data_yaml, tmp_path / "run",
+                   TrainParams(model=FDCONV_YAML, epochs=1, plots=False, pretrained=str(stock_checkpoint),
+                               **SMALL),
+                   callbacks={"on_pretrain_routine_end": [snapshot]})
     assert result.pretrained == str(stock_checkpoint)
     assert result.conversion == json.loads((result.out / "pretrained.json").read_text())
     assert result.conversion["converted"] and not result.conversion["reinitialised"]
@@ -286,17 +294,18 @@ def test_mismatched_dataset_is_one_error_before_training(stock_checkpoint, tmp_p
     # A start from another keypoint layout or classes fine-tunes (tests/integration/test_finetune.py);
     # one of another scale or family, or a file that is no checkpoint, is refused before training.
     with pytest.raises(FdposeError, match=r"checkpoint is scale 'n', the model is scale 's'"):
-        train(four_keypoints, tmp_path / "run", FDCONV_YAML.replace("yolov8n-", "yolov8s-"),
-              pretrained=stock_checkpoint, **SMALL)
+        train(four_keypoints, tmp_path / "run", TrainParams(model=FDCONV_YAML.replace("yolov8n-", "yolov8s-"),
+                                                            pretrained=str(stock_checkpoint), **SMALL))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(FdposeError, match="junk.pt: not a loadable ultralytics checkpoint"):
-        train(four_keypoints, tmp_path / "run", tmp_path / "junk.pt", **SMALL)
+        train(four_keypoints, tmp_path / "run", TrainParams(model=str(tmp_path / "junk.pt"), **SMALL))
     # Resuming a run on a dataset that does not fit it.
     partial = tmp_path / "resumed.partial" / "weights"
     partial.mkdir(parents=True)
     (partial / "last.pt").write_bytes(stock_checkpoint.read_bytes())
     with pytest.raises(FdposeError, match=r"resumed checkpoint does not fit .* kpt_shape"):
-        train(four_keypoints, tmp_path / "resumed", FDCONV_YAML, resume=True, **SMALL)
+        train(four_keypoints, tmp_path / "resumed", TrainParams(model=FDCONV_YAML, **SMALL), resume=True,
+              given=["model", *SMALL])
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
 
     runner = CliRunner()

@@ -119,23 +119,24 @@ def test_params_file_sets_the_defaults(tmp_path, monkeypatch):
     monkeypatch.setattr(stage, "train", lambda *args, **kwargs: calls.update(args=args, kwargs=kwargs) or
                         stage.TrainResult(out=tmp_path, best=tmp_path / "best.pt", last=tmp_path / "last.pt",
                                           metrics={}, device="cpu", epochs=1))
-    params = tmp_path / "params.yaml"
-    params.write_text("train:\n  epochs: 7\n  imgsz: 96\n  hyp: {mosaic: 0.0}\n")
-    outcome = CliRunner().invoke(main, ["train", "--data", "d.yaml", "--out", "run", "--params", str(params),
-                                        "--imgsz", "128"])
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("train:\n  epochs: 7\n  imgsz: 96\n  hyp: {mosaic: 0.0}\n")
+    outcome = CliRunner().invoke(main, ["train", "--data", "d.yaml", "--out", "run",
+                                        "--params", str(params_file), "--imgsz", "128"])
     assert outcome.exit_code == 0, outcome.output
-    assert calls["args"] == (Path("d.yaml"), Path("run"), section_defaults("train")["model"])
-    kwargs = calls["kwargs"]
-    assert kwargs["epochs"] == 7 and kwargs["imgsz"] == 128 and kwargs["hyp"] == {"mosaic": 0.0}
-    assert kwargs["device"] == "auto" and kwargs["batch"] == section_defaults("train")["batch"]
+    data, out, params = calls["args"]
+    assert (data, out, params.model) == (Path("d.yaml"), Path("run"), section_defaults("train")["model"])
+    assert params.epochs == 7 and params.imgsz == 128 and params.hyp == {"mosaic": 0.0}
+    assert params.device == "auto" and params.batch == section_defaults("train")["batch"]
 
     # Resuming keeps the run's own settings: the params file does not override them.
-    outcome = CliRunner().invoke(main, ["train", "--data", "d.yaml", "--out", "run", "--params", str(params),
-                                        "--resume", "--batch", "2"])
+    outcome = CliRunner().invoke(main, ["train", "--data", "d.yaml", "--out", "run",
+                                        "--params", str(params_file), "--resume", "--batch", "2"])
     assert outcome.exit_code == 0, outcome.output
-    kwargs = calls["kwargs"]
-    assert kwargs["resume"] is True and kwargs["batch"] == 2 and kwargs["device"] == "auto"
-    assert kwargs["epochs"] is None and kwargs["imgsz"] is None and "hyp" not in kwargs
+    kwargs, params = calls["kwargs"], calls["args"][2]
+    assert kwargs["resume"] is True and params.batch == 2 and params.device == "auto"
+    given = kwargs["given"]
+    assert "batch" in given and "epochs" not in given and "imgsz" not in given and "hyp" not in given
 
 
 def test_repository_params_match_the_built_in_defaults():
