@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from pipeline.config import PARAMS_FILE, as_dict, load_section
+from pipeline.config import PARAMS_FILE, PredictParams, load_section
 from pipeline.errors import FdposeError
 from pipeline.serve.app import ServeSettings, create_app
 from pipeline.serve.predictor import Thresholds
@@ -44,14 +44,13 @@ def app_from_env() -> Any:
     return create_app(settings_from_json(os.environ[SETTINGS_ENV]))
 
 
-def make_settings(model: str | Path, work_dir: str | Path = DEFAULT_WORK_DIR,
-                  params: str | Path = PARAMS_FILE, **options: Any) -> ServeSettings:
-    """Settings with thresholds from the params' ``package.predict`` unless given in ``options``."""
-    predict = as_dict(load_section("package", params).predict)
-    given = {key: options.pop(key) for key in ("conf", "iou", "max_det", "kpt_conf", "imgsz")
-             if key in options}
-    thresholds = Thresholds(**{key: predict[key] if given.get(key) is None else given[key]
-                               for key in ("conf", "iou", "max_det", "kpt_conf")}, imgsz=given.get("imgsz"))
+def make_settings(model: str | Path, predict: PredictParams, work_dir: str | Path = DEFAULT_WORK_DIR,
+                  params: str | Path = PARAMS_FILE, imgsz: int | None = None,
+                  **options: Any) -> ServeSettings:
+    """Settings with ``predict``'s thresholds (the params' ``package.predict``, options merged) and
+    ``imgsz`` (None: the model's own); ``params`` is the file a training job reads its sections from."""
+    thresholds = Thresholds(conf=predict.conf, iou=predict.iou, max_det=predict.max_det,
+                            kpt_conf=predict.kpt_conf, imgsz=imgsz)
     model = Path(model).resolve()
     if not model.exists():
         raise FdposeError("model not found", path=model)
@@ -115,6 +114,10 @@ def serve_command(model: Path | None, host: str, port: int, workers: int, work_d
         return
     if model is None:
         raise FdposeError("--model is required to serve", item="--model")
-    settings = make_settings(model, work_dir, params, max_body_bytes=int(max_body_mb * 2**20),
+    # Options win over the params' package.predict; create_app checks the thresholds, naming the option.
+    given = {key: options.pop(key) for key in ("conf", "iou", "max_det", "kpt_conf")}
+    predict = dataclasses.replace(load_section("package", params).predict,
+                                  **{key: value for key, value in given.items() if value is not None})
+    settings = make_settings(model, predict, work_dir, params, max_body_bytes=int(max_body_mb * 2**20),
                              max_image_bytes=int(max_image_mb * 2**20), **options)
     serve(settings, host, port, workers)

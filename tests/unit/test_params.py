@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,76 @@ def test_unknown_key_stops_the_stage(tmp_path, where):
     assert len(errors) == 1 and "Traceback" not in outcome.output, outcome.output
     assert f"{where}.copiez: unknown key 'copiez'; valid keys: " in errors[0]
     assert not (tmp_path / "out").exists()
+
+
+# --- only click commands read the params file --------------------------------------------------------
+
+PARAMS_READERS = {"load_section", "read_params_file"}  # pipeline.config's functions that open the file
+FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _is_click_command(function: ast.AST) -> bool:
+    """Decorated as a click command or group (``@click.command``, ``@click.group``, a group's
+    ``@name.command(...)``)."""
+    for decorator in getattr(function, "decorator_list", []):
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        text = ast.unparse(target)
+        if text.startswith("click.") and text.split(".")[-1] in ("command", "group") \
+                or text.endswith((".command", ".group")):
+            return True
+    return False
+
+
+def _own_nodes(scope: ast.AST):
+    """The nodes of a module or function body, without those of the functions defined in it."""
+    stack = list(ast.iter_child_nodes(scope))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, FUNCTIONS):
+            continue
+        yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def params_readers(source: str, name: str) -> list[str]:
+    """``name:line scope`` of each call to a params-file reader outside a click command (module level
+    included), by its own name, an alias of its import, or as ``config.load_section``."""
+    tree = ast.parse(source)
+    readers = set(PARAMS_READERS)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "pipeline.config":
+            readers |= {alias.asname for alias in node.names if alias.name in PARAMS_READERS and alias.asname}
+    scopes = [("<module>", tree)] + [(node.name, node) for node in ast.walk(tree)
+                                     if isinstance(node, FUNCTIONS) and not _is_click_command(node)]
+    found = []
+    for scope_name, scope in scopes:
+        for node in _own_nodes(scope):
+            if isinstance(node, ast.Call):
+                called = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+                if called in readers:
+                    found.append((node.lineno, f"{name}:{node.lineno} {scope_name}"))
+    return [where for _, where in sorted(found)]
+
+
+def test_the_scan_finds_a_stage_function_that_reads_the_params_file():
+    source = (
+        "import click\nfrom pipeline import config\nfrom pipeline.config import load_section as section\n"
+        "@click.command()\ndef command():\n    run(config.load_section('train'))\n"
+        "@group.command('x')\ndef sub():\n    run(section('eval'))\n"
+        "def run(params):\n    return params\n"
+        "def stage():\n    return section('train')\n"
+        "def outer():\n    def inner():\n        return config.read_params_file()\n    return inner\n"
+        "DEFAULTS = config.load_section('eval')\n")
+    assert params_readers(source, "m.py") == ["m.py:13 stage", "m.py:16 inner", "m.py:18 <module>"]
+
+
+def test_only_commands_read_the_params_file():
+    """The params file and the command-line options are merged in the click command alone: every other
+    function of pipeline/ takes the section's dataclass (pipeline/config.py is where the reading lives)."""
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for path in sorted((root / "pipeline").rglob("*.py")):
+        if path == root / "pipeline" / "config.py":
+            continue
+        offenders += params_readers(path.read_text(encoding="utf-8"), str(path.relative_to(root)))
+    assert not offenders, "functions that read the params file themselves:\n" + "\n".join(offenders)

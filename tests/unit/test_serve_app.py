@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from pipeline.config import PredictParams
 from pipeline.inference import ModelMeta, run_image
 from pipeline.model_io import PACKAGE_FORMAT, load_runner
 from pipeline.serve.app import create_app
@@ -108,9 +109,9 @@ def client(packages, tmp_path, monkeypatch):
 
     for name in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "BASIC_AUTH_USER", "BASIC_AUTH_PASS"):
         monkeypatch.delenv(name, raising=False)
-    settings = make_settings(packages[0], tmp_path / "work", REPO / "cfg" / "params.yaml", conf=0.0,
-                             max_det=2, kpt_conf=0.5, max_body_bytes=50_000, max_image_bytes=MAX_IMAGE_BYTES,
-                             train_every=2)
+    settings = make_settings(packages[0], PredictParams(conf=0.0, max_det=2, kpt_conf=0.5), tmp_path / "work",
+                             REPO / "cfg" / "params.yaml", max_body_bytes=50_000,
+                             max_image_bytes=MAX_IMAGE_BYTES, train_every=2)
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
@@ -343,8 +344,8 @@ def test_the_command_refuses_bad_options_with_one_line(packages, tmp_path):
 def test_a_trickling_download_stops_at_the_timeout(packages, tmp_path, label_studio_files):
     from fastapi.testclient import TestClient
 
-    settings = make_settings(packages[0], tmp_path / "work", REPO / "cfg" / "params.yaml", conf=0.0,
-                             download_timeout_s=1.0)
+    settings = make_settings(packages[0], PredictParams(conf=0.0), tmp_path / "work",
+                             REPO / "cfg" / "params.yaml", download_timeout_s=1.0)
     with TestClient(create_app(settings)) as client:
         assert client.post("/setup", json=setup_body(label_studio_files)).status_code == 200
         # Read to the end, the 100 bytes would be "not a decodable image": the deadline came first.
