@@ -19,6 +19,7 @@ Conventions:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -31,7 +32,7 @@ from typing import Any
 
 import click
 
-from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section
+from pipeline.config import PARAMS_FILE, ConvertParams, load_section, overridden
 from pipeline.dataset import Dataset, ImageRecord
 from pipeline.errors import FdposeError
 from pipeline.io import write_json
@@ -40,9 +41,10 @@ from pipeline.split import apply_split_file, assign_splits, parse_ratios
 
 SOURCES = ("coco", "label-studio", "yolo")
 TARGETS = ("yolo", "coco")
-# Keys of the params' ``convert:`` section that describe the input (what to read, and its layout); used
-# only when the command names no input format itself (the DVC pipeline's way: cfg/params.yaml alone).
-INPUT_KEYS = ("from", "input", "images", "label_config", "url", "project", "skeleton")
+# Fields of the params' ``convert:`` section that describe the input (what to read, and its layout); taken
+# from the params only when the command names no input format itself (the DVC pipeline's way:
+# cfg/params.yaml alone).
+INPUT_FIELDS = ("from_", "input", "images", "label_config", "url", "project", "skeleton")
 
 
 @dataclass
@@ -148,20 +150,15 @@ def _images_root(dataset: Dataset, given: Path | None) -> Path:
     return Path(os.path.commonpath([os.path.dirname(p) for p in paths]))
 
 
-def _settings(params_path: str | Path, source: str | None, inputs: dict[str, Any],
-              options: dict[str, Any]) -> dict[str, Any]:
-    """The params' ``convert:`` section with the given options in place. The input (:data:`INPUT_KEYS`)
-    comes from the params only when ``source`` is None; a caller that names ``source`` describes its
-    input completely, so a params file set up for other data never leaks into it."""
-    params = as_dict(load_section("convert", params_path))
+def with_input(params: ConvertParams, source: str | None, **inputs: Any) -> ConvertParams:
+    """``params`` with the input given (``inputs``: :data:`INPUT_FIELDS` but ``from_``; None: not given)
+    in place, checked as the params file is. Without ``source`` each input field comes from ``params``
+    unless given; with it the input is exactly what is given, so a params file set up for other data
+    never leaks into it."""
     if source is None:
-        if params["from"] is None:
-            raise FdposeError("no input format: give --from, or set convert.from in the params file",
-                              path=params_path)
-        settings = apply_overrides(params, **inputs)
-    else:
-        settings = {**params, **dict.fromkeys(INPUT_KEYS), **inputs, "from": source}
-    return apply_overrides(settings, **options)
+        return overridden(params, **inputs)
+    cleared = dataclasses.replace(params, **dict.fromkeys(INPUT_FIELDS))
+    return overridden(cleared, from_=source, **inputs)
 
 
 @contextlib.contextmanager
@@ -198,55 +195,41 @@ def _assign_splits(dataset: Dataset, split_file: str | Path | None, ratios: tupl
     return {"ratios": list(ratios), "seed": seed}
 
 
-def convert(*, out: str | Path, source: str | None = None, to: str = "yolo",
-            input_path: str | Path | None = None, images: str | Path | None = None, url: str | None = None,
-            project: int | None = None,
-            label_config: str | Path | None = None, skeleton: str | Path | None = None,
-            split: str | list[float] | None = None, split_file: str | Path | None = None,
-            seed: int | None = None, drop_unlabelled: bool | None = None, strict: bool | None = None,
-            annotation: str | None = None, progress: bool = False,
-            params_path: str | Path = PARAMS_FILE) -> ConvertResult:
-    """Convert keypoint labels from ``source`` to ``to`` at ``out``; arguments left None come from the
-    ``convert:`` section of ``params_path`` (:func:`pipeline.config.load_section`).
+def convert(out: str | Path, params: ConvertParams, *, to: str = "yolo", split_file: str | Path | None = None,
+            keep_splits: bool = False, progress: bool = False) -> ConvertResult:
+    """Convert the keypoint labels ``params`` (the ``convert:`` section) describes to ``to`` at ``out``.
 
-    The input (:data:`INPUT_KEYS`: format, file or server, images, label config, skeleton) comes from
-    the params only when ``source`` is None, each key unless given; a caller that names ``source``
-    describes its input completely, so a params file set up for other data never leaks into it.
+    The input: ``params.from_`` (the format) with ``input`` or, for a live Label Studio, ``url`` and
+    ``project``; ``images``, ``label_config`` and ``skeleton`` (see :func:`with_input`).
 
-    Splits: a ``split_file`` wins; else ``split`` ratios (or, for ``source='yolo'`` without ``split``,
-    the dataset's own splits are kept); else the params' ratios. Raises :class:`FdposeError` for
-    unusable input, before anything at ``out`` is replaced.
+    Splits: a ``split_file`` wins; else ``keep_splits`` keeps the input dataset's own (a YOLO input);
+    else the ``params.split`` ratios. Raises :class:`FdposeError` for unusable input, before anything at
+    ``out`` is replaced.
     """
     if to not in TARGETS:
         raise FdposeError(f"unknown target {to!r}; expected one of {', '.join(TARGETS)}", item="--to")
-    inputs = {"input": input_path, "images": images, "label_config": label_config, "url": url,
-              "project": project, "skeleton": skeleton}
-    options = {"seed": seed, "strict": strict, "annotation": annotation, "drop_unlabelled": drop_unlabelled}
-    settings = _settings(params_path, source, inputs, options)
-    source = settings["from"]
+    source = params.from_
     if source not in SOURCES:
         raise FdposeError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}", item="--from")
     out = Path(out)
-    input_path = Path(settings["input"]) if settings["input"] is not None else None
-    images = Path(settings["images"]) if settings["images"] is not None else None
-    url, skeleton = settings["url"], settings["skeleton"]
+    input_path = Path(params.input) if params.input is not None else None
+    images = Path(params.images) if params.images is not None else None
+    url, skeleton = params.url, params.skeleton
     skeleton_obj = Skeleton.load(skeleton) if skeleton else None
     # Settings are checked before any input is read: a typo fails at once.
-    ratios = None
-    if split_file is None and not (split is None and source == "yolo"):
-        ratios = parse_ratios(split if split is not None else settings["split"])
+    ratios = None if split_file is not None or keep_splits else parse_ratios(params.split)
     download_dir = _download_dir(out, to) if source == "label-studio" and url is not None else None
     if download_dir is not None and to == "coco":
         images = download_dir
     try:
         with _collector_paused():
             dataset = _read(
-                source, input_path=input_path, images=images, url=url, project=settings["project"],
-                label_config=Path(settings["label_config"]) if settings["label_config"] else None,
-                skeleton=skeleton_obj, skeleton_source=skeleton, annotation=settings["annotation"],
-                drop_unlabelled=bool(settings["drop_unlabelled"]), strict=bool(settings["strict"]),
+                source, input_path=input_path, images=images, url=url, project=params.project,
+                label_config=Path(params.label_config) if params.label_config else None,
+                skeleton=skeleton_obj, skeleton_source=skeleton, annotation=params.annotation,
+                drop_unlabelled=params.drop_unlabelled, strict=params.strict,
                 progress=progress, download_dir=download_dir)
-            split_info = _assign_splits(dataset, split_file, ratios, int(settings["seed"]))
+            split_info = _assign_splits(dataset, split_file, ratios, params.seed)
             if not any(image.instances for image in dataset.images):
                 raise FdposeError("no instances to write", path=input_path or url)
             return _write(dataset, out, to, source=source, input_path=input_path or url, images=images,
@@ -327,6 +310,23 @@ def _write(dataset: Dataset, out: Path, to: str, *, source: str, input_path: obj
 @click.option("--params", "params_path", type=click.Path(path_type=Path), default=PARAMS_FILE,
               show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-item listing.")
-def convert_command(quiet: bool, **options: Any) -> None:
+def convert_command(quiet: bool, source: str | None, input_path: Path | None, images: Path | None,
+                    url: str | None, project: int | None, label_config: Path | None, skeleton: Path | None,
+                    to: str, out: Path, split: str | None, split_file: Path | None, params_path: Path,
+                    **options: Any) -> None:
     """Label Studio / COCO / YOLO keypoints to a YOLO-pose dataset (or COCO)."""
-    click.echo(convert(progress=not quiet, **options).summary(items=not quiet))
+    params = load_section("convert", params_path)
+    if source is None and params.from_ is None:
+        raise FdposeError("no input format: give --from, or set convert.from in the params file",
+                          path=params_path)
+    params = with_input(params, source, input=_text(input_path), images=_text(images), url=url,
+                        project=project, label_config=_text(label_config), skeleton=_text(skeleton))
+    params = overridden(params, split=split, **options)
+    # A YOLO dataset keeps its own splits unless --split is given.
+    keep_splits = split is None and params.from_ == "yolo"
+    result = convert(out, params, to=to, split_file=split_file, keep_splits=keep_splits, progress=not quiet)
+    click.echo(result.summary(items=not quiet))
+
+
+def _text(path: Path | None) -> str | None:
+    return str(path) if path is not None else None

@@ -112,12 +112,12 @@ def _measure(which: str, json_path: Path, images: Path, out: Path) -> dict:
     if which == "ours":
         import pipeline.formats.coco  # noqa: F401  (imported before measuring, as ultralytics' is)
         import pipeline.formats.yolo  # noqa: F401
+        from pipeline.config import ConvertParams
         from pipeline.convert import convert
 
         before = _rss_mib()
-        seconds, result = time_once(functools.partial(
-            convert, source="coco", input_path=json_path, images=images, out=out, to="yolo", split="0.8,0.2",
-            progress=False, params_path=os.devnull))  # built-in defaults
+        params = ConvertParams(from_="coco", input=str(json_path), images=str(images), split=[0.8, 0.2, 0.0])
+        seconds, result = time_once(functools.partial(convert, out, params, to="yolo", progress=False))
         summary = result.report["summary"]
         written = {"images": summary["images"], "instances": summary["instances"],
                    "reported": len(result.report["details"]["items"])}

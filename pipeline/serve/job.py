@@ -11,13 +11,14 @@ server swaps the model in. A failure is one ``Error:`` line on stderr and exit c
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from pipeline.config import as_dict, load_section
+from pipeline.config import ConvertParams, EvalParams, PackageParams, TrainParams, as_dict, load_section
 from pipeline.errors import FdposeError
 from pipeline.io import write_json
 from pipeline.model_io import model_version
@@ -26,15 +27,24 @@ from pipeline.serve.models import training_checkpoint
 COMPARED = ("oks_map", "oks_map50", "box_map")  # metrics recorded for both models; oks_map decides
 
 
-def _train(data_yaml: Path, out: Path, start: Path, params_path: Path) -> Path:
+@dataclasses.dataclass
+class JobParams:
+    """The params file's sections a training job uses, read once by the command; ``file`` is what an
+    error in them names."""
+
+    file: Path
+    convert: ConvertParams
+    train: TrainParams
+    eval: EvalParams
+    package: PackageParams
+
+
+def _train(data_yaml: Path, out: Path, start: Path, params: JobParams) -> Path:
     from pipeline.train import train
 
-    params = load_section("train", params_path)
-    result = train(data_yaml, out, params.model, epochs=params.epochs, imgsz=params.imgsz,
-                   batch=params.batch, device=params.device, seed=params.seed,
-                   workers=params.workers, plots=False, pretrained=start, hyp=params.hyp,
-                   params_source=params_path)
-    return result.best
+    # The served model's checkpoint is the start; a job's run draws no plots.
+    settings = dataclasses.replace(params.train, pretrained=str(start), plots=False)
+    return train(data_yaml, out, settings, params_source=params.file).best
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -49,27 +59,26 @@ def decide(new: dict[str, Any], old: dict[str, Any], split: str, images: int) ->
                       f"{split} split ({images} images)"}
 
 
-def run_job(url: str, project: int, served: Path, out: Path, models_dir: Path, params_path: Path
+def run_job(url: str, project: int, served: Path, out: Path, models_dir: Path, params: JobParams
             ) -> dict[str, Any]:
     """Convert, train, evaluate against the served model, package if at least as good."""
-    from pipeline.convert import convert
+    from pipeline.convert import convert, with_input
     from pipeline.evaluate import evaluate
     from pipeline.package.stage import package
 
-    data = convert(out=out / "data", source="label-studio", url=url, project=project, params_path=params_path)
+    data = convert(out / "data", with_input(params.convert, "label-studio", url=url, project=project))
     data_yaml = data.out / "data.yaml"
     start = training_checkpoint(served)
-    best = _train(data_yaml, out / "train", start, params_path)
-    imgsz = int(load_section("train", params_path).imgsz)
-    evaluation = evaluate(best, data_yaml, out / "eval", baseline=start,
-                          params=as_dict(load_section("eval", params_path)), imgsz=imgsz)
+    best = _train(data_yaml, out / "train", start, params)
+    evaluation = evaluate(best, data_yaml, out / "eval", baseline=start, params=as_dict(params.eval),
+                          imgsz=params.train.imgsz)
     metrics = evaluation.metrics()
     split, images = metrics["split"], metrics["num_images"]
     result = {"project": project, "split": split, "images": images,
               **decide(_numbers(metrics), _numbers(metrics["baseline"]), split, images)}
     if result["status"] == "accepted":
         staging = out / "package"
-        package(best, out / "eval", staging, load_section("package", params_path), data=data_yaml)
+        package(best, out / "eval", staging, params.package, data=data_yaml)
         version = model_version(staging)
         target = models_dir / version
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +98,9 @@ def run_job(url: str, project: int, served: Path, out: Path, models_dir: Path, p
 @click.option("--params", "params_path", required=True, type=click.Path(path_type=Path))
 def main(url: str, project: int, served: Path, out: Path, models_dir: Path, params_path: Path) -> None:
     try:
-        result = run_job(url, project, served, out, models_dir, params_path)
+        params = JobParams(params_path, *(load_section(name, params_path)
+                                          for name in ("convert", "train", "eval", "package")))
+        result = run_job(url, project, served, out, models_dir, params)
     except FdposeError as error:
         click.echo(f"Error: {error}", err=True)
         sys.exit(1)

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 import pipeline.compare.runs as runs_module
 from pipeline.cli import main
 from pipeline.compare import compare
+from pipeline.config import ConvertParams
 from pipeline.convert import convert
 from pipeline.demo import demo_data
 from pipeline.skeleton import COCO_PERSON_KEYPOINTS
@@ -32,9 +33,10 @@ TINY = {"epochs": 1, "imgsz": 64, "batch": 4, "device": "cpu"}
 def data_yaml(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny-demo")
     raw = demo_data(root / "raw", images=14, seed=3, size=64).out
-    result = convert(out=root / "dataset", source="label-studio", input_path=raw / "export.json",
-                     images=raw / "images", label_config=raw / "label_config.xml", skeleton=SKELETON,
-                     split=[0.7, 0.3, 0.0], seed=0)
+    result = convert(root / "dataset", ConvertParams(from_="label-studio", input=str(raw / "export.json"),
+                                                     images=str(raw / "images"),
+                                                     label_config=str(raw / "label_config.xml"),
+                                                     skeleton=str(SKELETON), split=[0.7, 0.3, 0.0], seed=0))
     return result.out / "data.yaml"
 
 

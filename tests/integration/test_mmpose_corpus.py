@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from pipeline.config import ConvertParams
 from pipeline.convert import convert
 from pipeline.errors import FdposeError
 
@@ -118,24 +119,14 @@ def test_file_converts_or_fails_clearly(name, tmp_path):
     if name in FAILS:
         pattern, _reason = FAILS[name]
         with pytest.raises(FdposeError, match=pattern) as error:
-            convert(
-                params_path=os.devnull,
-                source="coco",
-                input_path=source,
-                images=_images_root(name),
-                out=tmp_path / "out",
-            )
+            convert(tmp_path / "out", ConvertParams(from_="coco", input=str(source),
+                                                    images=str(_images_root(name))))
         assert str(error.value).startswith(str(source)) and "\n" not in str(error.value)
         assert not (tmp_path / "out").exists()
         return
     images, instances, k, classes = CONVERTS[name]
-    result = convert(
-        params_path=os.devnull,
-        source="coco",
-        input_path=source,
-        images=_images_root(name),
-        out=tmp_path / "out",
-    )
+    result = convert(tmp_path / "out", ConvertParams(from_="coco", input=str(source),
+                                                     images=str(_images_root(name))))
     summary = result.report["summary"]
     assert (summary["images"], summary["instances"], summary["kpt_shape"]) == (images, instances, [k, 3])
     data = yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())
@@ -151,13 +142,9 @@ def test_file_converts_or_fails_clearly(name, tmp_path):
 def test_halpe_converts_against_cocos_images(tmp_path):
     """halpe's file_names are COCO's images: pointed at coco/, its 136-keypoint file converts."""
     _require_corpus()
-    result = convert(
-        params_path=os.devnull,
-        source="coco",
-        input_path=CORPUS / "halpe/test_halpe.json",
-        images=CORPUS / "coco",
-        out=tmp_path / "out",
-    )
+    result = convert(tmp_path / "out", ConvertParams(from_="coco",
+                                                     input=str(CORPUS / "halpe/test_halpe.json"),
+                                                     images=str(CORPUS / "coco")))
     assert result.report["summary"]["instances"] == 14 and result.report["summary"]["kpt_shape"] == [136, 3]
 
 
@@ -167,14 +154,8 @@ def test_halpe_converts_against_cocos_images(tmp_path):
 def test_label_lines_match_source_coordinates(name, tmp_path):
     """Label values recomputed from the raw JSON (an independent, literal oracle)."""
     _require_corpus()
-    convert(
-        params_path=os.devnull,
-        source="coco",
-        input_path=CORPUS / name,
-        images=_images_root(name),
-        out=tmp_path / "out",
-        split="1,0",
-    )
+    convert(tmp_path / "out", ConvertParams(from_="coco", input=str(CORPUS / name),
+                                            images=str(_images_root(name)), split="1,0"))
     coco = json.loads((CORPUS / name).read_text())
     category_index = {c["id"]: i for i, c in enumerate(coco["categories"])}
     checked = 0

@@ -396,6 +396,7 @@ def test_predictions_round_trip_through_label_studio(trained, label_studio, tmp_
     import httpx
     from label_studio_sdk import LabelStudio
 
+    from pipeline.config import ConvertParams
     from pipeline.convert import convert
 
     client = LabelStudio(base_url=label_studio.url, api_key=label_studio.api_key)
@@ -418,8 +419,8 @@ def test_predictions_round_trip_through_label_studio(trained, label_studio, tmp_
                                  for p in stored} == {_version(trained.package)}
 
     coco = tmp_path / "back.json"
-    convert(source="label-studio", url=label_studio.url, project=project.id, to="coco", out=coco,
-            annotation="predictions", split=[1.0, 0.0, 0.0])
+    convert(coco, ConvertParams(from_="label-studio", url=label_studio.url, project=project.id,
+                                annotation="predictions", split=[1.0, 0.0, 0.0]), to="coco")
     back = json.loads(coco.read_text())
     predictions = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     index = json.loads((tmp_path / "pred" / "images.json").read_text())

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pipeline.cli import main
+from pipeline.config import ConvertParams
 from pipeline.convert import convert
 from pipeline.errors import FdposeError
 from pipeline.formats.coco import read_coco
@@ -79,9 +80,8 @@ def tree(root: Path) -> dict[str, bytes]:
 
 def test_coco_to_yolo_labels_match_source_coordinates(tmp_path):
     source = make_coco(tmp_path)
-    result = convert(
-        source="coco", input_path=source, images=tmp_path / "img", out=tmp_path / "out", split="0.5,0.5"
-    )
+    result = convert(tmp_path / "out", ConvertParams(from_="coco", input=str(source),
+                                                     images=str(tmp_path / "img"), split="0.5,0.5"))
     data = yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())
     assert data["kpt_shape"] == [5, 3] and data["names"] == {0: "person"}
     assert data["flip_idx"] == [0, 2, 1, 4, 3]
@@ -117,12 +117,13 @@ def test_coco_to_yolo_labels_match_source_coordinates(tmp_path):
 
 def test_same_inputs_give_a_byte_identical_tree(tmp_path):
     source = make_coco(tmp_path, sub_folders=True)
-    args = dict(source="coco", input_path=source, images=tmp_path / "img", split="0.7,0.2,0.1", seed=3)
-    convert(out=tmp_path / "a", **args)
-    convert(out=tmp_path / "b", **args)
+    params = ConvertParams(from_="coco", input=str(source), images=str(tmp_path / "img"), split="0.7,0.2,0.1",
+                           seed=3)
+    convert(tmp_path / "a", params)
+    convert(tmp_path / "b", params)
     first = tree(tmp_path / "a")
     assert first == tree(tmp_path / "b")
-    convert(out=tmp_path / "a", **args)  # again over the previous output
+    convert(tmp_path / "a", params)  # again over the previous output
     assert tree(tmp_path / "a") == first
     assert "labels/train/seq0__000.txt" in first or "labels/val/seq0__000.txt" in first
 
@@ -130,7 +131,7 @@ def test_same_inputs_give_a_byte_identical_tree(tmp_path):
 def test_failed_run_leaves_previous_output_untouched(tmp_path):
     source = make_coco(tmp_path)
     out = tmp_path / "out"
-    convert(source="coco", input_path=source, images=tmp_path / "img", out=out)
+    convert(out, ConvertParams(from_="coco", input=str(source), images=str(tmp_path / "img")))
     before = tree(out)
     broken = tmp_path / "broken.json"
     broken.write_text(source.read_text()[:-40])  # truncated
@@ -200,8 +201,10 @@ def test_skeleton_file_that_disagrees_is_an_error_naming_both(tmp_path):
 def test_stable_splits_do_not_move_when_images_are_added(tmp_path):
     small = make_coco(tmp_path / "small", count=30)
     large = make_coco(tmp_path / "large", count=60)
-    convert(source="coco", input_path=small, images=tmp_path / "small" / "img", out=tmp_path / "s", seed=5)
-    convert(source="coco", input_path=large, images=tmp_path / "large" / "img", out=tmp_path / "l", seed=5)
+    convert(tmp_path / "s", ConvertParams(from_="coco", input=str(small),
+                                          images=str(tmp_path / "small" / "img"), seed=5))
+    convert(tmp_path / "l", ConvertParams(from_="coco", input=str(large),
+                                          images=str(tmp_path / "large" / "img"), seed=5))
 
     def splits(root):
         return {p.name: p.parent.name for p in (root / "images").rglob("*.png")}
@@ -209,9 +212,8 @@ def test_stable_splits_do_not_move_when_images_are_added(tmp_path):
     before, after = splits(tmp_path / "s"), splits(tmp_path / "l")
     assert all(after[name] == split for name, split in before.items())
     assert set(after.values()) == {"train", "val"}
-    other_seed = convert(
-        source="coco", input_path=small, images=tmp_path / "small" / "img", out=tmp_path / "x", seed=6
-    )
+    other_seed = convert(tmp_path / "x", ConvertParams(from_="coco", input=str(small),
+                                                       images=str(tmp_path / "small" / "img"), seed=6))
     assert splits(other_seed.out) != before
 
 
@@ -221,9 +223,8 @@ def test_split_file(tmp_path):
     split_file.write_text(
         yaml.safe_dump({"train": ["000.png", "001.png"], "val": ["002.png"], "test": ["zzz.png"]})
     )
-    result = convert(
-        source="coco", input_path=source, images=tmp_path / "img", out=tmp_path / "o", split_file=split_file
-    )
+    result = convert(tmp_path / "o", ConvertParams(from_="coco", input=str(source),
+                                                   images=str(tmp_path / "img")), split_file=split_file)
     assert sorted(
         p.relative_to(tmp_path / "o" / "images").as_posix()
         for p in (tmp_path / "o" / "images").rglob("*.png")
@@ -235,11 +236,12 @@ def test_split_file(tmp_path):
 
 def test_yolo_to_coco_to_yolo_round_trip(tmp_path):
     source = make_coco(tmp_path, count=6, sub_folders=True)
-    convert(source="coco", input_path=source, images=tmp_path / "img", out=tmp_path / "y1", split="0.5,0.5")
+    convert(tmp_path / "y1", ConvertParams(from_="coco", input=str(source), images=str(tmp_path / "img"),
+                                           split="0.5,0.5"))
     first = read_yolo(tmp_path / "y1" / "data.yaml")
-    result = convert(
-        source="yolo", input_path=tmp_path / "y1" / "data.yaml", out=tmp_path / "gt.json", to="coco"
-    )
+    result = convert(tmp_path / "gt.json", ConvertParams(from_="yolo",
+                                                         input=str(tmp_path / "y1" / "data.yaml")), to="coco",
+                                                         keep_splits=True)
     from pycocotools.coco import COCO
 
     coco = COCO(str(result.out))
@@ -248,7 +250,8 @@ def test_yolo_to_coco_to_yolo_round_trip(tmp_path):
     assert all((root / im["file_name"]).is_file() for im in coco.dataset["images"])
     back = read_coco(result.out, root)
     assert back.skeleton.keypoint_names == NAMES and back.skeleton.edges == [(0, 1), (0, 2)]
-    convert(source="coco", input_path=result.out, images=root, out=tmp_path / "y2", split="0.5,0.5")
+    convert(tmp_path / "y2", ConvertParams(from_="coco", input=str(result.out), images=str(root),
+                                           split="0.5,0.5"))
     second = read_yolo(tmp_path / "y2" / "data.yaml")
     # COCO file_names are relative to the dataset's images/ folder (train/seq0__000.png), so the second
     # dataset's flat names carry the split folder too: match images by their original name.
@@ -266,12 +269,13 @@ def test_yolo_to_coco_to_yolo_round_trip(tmp_path):
 
 def test_from_yolo_keeps_or_resplits(tmp_path):
     source = make_coco(tmp_path, count=20)
-    convert(source="coco", input_path=source, images=tmp_path / "img", out=tmp_path / "y", split="1,0")
-    kept = convert(source="yolo", input_path=tmp_path / "y" / "data.yaml", out=tmp_path / "k")
+    convert(tmp_path / "y", ConvertParams(from_="coco", input=str(source), images=str(tmp_path / "img"),
+                                          split="1,0"))
+    kept = convert(tmp_path / "k", ConvertParams(from_="yolo", input=str(tmp_path / "y" / "data.yaml")),
+                                                 keep_splits=True)
     assert kept.report["summary"]["splits"].keys() == {"train"}
-    resplit = convert(
-        source="yolo", input_path=tmp_path / "y" / "data.yaml", out=tmp_path / "r", split="0.5,0.5"
-    )
+    resplit = convert(tmp_path / "r", ConvertParams(from_="yolo", input=str(tmp_path / "y" / "data.yaml"),
+                                                    split="0.5,0.5"))
     assert resplit.report["summary"]["splits"].keys() == {"train", "val"}
     assert resplit.report["summary"]["instances"] == 40
 
@@ -302,7 +306,8 @@ def test_unusable_input_exits_non_zero_with_one_line(tmp_path):
     )
     assert result.exit_code == 1 and result.output.startswith("Error: ") and result.output.count("\n") == 1
     with pytest.raises(FdposeError, match="sum to 1"):
-        convert(source="coco", input_path=bad, images=tmp_path / "img", out=tmp_path / "o", split="0.5,0.6")
+        convert(tmp_path / "o", ConvertParams(from_="coco", input=str(bad), images=str(tmp_path / "img"),
+                                              split="0.5,0.6"))
 
 
 LS_CONFIG = """<View>
