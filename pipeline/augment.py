@@ -44,14 +44,13 @@ import click  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.config import MAX_COPIES, PARAMS_FILE, load_section, overridden, section_defaults  # noqa: E402
+from pipeline.config import MAX_COPIES, PARAMS_FILE, AugmentParams, load_section, overridden  # noqa: E402
 from pipeline.dataset import Dataset, ImageRecord, Instance  # noqa: E402
 from pipeline.errors import FdposeError, printable  # noqa: E402
 from pipeline.formats.yolo import read_yolo, write_yolo  # noqa: E402
 from pipeline.io import read_yaml_mapping  # noqa: E402
 from pipeline.skeleton import Skeleton  # noqa: E402
 
-DEFAULT_CONFIG = Path(section_defaults("augment")["config"])
 JPEG_QUALITY = 95  # fixed, so that re-running gives the same bytes
 PNG_COMPRESSION = 3
 # D4 / SquareSymmetry group elements that are reflections (the others are rotations).
@@ -438,14 +437,16 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def augment(data: str | Path, out: str | Path, copies: int = 1, seed: int = 0,
-            config: str | Path = DEFAULT_CONFIG, workers: int | None = None, progress: bool = True,
-            preview_rows: int = 4) -> AugmentResult:
-    """Write at ``out`` the dataset of ``data`` (a ``data.yaml``) with ``copies`` augmented variants of
-    every training image added; validation and test images are linked unchanged.
+def augment(data: str | Path, out: str | Path, params: AugmentParams | None = None, *,
+            workers: int | None = None, progress: bool = True, preview_rows: int = 4) -> AugmentResult:
+    """Write at ``out`` the dataset of ``data`` (a ``data.yaml``) with ``params.copies`` augmented variants
+    of every training image added (``params``: the ``augment:`` section, its defaults when None: copies,
+    seed and the transforms file); validation and test images are linked unchanged.
 
     Also writes ``out/report.json`` (counts) and ``out/preview.png`` (originals beside variants).
     """
+    params = params if params is not None else AugmentParams()
+    copies, seed, config = params.copies, params.seed, Path(params.config)
     if not 0 <= copies <= MAX_COPIES:
         raise FdposeError(f"--copies must be between 0 and {MAX_COPIES}, got {copies}")
     workers = default_workers() if workers is None else workers
@@ -533,6 +534,5 @@ def augment_command(data: Path, out: Path, copies: int | None, seed: int | None,
     """Keypoint-aware offline augmentation of a dataset's training split."""
     settings = overridden(load_section("augment", params_path), copies=copies, seed=seed,
                           config=None if config is None else str(config))
-    result = augment(data, out, copies=settings.copies, seed=settings.seed,
-                     config=Path(settings.config), workers=workers, progress=not quiet)
+    result = augment(data, out, settings, workers=workers, progress=not quiet)
     click.echo(result.summary())

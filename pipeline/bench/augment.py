@@ -68,17 +68,19 @@ def bench_augment(images: int = 200, size: int = 256, copies: int = 2,
     """Time ``augment`` on a generated dataset with 1 worker and with ``workers`` (default all cores);
     check both outputs are byte-identical."""
     from pipeline.augment import augment, default_workers
+    from pipeline.config import AugmentParams
     from pipeline.io import write_json
 
     workers = default_workers() if workers is None else workers
     result = AugmentBench(images=images, size=size, copies=copies, config=str(config))
+    params = AugmentParams(copies=copies, seed=0, config=str(config))
     with tempfile.TemporaryDirectory(prefix="fdpose-bench-augment-") as tmp:
         data = make_dataset(Path(tmp), images, size)
         outputs = []
         for count in dict.fromkeys([1, workers]):
             out = Path(tmp) / f"out-{count}"
-            seconds, _ = time_once(functools.partial(augment, data, out, copies=copies, seed=0, config=config,
-                                                     workers=count, progress=False))
+            run = functools.partial(augment, data, out, params, workers=count, progress=False)
+            seconds, _ = time_once(run)
             result.rows.append({"workers": count, "seconds": round(seconds, 3),
                                 "images_per_s": round(images / seconds, 2),
                                 "variants_per_s": round(images * copies / seconds, 2)})

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from pipeline.augment import augment, is_mirror
 from pipeline.cli import main
+from pipeline.config import AugmentParams
 from pipeline.dataset import Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import read_yolo, write_yolo
@@ -65,8 +66,8 @@ def run(tmp_path: Path, transforms: list, **kwargs):
     data = make_dataset(tmp_path / "in", **{k: kwargs.pop(k) for k in ("kpt_dims", "extra_instance")
                                             if k in kwargs})
     config = write_config(tmp_path / "augment.yaml", transforms)
-    result = augment(data, tmp_path / "out", copies=1, seed=0, config=config, workers=1, progress=False,
-                     **kwargs)
+    result = augment(data, tmp_path / "out", AugmentParams(copies=1, seed=0, config=str(config)), workers=1,
+                     progress=False, **kwargs)
     return result, augmented_record(tmp_path / "out")
 
 
@@ -141,7 +142,8 @@ def test_out_of_frame_points_become_invisible_and_lost_instances_are_dropped(tmp
 def test_report_preview_and_untouched_validation_split(tmp_path):
     data = make_dataset(tmp_path / "in", train_images=2)
     out = tmp_path / "out"
-    result = augment(data, out, copies=2, seed=3, config=CONFIG, workers=1, progress=False)
+    result = augment(data, out, AugmentParams(copies=2, seed=3, config=str(CONFIG)), workers=1,
+                     progress=False)
     assert (result.images_in, result.images_out) == (2, 6)
     report = yaml.safe_load((out / "report.json").read_text())
     assert report["images_in"] == 2 and report["images_out"] == 6 and report["copies"] == 2
@@ -167,8 +169,8 @@ def test_same_seed_same_bytes_whatever_the_worker_count(tmp_path):
     data = make_dataset(tmp_path / "in", train_images=5)
     runs = {}
     for name, workers, seed in (("one", 1, 11), ("two", 2, 11), ("again", 2, 11), ("other", 1, 12)):
-        augment(data, tmp_path / name, copies=2, seed=seed, config=CONFIG, workers=workers,
-                progress=False)
+        augment(data, tmp_path / name, AugmentParams(copies=2, seed=seed, config=str(CONFIG)),
+                workers=workers, progress=False)
         runs[name] = tree_bytes(tmp_path / name)
     assert len(runs["one"]) == 2 * (5 * 3 + 1) + 3  # images and labels, data.yaml, report, preview
     assert runs["one"] == runs["two"] == runs["again"]
@@ -191,7 +193,7 @@ def test_bad_config_is_a_clear_error_and_keeps_previous_output(tmp_path, transfo
     config = write_config(tmp_path / "bad.yaml", transforms)
     with pytest.raises(FdposeError, match=message.replace("[", r"\[").replace("]", r"\]")
                        .replace("(", r"\(").replace(")", r"\)")):
-        augment(data, out, config=config, workers=1, progress=False)
+        augment(data, out, AugmentParams(config=str(config)), workers=1, progress=False)
     assert (out / "keep.txt").read_text() == "previous output"
     # The command line says it in one line, exit code 1, no traceback.
     outcome = CliRunner().invoke(main, ["augment", "--data", str(data), "--out", str(out),
@@ -217,5 +219,5 @@ def test_transform_that_cannot_run_on_pose_data_names_the_image(tmp_path):
     data = make_dataset(tmp_path / "in")
     config = write_config(tmp_path / "mask.yaml", [{"MaskDropout": {"p": 1}}])
     with pytest.raises(FdposeError, match=r"img0\.png: copy 1: augmentation failed: .*mask"):
-        augment(data, tmp_path / "out", config=config, workers=1, progress=False)
+        augment(data, tmp_path / "out", AugmentParams(config=str(config)), workers=1, progress=False)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))  # no staging left
