@@ -428,9 +428,8 @@ def train(data: str | Path, out: str | Path, params: TrainParams | None = None, 
     return TrainResult(
         out=out, best=out / "weights" / "best.pt", last=out / "weights" / "last.pt", metrics=metrics,
         device=device_arg, epochs=int(trainer.epochs), resumed=bool(resume),
-        pretrained=None if resume or params.pretrained is None else str(Path(params.pretrained).resolve()),
-        conversion=conversion,
-        warnings=warnings,
+        pretrained=start if isinstance(start := overrides.get("pretrained"), str) else None,
+        conversion=conversion, warnings=warnings,
     )
 
 
