@@ -88,7 +88,7 @@ def table_columns(meta: ModelMeta) -> list[str]:
 def table_row(video: str, fps: float, pose: TrackedPose) -> list[Any]:
     row: list[Any] = [video, pose.frame, round(pose.frame / fps, 4), pose.track_id, pose.class_id,
                       round(pose.score, 5), *(round(float(v), 2) for v in pose.box)]
-    for (x, y, conf), (raw_x, raw_y, _) in zip(pose.smoothed, pose.raw):
+    for (x, y, conf), (raw_x, raw_y, _) in zip(pose.smoothed, pose.raw, strict=False):
         row += [round(float(x), 2), round(float(y), 2), round(float(conf), 5), round(float(raw_x), 2),
                 round(float(raw_y), 2)]
     return row
@@ -218,7 +218,8 @@ def predict_tracks(runner: Runner, source: str | Path, out: str | Path, settings
         write_table(tmp / "tracks.csv", table_columns(runner.meta), rows)
         dump = {"predictions.json": results,
                 "images.json": {"images": images, "categories": categories,
-                                "source": str(source), "model": str(model)},
+                                "source": str(source), "base": str(base.resolve()),
+                                "model": str(model)},
                 "summary.json": {"videos": [vars(s) for s in summaries], "skipped": skipped,
                                  "settings": {**{k: v for k, v in vars(settings).items() if k != "smoothing"},
                                               "smoothing": vars(settings.smoothing) if settings.smoothing

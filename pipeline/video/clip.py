@@ -4,8 +4,8 @@ Three figures (:mod:`pipeline.figures`, the demo's drawing) move along known smo
 fixed background: figure 1 walks left to right, figure 2 right to left in front of it (they cross and
 figure 2 hides figure 1), figure 3 enters from the right, turns back sharply at a known frame and
 leaves the way it came. A few frames are corrupted on purpose: heavy blur over the whole frame, or a
-figure drawn wrongly (mirrored: its left limbs' colour on its right side, so a model swaps its sides). Those are the
-frames a user would want back in Label Studio, and the ground truth says which they are.
+figure drawn wrongly (upside down in its own box). Those are the frames a user would want back in
+Label Studio; the ground truth keeps the figure as it should be and says which frames are corrupted.
 
 Written to ``--out``: ``clip.avi`` (Motion-JPEG, every frame independent), ``truth.json`` (per frame the
 figures' boxes and COCO keypoints with visibility, the corrupted frames, the crossings and turns) and
@@ -95,10 +95,9 @@ def render_frame(seed: int, index: int, frames: int, width: int, height: int, ba
         colours = [np.random.default_rng([seed, 2, actor.identity]) for _ in range(2)]  # same each frame
         shown = points
         if wrong and actor is min(actors, key=lambda a: abs(a.path(t)[0] - width / 2)):
-            # Mirrored about its own centre line: left limbs drawn where the right ones are, so the
-            # colours (blue = the person's left) lie about the sides.
+            # Upside down within its own box: a figure no labelled image shows.
             shown = points.copy()
-            shown[:, 0] = 2 * points[:, 0].mean() - points[:, 0]
+            shown[:, 1] = box[1] + box[3] - points[:, 1]
         draw_figure(canvas, colours[0], shown, unit, actor.head_radius)
         mask = _figure_mask(shown, unit, actor.head_radius, (height, width), colours[1])
         drawn.append((actor, points, box, mask))

@@ -10,8 +10,8 @@ Per track and frame, from the track table (raw and smoothed keypoints, confidenc
 Each is turned into a robust z-score over its video (distance from the median in units of 1.4826 x
 the median absolute deviation), a row scores its largest z, a frame its worst row. Track breaks add
 to a frame: a track ending before the video does, or starting after it began, away from the image
-border, or a gap inside a track, counts :data:`BREAK_Z` at the frame where the figure went missing or
-reappeared (a blurred frame often has no detection at all, so it has no row to score). The top frames
+border, or a gap inside a track, counts :data:`BREAK_Z` at each frame the figure was missing from
+(a blurred frame often has no detection at all, so it has no row to score). The top frames
 are then picked greedily, best first, skipping frames within ``min_gap`` frames of one already picked
 in the same video (a wrong frame also disturbs its neighbours' jump scores).
 """
@@ -120,16 +120,15 @@ def _near_border(row: Row, size: tuple[int, int]) -> bool:
 
 
 def _breaks(track: list[Row], frames: int, size: tuple[int, int]) -> list[int]:
-    """Frames at which a track broke: lost (the frame after its last), reappeared, or started late."""
+    """Frames at which a track broke: lost (the frame after its last), missing inside it, or started late."""
     events = []
     first, last = track[0], track[-1]
     if first.frame > 0 and not _near_border(first, size):
         events.append(first.frame)
     if last.frame < frames - 1 and not _near_border(last, size):
         events.append(last.frame + 1)
-    for before, after in zip(track, track[1:]):
-        if after.frame - before.frame > 1:
-            events += [before.frame + 1, after.frame]
+    for before, after in zip(track, track[1:], strict=False):
+        events += range(before.frame + 1, after.frame)  # the frames it was missing from
     return events
 
 
@@ -148,7 +147,7 @@ def score_frames(rows: list[Row], videos: dict[str, tuple[int, tuple[int, int]]]
         features = [_features(t, kpt_conf) for t in ordered]
         z = np.column_stack([robust_z(np.concatenate([f[:, j] for f in features])) for j in range(3)])
         offset = 0
-        for track, feats in zip(ordered, features):
+        for track, feats in zip(ordered, features, strict=False):
             for i, row in enumerate(track):
                 frame = scores[(video, row.frame)]
                 for j, name in enumerate(FEATURES):

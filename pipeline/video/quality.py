@@ -1,6 +1,8 @@
 """Tracking and smoothing measured against a generated clip's ground truth (:mod:`pipeline.video.clip`).
 
-Per frame, tracks are matched to true figures by box IoU (Hungarian, IoU at least 0.5). Then, in
+Per frame, tracks are matched to true figures by keypoints (Hungarian on the mean distance between the
+model's keypoints and the figure's labelled ones, per figure height; a match needs at most
+:data:`MAX_DISTANCE`): boxes are a poor guide, the model's are wider than the labels'. Then, in
 CLEAR-MOT's terms: an *identity switch* is a true figure matched to a different track than the last
 time it was matched; a *fragmentation* is a true figure's matched run interrupted (matched, then not,
 then matched again). *Coverage* is the fraction of true figure-frames matched to a track. Keypoint
@@ -19,23 +21,26 @@ from scipy.optimize import linear_sum_assignment
 
 from pipeline.video.track import TrackedPose
 
-MIN_IOU = 0.5
+MAX_DISTANCE = 0.25  # mean keypoint distance per figure height
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else 0.0
+def distance(pose: TrackedPose, figure: dict) -> float:
+    """Mean distance of the model's keypoints to the figure's labelled ones, per figure height."""
+    true = np.asarray(figure["keypoints"], float).reshape(-1, 3)
+    labelled = true[:, 2] > 0
+    if not labelled.any():
+        return np.inf
+    height = max(figure["box"][3] - figure["box"][1], 1.0)
+    return float(np.linalg.norm(pose.raw[labelled, :2] - true[labelled, :2], axis=1).mean()) / height
 
 
 def match_frame(poses: list[TrackedPose], figures: list[dict]) -> dict[int, TrackedPose]:
     """True figure id -> the track pose matched to it in one frame."""
     if not poses or not figures:
         return {}
-    cost = np.array([[-iou(p.box, np.asarray(f["box"])) for p in poses] for f in figures])
+    cost = np.array([[min(distance(p, f), 1e6) for p in poses] for f in figures])
     rows, cols = linear_sum_assignment(cost)
-    return {figures[r]["id"]: poses[c] for r, c in zip(rows, cols) if -cost[r, c] >= MIN_IOU}
+    return {figures[r]["id"]: poses[c] for r, c in zip(rows, cols, strict=True) if cost[r, c] <= MAX_DISTANCE}
 
 
 @dataclass
@@ -55,7 +60,7 @@ def tracking_figures(frames: list[list[TrackedPose]], truth: dict) -> TrackingFi
     result = TrackingFigures(crossings=len(truth["crossings"]))
     last: dict[int, int] = {}  # true id -> track id last matched
     state: dict[int, str] = {}  # true id -> "on" / "off" (after having been on)
-    for poses, record in zip(frames, truth["frames"]):
+    for poses, record in zip(frames, truth["frames"], strict=False):
         matches = match_frame(poses, record["figures"])
         for figure in record["figures"]:
             identity = figure["id"]
@@ -92,7 +97,7 @@ class SmoothingFigures:
 def smoothing_figures(frames: list[list[TrackedPose]], truth: dict, kpt_conf: float) -> SmoothingFigures:
     corrupted = {c["frame"] for c in truth["corrupted"]}
     raw, smooth = [], []
-    for poses, record in zip(frames, truth["frames"]):
+    for poses, record in zip(frames, truth["frames"], strict=False):
         if record["frame"] in corrupted:
             continue
         matches = match_frame(poses, record["figures"])
@@ -120,7 +125,7 @@ def turn_lag(frames: list[list[TrackedPose]], truth: dict, turn: dict, which: st
     frames of the turn (over keypoints truly visible in every frame of the window)."""
     lo, hi = turn["frame"] - half_window, turn["frame"] + half_window
     true_x, track_x = [], []
-    for poses, record in zip(frames[lo:hi + 1], truth["frames"][lo:hi + 1]):
+    for poses, record in zip(frames[lo:hi + 1], truth["frames"][lo:hi + 1], strict=False):
         figure = next((f for f in record["figures"] if f["id"] == turn["id"]), None)
         pose = match_frame(poses, record["figures"]).get(turn["id"])
         if figure is None or pose is None:

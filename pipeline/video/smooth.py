@@ -25,8 +25,8 @@ from OneEuroFilter import OneEuroFilter
 class SmoothParams:
     """One Euro settings; positions are in pixels (``beta`` is per pixel/second of speed)."""
 
-    min_cutoff: float = 1.0  # Hz: cutoff at rest; lower removes more jitter, adds lag
-    beta: float = 0.02  # cutoff increase per pixel/s of speed; higher follows fast moves sooner
+    min_cutoff: float = 3.0  # Hz: cutoff at rest; lower removes more jitter, adds lag
+    beta: float = 0.05  # cutoff increase per pixel/s of speed; higher follows fast moves sooner
     d_cutoff: float = 1.0  # Hz: cutoff of the speed estimate
     kpt_conf: float = 0.5  # keypoints at least this confident are smoothed (others pass through)
     reset_s: float = 1.0  # a keypoint unseen this long restarts its filter
