@@ -62,8 +62,9 @@ class VideoBench:
         return self.predict_fps / self.tracked_fps - 1
 
 
-def run_pass(runner: Any, clip: Path, imgsz: int, conf: float, tracker: str | None, smoothing: SmoothParams | None
-             ) -> tuple[float, float, list[list[TrackedPose]]]:
+def run_pass(
+    runner: Any, clip: Path, imgsz: int, conf: float, tracker: str | None, smoothing: SmoothParams | None
+) -> tuple[float, float, list[list[TrackedPose]]]:
     """Seconds for decode + predict (+ track + smooth when ``tracker``) over the clip, the seconds of
     those spent in tracking and smoothing alone, and the tracks."""
     info = probe(clip)
@@ -80,8 +81,16 @@ def run_pass(runner: Any, clip: Path, imgsz: int, conf: float, tracker: str | No
     return time.perf_counter() - start, in_tracker, frames
 
 
-def bench_video(model: Path, seed: int, frames: int, imgsz: int | None, conf: float, tracker: str,
-                smoothing: SmoothParams, repeats: int) -> VideoBench:
+def bench_video(
+    model: Path,
+    seed: int,
+    frames: int,
+    imgsz: int | None,
+    conf: float,
+    tracker: str,
+    smoothing: SmoothParams,
+    repeats: int,
+) -> VideoBench:
     runner = load_runner(model)
     imgsz = imgsz or runner.meta.imgsz
     with tempfile.TemporaryDirectory(prefix="fdpose-bench-video-") as tmp:
@@ -99,53 +108,87 @@ def bench_video(model: Path, seed: int, frames: int, imgsz: int | None, conf: fl
     smooth = smoothing_figures(poses, truth, smoothing.kpt_conf)
     rows = [Row("clip", p.frame, p.track_id, p.box, p.raw, p.smoothed) for frame in poses for p in frame]
     corrupted = [c["frame"] for c in truth["corrupted"]]
-    scores = score_frames(rows, {"clip": (len(truth["frames"]), (truth["width"], truth["height"]))},
-                          smoothing.kpt_conf)
+    scores = score_frames(
+        rows, {"clip": (len(truth["frames"]), (truth["width"], truth["height"]))}, smoothing.kpt_conf
+    )
     top = [s.frame for s in pick(scores, 2 * len(corrupted), MIN_GAP)]
-    return VideoBench(len(truth["frames"]), moves.crossings, moves.switches, moves.fragmentations, moves.coverage,
-                      smooth.raw_error, smooth.smoothed_error, smooth.reduction, smooth.raw_lag,
-                      smooth.smoothed_lag, corrupted, top, len(set(corrupted) & set(top)),
-                      frames / min(plain), frames / min(tracked), min(in_tracker) / min(plain))
+    return VideoBench(
+        len(truth["frames"]),
+        moves.crossings,
+        moves.switches,
+        moves.fragmentations,
+        moves.coverage,
+        smooth.raw_error,
+        smooth.smoothed_error,
+        smooth.reduction,
+        smooth.raw_lag,
+        smooth.smoothed_lag,
+        corrupted,
+        top,
+        len(set(corrupted) & set(top)),
+        frames / min(plain),
+        frames / min(tracked),
+        min(in_tracker) / min(plain),
+    )
 
 
 def report(result: VideoBench) -> list[str]:
     switches = sum(result.switches.values())
     return [
-        f"tracking: {switches} identity switches for {result.crossings} crossings (target <= 1 per crossing): "
-        f"{'met' if switches <= result.crossings else 'NOT met'}",
-        "  per true figure: " + ", ".join(f"#{k} {v} switches {result.fragmentations[k]} fragmentations"
-                                          for k, v in sorted(result.switches.items())),
+        f"tracking: {switches} identity switches for {result.crossings} crossings "
+        f"(target <= 1 per crossing): {'met' if switches <= result.crossings else 'NOT met'}",
+        "  per true figure: "
+        + ", ".join(
+            f"#{k} {v} switches {result.fragmentations[k]} fragmentations"
+            for k, v in sorted(result.switches.items())
+        ),
         f"  coverage of true figure-frames by a track: {result.coverage:.1%}",
         f"smoothing: keypoint error {result.raw_error_px:.2f} px raw -> {result.smoothed_error_px:.2f} px "
-        f"smoothed ({result.error_reduction:+.1%} lower); lag at the turn {result.raw_lag_frames:.1f} frames raw, "
-        f"{result.smoothed_lag_frames:.1f} smoothed",
-        f"outliers: {result.corrupted_in_top} of {len(result.corrupted)} corrupted frames {result.corrupted} in "
-        f"the top {len(result.top)} {result.top} (target: all): "
+        f"smoothed ({result.error_reduction:.1%} lower); lag at the turn {result.raw_lag_frames:.1f} "
+        f"frames raw, {result.smoothed_lag_frames:.1f} smoothed",
+        f"outliers: {result.corrupted_in_top} of {len(result.corrupted)} corrupted frames {result.corrupted} "
+        f"in the top {len(result.top)} {result.top} (target: all): "
         f"{'met' if result.corrupted_in_top == len(result.corrupted) else 'NOT met'}",
         f"speed: predict {result.predict_fps:.1f} fps, predict+track+smooth {result.tracked_fps:.1f} fps: "
-        f"+{result.overhead:.1%} end to end (target <= 10%): {'met' if result.overhead <= 0.10 else 'NOT met'}; "
+        f"{result.overhead:+.1%} end to end (target <= 10%): "
+        f"{'met' if result.overhead <= 0.10 else 'NOT met'}; "
         f"time inside track + smooth alone: +{result.tracking_share:.1%} of plain predict",
     ]
 
 
 @click.command("video")
-@click.option("--model", required=True, type=click.Path(exists=True, path_type=Path),
-              help="A package, model.safetensors/.onnx or .pt (the demo-trained one for the README's figures).")
+@click.option(
+    "--model",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A package, model.safetensors/.onnx or .pt (the demo-trained one for the README's figures).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Clip seed.")
 @click.option("--frames", type=click.IntRange(min=30), default=90, show_default=True)
 @click.option("--imgsz", type=int, default=None, help="Input size (default: the model's).")
 @click.option("--conf", type=float, default=0.25, show_default=True)
 @click.option("--tracker", default="bytetrack", show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the figures here.")
-def command(model: Path, seed: int, frames: int, imgsz: int | None, conf: float, tracker: str, repeats: int,
-            json_path: str | None) -> None:
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the figures here."
+)
+def command(
+    model: Path,
+    seed: int,
+    frames: int,
+    imgsz: int | None,
+    conf: float,
+    tracker: str,
+    repeats: int,
+    json_path: str | None,
+) -> None:
     """Tracking, smoothing and outlier ranking on the demo clip vs its ground truth; speed."""
     result = bench_video(model, seed, frames, imgsz, conf, tracker, SmoothParams(), repeats)
     click.echo(f"video: demo clip seed {seed}, {result.frames} frames, model {model}")
     for line in report(result):
         click.echo(line)
     if json_path:
-        Path(json_path).write_text(json.dumps({**asdict(result), "overhead": result.overhead}, indent=2) + "\n",
-                                   encoding="utf-8")
+        Path(json_path).write_text(
+            json.dumps({**asdict(result), "overhead": result.overhead}, indent=2) + "\n", encoding="utf-8"
+        )
         click.echo(f"wrote {json_path}")

@@ -34,8 +34,20 @@ from pipeline.video.smooth import SmoothParams
 from pipeline.video.track import PoseTracker, TrackedPose
 from pipeline.video.videoio import VideoInfo, VideoWriter, list_videos, probe, read_frames
 
-PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
+PALETTE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (170, 110, 40),
+]
 
 
 @dataclass
@@ -65,8 +77,16 @@ def draw_tracks(image: np.ndarray, poses: list[TrackedPose], meta: ModelMeta, kp
         colour = track_colour(pose.track_id)
         x0, y0, x1, y1 = (int(round(v)) for v in pose.box)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, 1)
-        cv2.putText(canvas, f"#{pose.track_id}", (x0, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4 * thickness, colour, 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            f"#{pose.track_id}",
+            (x0, max(y0 - 3, 10)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4 * thickness,
+            colour,
+            1,
+            cv2.LINE_AA,
+        )
         visible = pose.smoothed[:, 2] >= kpt_conf
         points = [(int(round(x)), int(round(y))) for x, y in pose.smoothed[:, :2]]
         for a, b in meta.skeleton.edges:
@@ -86,11 +106,23 @@ def table_columns(meta: ModelMeta) -> list[str]:
 
 
 def table_row(video: str, fps: float, pose: TrackedPose) -> list[Any]:
-    row: list[Any] = [video, pose.frame, round(pose.frame / fps, 4), pose.track_id, pose.class_id,
-                      round(pose.score, 5), *(round(float(v), 2) for v in pose.box)]
+    row: list[Any] = [
+        video,
+        pose.frame,
+        round(pose.frame / fps, 4),
+        pose.track_id,
+        pose.class_id,
+        round(pose.score, 5),
+        *(round(float(v), 2) for v in pose.box),
+    ]
     for (x, y, conf), (raw_x, raw_y, _) in zip(pose.smoothed, pose.raw, strict=False):
-        row += [round(float(x), 2), round(float(y), 2), round(float(conf), 5), round(float(raw_x), 2),
-                round(float(raw_y), 2)]
+        row += [
+            round(float(x), 2),
+            round(float(y), 2),
+            round(float(conf), 5),
+            round(float(raw_x), 2),
+            round(float(raw_y), 2),
+        ]
     return row
 
 
@@ -106,14 +138,24 @@ class VideoSummary:
     def warning(self) -> str | None:
         """A video that stopped decoding before the frame count its header states."""
         if self.stated_frames > self.frames:
-            return (f"{self.video}: decoded {self.frames} of the {self.stated_frames} frames its header states "
-                    "(damaged or truncated); the rest is not analysed")
+            return (
+                f"{self.video}: decoded {self.frames} of the {self.stated_frames} frames its header states "
+                "(damaged or truncated); the rest is not analysed"
+            )
         return None
 
 
-def track_video(runner: Runner, info: VideoInfo, name: str, settings: TrackSettings, drawn: Path | None,
-                image_ids: list[dict[str, Any]], results: list[dict[str, Any]], rows: list[list[Any]],
-                progress: Any = None) -> VideoSummary:
+def track_video(
+    runner: Runner,
+    info: VideoInfo,
+    name: str,
+    settings: TrackSettings,
+    drawn: Path | None,
+    image_ids: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    rows: list[list[Any]],
+    progress: Any = None,
+) -> VideoSummary:
     """Run, track and smooth one video, appending its COCO images/results and table rows."""
     meta = runner.meta
     tracker = PoseTracker(settings.tracker, info.fps, meta.skeleton.num_keypoints, settings.smoothing)
@@ -125,8 +167,15 @@ def track_video(runner: Runner, info: VideoInfo, name: str, settings: TrackSetti
             found = run_image(runner, image, settings.imgsz, settings.conf, settings.iou, settings.max_det)
             poses = tracker.update(index, found, image)
             image_id = len(image_ids) + 1
-            image_ids.append({"id": image_id, "file_name": name, "frame_index": index,
-                              "width": int(image.shape[1]), "height": int(image.shape[0])})
+            image_ids.append(
+                {
+                    "id": image_id,
+                    "file_name": name,
+                    "frame_index": index,
+                    "width": int(image.shape[1]),
+                    "height": int(image.shape[0]),
+                }
+            )
             for pose in poses:
                 results.append(coco_result(pose, image_id))
                 rows.append(table_row(name, info.fps, pose))
@@ -144,9 +193,14 @@ def track_video(runner: Runner, info: VideoInfo, name: str, settings: TrackSetti
 
 def coco_result(pose: TrackedPose, image_id: int) -> dict[str, Any]:
     x0, y0, x1, y1 = (float(v) for v in pose.box)
-    return {"image_id": image_id, "category_id": pose.class_id + 1, "track_id": pose.track_id,
-            "bbox": [round(v, 3) for v in (x0, y0, x1 - x0, y1 - y0)], "score": round(pose.score, 6),
-            "keypoints": [round(float(v), 3 if i % 3 < 2 else 6) for i, v in enumerate(pose.smoothed.ravel())]}
+    return {
+        "image_id": image_id,
+        "category_id": pose.class_id + 1,
+        "track_id": pose.track_id,
+        "bbox": [round(v, 3) for v in (x0, y0, x1 - x0, y1 - y0)],
+        "score": round(pose.score, 6),
+        "keypoints": [round(float(v), 3 if i % 3 < 2 else 6) for i, v in enumerate(pose.smoothed.ravel())],
+    }
 
 
 @dataclass
@@ -159,8 +213,10 @@ class TrackResult:
     def summary(self) -> str:
         frames = sum(v.frames for v in self.videos)
         tracks = sum(v.tracks for v in self.videos)
-        line = (f"{len(self.videos)} videos, {frames} frames, {tracks} tracks, "
-                f"{sum(v.detections for v in self.videos)} detections -> {self.out}")
+        line = (
+            f"{len(self.videos)} videos, {frames} frames, {tracks} tracks, "
+            f"{sum(v.detections for v in self.videos)} detections -> {self.out}"
+        )
         if self.skipped:
             line += f"; skipped {len(self.skipped)} unreadable: {'; '.join(self.skipped)}"
         return "\n".join([*self.warnings, line])
@@ -195,8 +251,14 @@ def write_table(path_csv: Path, columns: list[str], rows: list[list[Any]]) -> No
     frame.write_parquet(path_csv.with_suffix(".parquet"))
 
 
-def predict_tracks(runner: Runner, source: str | Path, out: str | Path, settings: TrackSettings,
-                   model: str | Path, categories: list[dict[str, Any]]) -> TrackResult:
+def predict_tracks(
+    runner: Runner,
+    source: str | Path,
+    out: str | Path,
+    settings: TrackSettings,
+    model: str | Path,
+    categories: list[dict[str, Any]],
+) -> TrackResult:
     """Tracked, smoothed poses on a video or a folder of videos, written to ``out`` (see the module doc);
     ``categories`` are the COCO categories ``images.json`` carries."""
     from tqdm import tqdm
@@ -208,22 +270,38 @@ def predict_tracks(runner: Runner, source: str | Path, out: str | Path, settings
     results: list[dict[str, Any]] = []
     rows: list[list[Any]] = []
     summaries = []
-    with atomic_dir(out) as tmp, tqdm(total=sum(max(i.frames, 1) for i in infos), unit="frame",
-                                      desc="predict --track", leave=False) as progress:
+    with (
+        atomic_dir(out) as tmp,
+        tqdm(
+            total=sum(max(i.frames, 1) for i in infos), unit="frame", desc="predict --track", leave=False
+        ) as progress,
+    ):
         for info in infos:
             name = info.path.relative_to(base).as_posix()
             drawn = tmp / "drawn" / Path(name).with_suffix(".mp4")
             drawn.parent.mkdir(parents=True, exist_ok=True)
-            summaries.append(track_video(runner, info, name, settings, drawn, images, results, rows, progress))
+            summaries.append(
+                track_video(runner, info, name, settings, drawn, images, results, rows, progress)
+            )
         write_table(tmp / "tracks.csv", table_columns(runner.meta), rows)
-        dump = {"predictions.json": results,
-                "images.json": {"images": images, "categories": categories,
-                                "source": str(source), "base": str(base.resolve()),
-                                "model": str(model)},
-                "summary.json": {"videos": [vars(s) for s in summaries], "skipped": skipped,
-                                 "settings": {**{k: v for k, v in vars(settings).items() if k != "smoothing"},
-                                              "smoothing": vars(settings.smoothing) if settings.smoothing
-                                              else None}}}
+        dump = {
+            "predictions.json": results,
+            "images.json": {
+                "images": images,
+                "categories": categories,
+                "source": str(source),
+                "base": str(base.resolve()),
+                "model": str(model),
+            },
+            "summary.json": {
+                "videos": [vars(s) for s in summaries],
+                "skipped": skipped,
+                "settings": {
+                    **{k: v for k, v in vars(settings).items() if k != "smoothing"},
+                    "smoothing": vars(settings.smoothing) if settings.smoothing else None,
+                },
+            },
+        }
         for file_name, obj in dump.items():
             (tmp / file_name).write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)

@@ -70,20 +70,32 @@ def _actors(seed: int, width: int, height: int) -> list[Actor]:
         reach = 1.0 - abs(t - TURN_AT) / TURN_AT
         return 1.2 * width - 0.45 * width * reach, 0.55 * height + 3 * np.cos(2 * np.pi * t)
 
-    return [Actor(1, *poses[0], tall, walk_right), Actor(2, *poses[1], tall * 1.05, walk_left),
-            Actor(3, *poses[2], tall * 0.9, enter_turn_leave)]
+    return [
+        Actor(1, *poses[0], tall, walk_right),
+        Actor(2, *poses[1], tall * 1.05, walk_left),
+        Actor(3, *poses[2], tall * 0.9, enter_turn_leave),
+    ]
 
 
-def _figure_mask(points: np.ndarray, unit: float, head_radius: float, shape: tuple[int, int],
-                 colours: np.random.Generator) -> np.ndarray:
+def _figure_mask(
+    points: np.ndarray, unit: float, head_radius: float, shape: tuple[int, int], colours: np.random.Generator
+) -> np.ndarray:
     """Where a figure's drawing covers the frame (drawn once more on black)."""
     blank = np.zeros((*shape, 3), np.uint8)
     draw_figure(blank, colours, points, unit, head_radius)
     return blank.max(axis=2) > 0
 
 
-def render_frame(seed: int, index: int, frames: int, width: int, height: int, base: np.ndarray,
-                 actors: list[Actor], corrupted: dict[int, str]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def render_frame(
+    seed: int,
+    index: int,
+    frames: int,
+    width: int,
+    height: int,
+    base: np.ndarray,
+    actors: list[Actor],
+    corrupted: dict[int, str],
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Frame ``index``: pixels (BGR) and the ground truth of the figures in it (drawn in identity order,
     so a later figure hides an earlier one)."""
     t = index / max(1, frames - 1)
@@ -103,10 +115,15 @@ def render_frame(seed: int, index: int, frames: int, width: int, height: int, ba
         drawn.append((actor, points, box, mask))
     truth = []
     for number, (actor, points, box, _) in enumerate(drawn):
-        figure = labelled_figure(points, box, [mask for *_, mask in drawn[number + 1:]], width, height)
+        figure = labelled_figure(points, box, [mask for *_, mask in drawn[number + 1 :]], width, height)
         if figure is not None:
-            truth.append({"id": actor.identity, "box": [round(float(v), 3) for v in figure.box],
-                          "keypoints": [round(float(v), 3) for v in figure.keypoints.ravel()]})
+            truth.append(
+                {
+                    "id": actor.identity,
+                    "box": [round(float(v), 3) for v in figure.box],
+                    "keypoints": [round(float(v), 3) for v in figure.keypoints.ravel()],
+                }
+            )
     grain = np.random.default_rng([seed, 3, index]).normal(0, 2.0, canvas.shape)
     canvas = np.clip(canvas + grain, 0, 255).astype(np.uint8)
     if corrupted.get(index) == "blur":
@@ -140,17 +157,28 @@ class ClipResult:
     corrupted: int
 
     def summary(self) -> str:
-        return (f"wrote {self.out / 'clip.avi'}: {self.frames} frames, {self.figure_frames} figure-frames, "
-                f"{self.corrupted} corrupted; ground truth in {self.out / 'truth.json'}")
+        return (
+            f"wrote {self.out / 'clip.avi'}: {self.frames} frames, {self.figure_frames} figure-frames, "
+            f"{self.corrupted} corrupted; ground truth in {self.out / 'truth.json'}"
+        )
 
 
-def demo_video(out: str | Path, *, seed: int = 0, frames: int = 90, width: int = 256, height: int = 192,
-               fps: float = 15.0) -> ClipResult:
+def demo_video(
+    out: str | Path,
+    *,
+    seed: int = 0,
+    frames: int = 90,
+    width: int = 256,
+    height: int = 192,
+    fps: float = 15.0,
+) -> ClipResult:
     """Render the clip into ``out`` (replaced atomically): ``clip.avi``, ``truth.json``, ``params.json``."""
     if not 30 <= frames <= 10000:
         raise FdposeError(f"--frames must be between 30 and 10000, got {frames}", item="--frames")
     if not (64 <= width <= 2048 and 64 <= height <= 2048):
-        raise FdposeError(f"--width/--height must be between 64 and 2048, got {width}x{height}", item="--size")
+        raise FdposeError(
+            f"--width/--height must be between 64 and 2048, got {width}x{height}", item="--size"
+        )
     actors = _actors(seed, width, height)
     base = background(np.random.default_rng([seed, 0, 0]), width, height)
     corrupted = corrupted_frames(frames)
@@ -169,13 +197,27 @@ def demo_video(out: str | Path, *, seed: int = 0, frames: int = 90, width: int =
                 figure_frames += len(truth)
         finally:
             writer.release()
-        truth_json = {"fps": fps, "width": width, "height": height, "frames": records,
-                      "corrupted": [{"frame": i, "kind": k} for i, k in sorted(corrupted.items())],
-                      "crossings": crossings, "turns": turns}
+        truth_json = {
+            "fps": fps,
+            "width": width,
+            "height": height,
+            "frames": records,
+            "corrupted": [{"frame": i, "kind": k} for i, k in sorted(corrupted.items())],
+            "crossings": crossings,
+            "turns": turns,
+        }
         (tmp / "truth.json").write_text(json.dumps(truth_json) + "\n", encoding="utf-8")
-        params = {"clip_version": CLIP_VERSION, "seed": seed, "frames": frames, "width": width,
-                  "height": height, "fps": fps}
-        (tmp / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        params = {
+            "clip_version": CLIP_VERSION,
+            "seed": seed,
+            "frames": frames,
+            "width": width,
+            "height": height,
+            "fps": fps,
+        }
+        (tmp / "params.json").write_text(
+            json.dumps(params, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
     return ClipResult(out, frames, figure_frames, len(corrupted))
 
 
@@ -193,8 +235,13 @@ def read_truth(path: str | Path) -> dict[str, Any]:
 
 
 @click.command("demo-video")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data/raw/demo-video"),
-              show_default=True, help="Folder to write (replaced atomically).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/raw/demo-video"),
+    show_default=True,
+    help="Folder to write (replaced atomically).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--frames", type=int, default=90, show_default=True)
 @click.option("--width", type=int, default=256, show_default=True)

@@ -75,13 +75,22 @@ class FramesResult:
     def summary(self) -> str:
         total = sum(len(v) for v in self.picked.values())
         extra = " with pre-annotations" if self.predictions else ""
-        return (f"{total} frames from {len(self.picked)} videos -> {self.out / 'images'}; Label Studio import "
-                f"file {self.out / 'tasks.json'}{extra}")
+        return (
+            f"{total} frames from {len(self.picked)} videos -> {self.out / 'images'}; Label Studio import "
+            f"file {self.out / 'tasks.json'}{extra}"
+        )
 
 
-def frames(videos: list[Path], out: str | Path, *, count: int, samples: int = 1000, seed: int = 0,
-           url_prefix: str = "/data/local-files/?d=images/",
-           predict: Any = None) -> FramesResult:
+def frames(
+    videos: list[Path],
+    out: str | Path,
+    *,
+    count: int,
+    samples: int = 1000,
+    seed: int = 0,
+    url_prefix: str = "/data/local-files/?d=images/",
+    predict: Any = None,
+) -> FramesResult:
     """Pick ``count`` frames per video and write them (see the module doc). ``predict``, when given,
     maps ``(image, name)`` to a Label Studio prediction (``{"model_version", "score", "result"}``)."""
     if count < 1:
@@ -109,8 +118,10 @@ def frames(videos: list[Path], out: str | Path, *, count: int, samples: int = 10
                 file_name = frame_name(name, index)
                 if not cv2.imwrite(str(tmp / "images" / file_name), image):
                     raise FdposeError("could not write the frame image", path=tmp / "images" / file_name)
-                task: dict[str, Any] = {"data": {"image": url_prefix + file_name},
-                                        "meta": {"video": name, "frame": index}}
+                task: dict[str, Any] = {
+                    "data": {"image": url_prefix + file_name},
+                    "meta": {"video": name, "frame": index},
+                }
                 if predict is not None:
                     task["predictions"] = [predict(image, file_name)]
                 tasks.append(task)
@@ -124,14 +135,30 @@ def frames(videos: list[Path], out: str | Path, *, count: int, samples: int = 10
 @click.command("frames")
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--count", type=int, default=20, show_default=True, help="Frames to pick per video.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder to write (replaced atomically): images/, frames.csv, tasks.json.")
-@click.option("--samples", type=click.IntRange(min=2), default=1000, show_default=True,
-              help="Most frames per video considered (evenly spaced).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder to write (replaced atomically): images/, frames.csv, tasks.json.",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=2),
+    default=1000,
+    show_default=True,
+    help="Most frames per video considered (evenly spaced).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="k-means seed.")
-@click.option("--url-prefix", default="/data/local-files/?d=images/", show_default=True,
-              help="tasks.json data.image = this + the image name.")
-def frames_command(videos: tuple[Path, ...], count: int, out: Path, samples: int, seed: int,
-                   url_prefix: str) -> None:
+@click.option(
+    "--url-prefix",
+    default="/data/local-files/?d=images/",
+    show_default=True,
+    help="tasks.json data.image = this + the image name.",
+)
+def frames_command(
+    videos: tuple[Path, ...], count: int, out: Path, samples: int, seed: int, url_prefix: str
+) -> None:
     """Pick diverse video frames worth labelling (k-means), with a Label Studio import file."""
-    click.echo(frames(list(videos), out, count=count, samples=samples, seed=seed, url_prefix=url_prefix).summary())
+    click.echo(
+        frames(list(videos), out, count=count, samples=samples, seed=seed, url_prefix=url_prefix).summary()
+    )

@@ -61,16 +61,25 @@ def read_track_table(path: Path) -> tuple[list[Row], list[str]]:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle)
             header = next(reader)
-            names = [c[:-len("_raw_x")] for c in header if c.endswith("_raw_x")]
+            names = [c[: -len("_raw_x")] for c in header if c.endswith("_raw_x")]
             at = {c: i for i, c in enumerate(header)}
             rows = []
             for line, values in enumerate(reader, start=2):
                 try:
-                    number = [float(values[at[f"{n}_{s}"]]) for n in names for s in ("raw_x", "raw_y", "conf")]
+                    number = [
+                        float(values[at[f"{n}_{s}"]]) for n in names for s in ("raw_x", "raw_y", "conf")
+                    ]
                     smooth = [float(values[at[f"{n}_{s}"]]) for n in names for s in ("x", "y", "conf")]
-                    rows.append(Row(values[at["video"]], int(values[at["frame"]]), int(values[at["track_id"]]),
-                                    np.array([float(values[at[c]]) for c in ("x0", "y0", "x1", "y1")]),
-                                    np.array(number).reshape(-1, 3), np.array(smooth).reshape(-1, 3)))
+                    rows.append(
+                        Row(
+                            values[at["video"]],
+                            int(values[at["frame"]]),
+                            int(values[at["track_id"]]),
+                            np.array([float(values[at[c]]) for c in ("x0", "y0", "x1", "y1")]),
+                            np.array(number).reshape(-1, 3),
+                            np.array(smooth).reshape(-1, 3),
+                        )
+                    )
                 except (KeyError, IndexError, ValueError) as error:
                     raise FdposeError(f"malformed row ({error!r})", path=path, item=f"line {line}") from None
     except (OSError, StopIteration, UnicodeDecodeError) as error:
@@ -99,7 +108,9 @@ def _features(track: list[Row], kpt_conf: float) -> np.ndarray:
         out[i, 0] = 1 - float(conf.mean())
         sure = conf >= kpt_conf
         if sure.any():
-            out[i, 2] = float(np.linalg.norm(row.raw[sure, :2] - row.smoothed[sure, :2], axis=1).mean()) / scale
+            out[i, 2] = (
+                float(np.linalg.norm(row.raw[sure, :2] - row.smoothed[sure, :2], axis=1).mean()) / scale
+            )
         if 0 < i < len(track) - 1:
             before, after = track[i - 1], track[i + 1]
             span = after.frame - before.frame
@@ -132,8 +143,9 @@ def _breaks(track: list[Row], frames: int, size: tuple[int, int]) -> list[int]:
     return events
 
 
-def score_frames(rows: list[Row], videos: dict[str, tuple[int, tuple[int, int]]], kpt_conf: float
-                 ) -> list[FrameScore]:
+def score_frames(
+    rows: list[Row], videos: dict[str, tuple[int, tuple[int, int]]], kpt_conf: float
+) -> list[FrameScore]:
     """Every frame's score; ``videos`` maps a video to its frame count and (width, height)."""
     scores = {(v, f): FrameScore(v, f) for v, (count, _) in videos.items() for f in range(count)}
     by_video: dict[str, dict[int, list[Row]]] = defaultdict(lambda: defaultdict(list))

@@ -110,22 +110,32 @@ def smoothing_figures(frames: list[list[TrackedPose]], truth: dict, kpt_conf: fl
             raw += list(np.linalg.norm(pose.raw[keep, :2] - true[keep, :2], axis=1))
             smooth += list(np.linalg.norm(pose.smoothed[keep, :2] - true[keep, :2], axis=1))
     turn = truth["turns"][0]
-    return SmoothingFigures(float(np.mean(raw)) if raw else float("nan"),
-                            float(np.mean(smooth)) if smooth else float("nan"), len(raw),
-                            turn_lag(frames, truth, turn, "raw"), turn_lag(frames, truth, turn, "smoothed"))
+    return SmoothingFigures(
+        float(np.mean(raw)) if raw else float("nan"),
+        float(np.mean(smooth)) if smooth else float("nan"),
+        len(raw),
+        turn_lag(frames, truth, turn, "raw"),
+        turn_lag(frames, truth, turn, "smoothed"),
+    )
 
 
 def _mean_x(keypoints: np.ndarray, mask: np.ndarray) -> float:
     return float(keypoints[mask, 0].mean()) if mask.any() else float("nan")
 
 
-def turn_lag(frames: list[list[TrackedPose]], truth: dict, turn: dict, which: str, half_window: int = 8,
-             max_lag: float = 6.0) -> float:
+def turn_lag(
+    frames: list[list[TrackedPose]],
+    truth: dict,
+    turn: dict,
+    which: str,
+    half_window: int = 8,
+    max_lag: float = 6.0,
+) -> float:
     """Delay (frames) that best aligns the track's mean x with the true mean x within ``half_window``
     frames of the turn (over keypoints truly visible in every frame of the window)."""
     lo, hi = turn["frame"] - half_window, turn["frame"] + half_window
     true_x, track_x = [], []
-    for poses, record in zip(frames[lo:hi + 1], truth["frames"][lo:hi + 1], strict=False):
+    for poses, record in zip(frames[lo : hi + 1], truth["frames"][lo : hi + 1], strict=False):
         figure = next((f for f in record["figures"] if f["id"] == turn["id"]), None)
         pose = match_frame(poses, record["figures"]).get(turn["id"])
         if figure is None or pose is None:

@@ -45,9 +45,11 @@ class Boxes:
     def of(cls, detections: list[Detection]) -> Boxes:
         if not detections:
             return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
-        return cls(np.array([d.box for d in detections], np.float32),
-                   np.array([d.score for d in detections], np.float32),
-                   np.array([d.class_id for d in detections], np.float32))
+        return cls(
+            np.array([d.box for d in detections], np.float32),
+            np.array([d.score for d in detections], np.float32),
+            np.array([d.class_id for d in detections], np.float32),
+        )
 
     @property
     def xywh(self) -> np.ndarray:
@@ -75,8 +77,9 @@ def make_tracker(tracker: str) -> Any:
     if tracker in TRACKERS:
         path = Path(check_yaml(f"{tracker}.yaml"))
     elif not path.is_file():
-        raise FdposeError(f"unknown tracker (choose {', '.join(TRACKERS)} or a tracker YAML file)",
-                          path=tracker)
+        raise FdposeError(
+            f"unknown tracker (choose {', '.join(TRACKERS)} or a tracker YAML file)", path=tracker
+        )
     try:
         cfg = IterableSimpleNamespace(**YAML.load(path))
         cfg.with_reid = False
@@ -95,8 +98,9 @@ class PoseTracker:
         self.smoothing = smoothing
         self.smoothers: dict[int, TrackSmoother] = {}
 
-    def update(self, frame: int, detections: list[Detection], image: np.ndarray | None = None
-               ) -> list[TrackedPose]:
+    def update(
+        self, frame: int, detections: list[Detection], image: np.ndarray | None = None
+    ) -> list[TrackedPose]:
         """The tracks seen in ``frame`` (0-based, consecutive calls), in track id order."""
         rows = self.tracker.update(Boxes.of(detections), image)
         poses = []
@@ -106,9 +110,13 @@ class PoseTracker:
             if self.smoothing is not None:
                 smoother = self.smoothers.get(track_id)
                 if smoother is None:
-                    smoother = self.smoothers[track_id] = TrackSmoother(self.num_keypoints, self.fps,
-                                                                       self.smoothing)
+                    smoother = self.smoothers[track_id] = TrackSmoother(
+                        self.num_keypoints, self.fps, self.smoothing
+                    )
                 smoothed = smoother(det.keypoints, frame / self.fps)
-            poses.append(TrackedPose(frame, track_id, det.class_id, det.score, det.box.copy(),
-                                     det.keypoints.copy(), smoothed))
+            poses.append(
+                TrackedPose(
+                    frame, track_id, det.class_id, det.score, det.box.copy(), det.keypoints.copy(), smoothed
+                )
+            )
         return poses

@@ -34,7 +34,7 @@ def _container(path: Path) -> tuple[str | None, str | None]:
         head = handle.read(4096)
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         at = head.find(b"strhvids")
-        codec = head[at + 8:at + 12].decode("latin-1") if at >= 0 else None
+        codec = head[at + 8 : at + 12].decode("latin-1") if at >= 0 else None
         return "AVI", codec
     if head[4:8] == b"ftyp":
         return "MP4/QuickTime", None
@@ -65,13 +65,21 @@ def probe(path: str | Path) -> VideoInfo:
             if container is None:
                 raise FdposeError("not a readable video (corrupt file or unknown container)", path=path)
             detail = f" (codec '{codec}')" if codec else ""
-            raise FdposeError(f"cannot decode this {container} video{detail}: unsupported codec or damaged "
-                              "stream", path=path)
+            raise FdposeError(
+                f"cannot decode this {container} video{detail}: unsupported codec or damaged stream",
+                path=path,
+            )
         ok, image = capture.read()
         stated = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         if not ok or image is None:
-            reason = "the video has no frames" if stated <= 0 else (
-                f"the first of its {stated} frames cannot be decoded (unsupported codec or damaged stream)")
+            reason = (
+                "the video has no frames"
+                if stated <= 0
+                else (
+                    f"the first of its {stated} frames cannot be decoded "
+                    "(unsupported codec or damaged stream)"
+                )
+            )
             raise FdposeError(reason, path=path)
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         return VideoInfo(path, fps if 0 < fps < 1000 else DEFAULT_FPS, stated, image.shape[1], image.shape[0])
@@ -109,8 +117,9 @@ def list_videos(source: str | Path) -> list[Path]:
     if source.is_dir():
         videos = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
         if not videos:
-            raise FdposeError(f"no videos in the folder (suffixes {', '.join(sorted(VIDEO_SUFFIXES))})",
-                              path=source)
+            raise FdposeError(
+                f"no videos in the folder (suffixes {', '.join(sorted(VIDEO_SUFFIXES))})", path=source
+            )
         return videos
     if not source.exists():
         raise FdposeError("not found", path=source)

@@ -28,15 +28,19 @@ def stub_detections(truth: dict, noise_px: float = 1.5, seed: int = 0) -> list[l
         for number, figure in enumerate(figures):
             kps = np.array(figure["keypoints"], float).reshape(-1, 3)
             points = kps[:, :2] + rng.normal(0, noise_px, (len(kps), 2))
-            conf = np.where(kps[:, 2] == 2, rng.uniform(0.8, 0.99, len(kps)),
-                            np.where(kps[:, 2] == 1, rng.uniform(0.3, 0.7, len(kps)), rng.uniform(0, 0.1, len(kps))))
+            conf = np.where(
+                kps[:, 2] == 2,
+                rng.uniform(0.8, 0.99, len(kps)),
+                np.where(kps[:, 2] == 1, rng.uniform(0.3, 0.7, len(kps)), rng.uniform(0, 0.1, len(kps))),
+            )
             score = float(rng.uniform(0.8, 0.95))
             if kind == "blur":
                 conf = conf * 0.3
                 score *= 0.4
             if kind == "wrong" and number == mirrored:
                 points, conf = points[FLIP], conf[FLIP]
-            detections.append(Detection(0, score, np.array(figure["box"], float),
-                                        np.column_stack([points, conf])))
+            detections.append(
+                Detection(0, score, np.array(figure["box"], float), np.column_stack([points, conf]))
+            )
         frames.append(detections)
     return frames
