@@ -283,15 +283,16 @@ def upload_to_label_studio(uploads: list[tuple[Frame, list[Detection]]], images:
 def predict_tracked(model: Path, source: Path, out: Path, *, tracker: str, smooth: bool, backend: str,
                     params_path: Path, imgsz: int | None, **overrides: Any) -> str:
     """``--track``: poses linked into tracks and smoothed per track (:mod:`pipeline.video.analyse`)."""
-    from pipeline.video.analyse import TrackSettings, predict_tracks
+    from pipeline.video.analyse import TrackSettings, check_sources, predict_tracks
     from pipeline.video.smooth import SmoothParams
 
+    sources = check_sources(source)  # unusable videos fail before the model loads
     given = apply_overrides(load_section("package", params_path)["predict"], **overrides)
     runner = load_runner(model, backend)
     settings = TrackSettings(input_size(runner, imgsz, model), float(given["conf"]), float(given["iou"]),
                              int(given["max_det"]), float(given["kpt_conf"]), tracker,
                              SmoothParams(kpt_conf=float(given["kpt_conf"])) if smooth else None)
-    return predict_tracks(runner, source, out, settings, model, coco_categories(runner.meta)).summary()
+    return predict_tracks(runner, sources, out, settings, model, coco_categories(runner.meta)).summary()
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -222,10 +222,24 @@ class TrackResult:
         return "\n".join([*self.warnings, line])
 
 
-def _readable(videos: list[Path], single: bool) -> tuple[list[VideoInfo], list[str]]:
-    """Probe every video before anything is written: one bad video alone is an error, in a folder skipped."""
+@dataclass
+class Sources:
+    """The readable videos of a source (probed), the unreadable ones skipped, and the folder names are
+    relative to."""
+
+    source: Path
+    infos: list[VideoInfo]
+    skipped: list[str]
+    base: Path
+
+
+def check_sources(source: str | Path) -> Sources:
+    """Probe every video before a model is loaded or anything written: one bad video alone is an error,
+    in a folder it is skipped and listed."""
+    source = Path(source)
+    single = not source.is_dir()
     infos, skipped = [], []
-    for path in videos:
+    for path in list_videos(source):
         try:
             infos.append(probe(path))
         except FdposeError as error:
@@ -233,8 +247,8 @@ def _readable(videos: list[Path], single: bool) -> tuple[list[VideoInfo], list[s
                 raise
             skipped.append(str(error))
     if not infos:
-        raise FdposeError(f"no readable video ({'; '.join(skipped)})")
-    return infos, skipped
+        raise FdposeError(f"no readable video ({'; '.join(skipped)})", path=source)
+    return Sources(source, infos, skipped, source if source.is_dir() else source.parent)
 
 
 def write_table(path_csv: Path, columns: list[str], rows: list[list[Any]]) -> None:
@@ -253,19 +267,17 @@ def write_table(path_csv: Path, columns: list[str], rows: list[list[Any]]) -> No
 
 def predict_tracks(
     runner: Runner,
-    source: str | Path,
+    sources: Sources,
     out: str | Path,
     settings: TrackSettings,
     model: str | Path,
     categories: list[dict[str, Any]],
 ) -> TrackResult:
-    """Tracked, smoothed poses on a video or a folder of videos, written to ``out`` (see the module doc);
-    ``categories`` are the COCO categories ``images.json`` carries."""
+    """Tracked, smoothed poses on the videos of :func:`check_sources`, written to ``out`` (see the module
+    doc); ``categories`` are the COCO categories ``images.json`` carries."""
     from tqdm import tqdm
 
-    source = Path(source)
-    infos, skipped = _readable(list_videos(source), single=not source.is_dir())
-    base = source if source.is_dir() else source.parent
+    source, infos, skipped, base = sources.source, sources.infos, sources.skipped, sources.base
     images: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     rows: list[list[Any]] = []

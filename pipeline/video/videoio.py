@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.errors import FdposeError
+from pipeline.errors import FdposeError, printable
 
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv"}
 DEFAULT_FPS = 30.0  # when the container states none
@@ -33,8 +33,10 @@ def _container(path: Path) -> tuple[str | None, str | None]:
     with open(path, "rb") as handle:
         head = handle.read(4096)
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        at = head.find(b"strhvids")
-        codec = head[at + 8 : at + 12].decode("latin-1") if at >= 0 else None
+        at = head.find(b"strh")  # stream header: size, then fccType "vids" and the codec's FourCC
+        codec = None
+        if at >= 0 and head[at + 8 : at + 12] == b"vids":
+            codec = printable(head[at + 12 : at + 16].decode("latin-1").strip("\x00 ")) or None
         return "AVI", codec
     if head[4:8] == b"ftyp":
         return "MP4/QuickTime", None
