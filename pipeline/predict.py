@@ -22,7 +22,7 @@ from typing import Any
 import click
 import numpy as np
 
-from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section
+from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section, overridden
 from pipeline.errors import FdposeError
 from pipeline.inference import Detection, ModelMeta, Runner, run_image
 from pipeline.io import atomic_dir
@@ -287,11 +287,11 @@ def predict_tracked(model: Path, source: Path, out: Path, *, tracker: str, smoot
     from pipeline.video.smooth import SmoothParams
 
     sources = check_sources(source)  # unusable videos fail before the model loads
-    given = apply_overrides(load_section("package", params_path)["predict"], **overrides)
+    given = overridden(load_section("package", params_path).predict, **overrides)
     runner = load_runner(model, backend)
-    settings = TrackSettings(input_size(runner, imgsz, model), float(given["conf"]), float(given["iou"]),
-                             int(given["max_det"]), float(given["kpt_conf"]), tracker,
-                             SmoothParams(kpt_conf=float(given["kpt_conf"])) if smooth else None)
+    smoothing = SmoothParams(kpt_conf=given.kpt_conf) if smooth else None
+    settings = TrackSettings(input_size(runner, imgsz, model), given.conf, given.iou, given.max_det,
+                             given.kpt_conf, tracker, smoothing)
     return predict_tracks(runner, sources, out, settings, model, coco_categories(runner.meta)).summary()
 
 
