@@ -137,8 +137,8 @@ def _events(actors: list[Actor], frames: int) -> tuple[list[dict[str, Any]], lis
     crossings = []
     for a in range(len(actors)):
         for b in range(a + 1, len(actors)):
-            side = np.sign(xs[:, a] - xs[:, b])
-            for i in np.flatnonzero(side[1:] * side[:-1] < 0):
+            side = np.where(xs[:, a] >= xs[:, b], 1, -1)  # level counts as "not yet crossed"
+            for i in np.flatnonzero(side[1:] != side[:-1]):
                 crossings.append({"frame": int(i + 1), "ids": [actors[a].identity, actors[b].identity]})
     turns = [{"frame": int(round(TURN_AT * (frames - 1))), "id": 3, "axis": "x"}]
     return sorted(crossings, key=lambda c: c["frame"]), turns
