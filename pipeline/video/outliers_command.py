@@ -7,7 +7,8 @@ of one video, and writes to ``--out`` (replaced atomically): ``images/<video>_f<
 whose tasks carry the model's keypoints of that frame as a prediction (pre-annotation) when
 ``--label-config`` names the project's labelling config (keypoints at least ``--kpt-conf`` confident;
 the prediction's score is the frame's certainty, ``1 / (1 + score)``, so sorting by it ascending shows
-the likeliest errors first).
+the likeliest errors first). ``--to-label-studio URL --project P`` also creates the tasks on the server
+(images uploaded) with those pre-annotations (:mod:`pipeline.video.send`).
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ from typing import Any
 
 import click
 import cv2
-import numpy as np
 
-from pipeline.dataset import ImageRecord, Instance
+from pipeline.dataset import ImageRecord
 from pipeline.errors import FdposeError
-from pipeline.formats.labelstudio import parse_label_config, prediction_result
 from pipeline.io import atomic_dir, read_json
+from pipeline.labelstudio.config import parse_label_config
 from pipeline.skeleton import Skeleton
 from pipeline.video.frames import frame_name
 from pipeline.video.outliers import FrameScore, Row, pick, read_track_table, score_frames
+from pipeline.video.send import frame_record, send_frames, task_prediction
 from pipeline.video.videoio import probe, read_frames
+
+MODEL_VERSION = "fdpose-outliers"
 
 
 def _videos(images: dict[str, Any], source: Path) -> tuple[dict[str, tuple[int, tuple[int, int]]], Path]:
@@ -48,6 +51,11 @@ def _videos(images: dict[str, Any], source: Path) -> tuple[dict[str, tuple[int, 
     return counts, base
 
 
+def certainty(choice: FrameScore) -> float:
+    """A prediction score that sorts the likeliest errors first (ascending), in (0, 1]."""
+    return 1 / (1 + max(choice.score, 0.0))
+
+
 def _skeleton(images: dict[str, Any]) -> Skeleton:
     category = images["categories"][0]
     return Skeleton(
@@ -57,32 +65,12 @@ def _skeleton(images: dict[str, Any]) -> Skeleton:
     )
 
 
-def _prediction(
-    rows: list[Row],
-    skeleton: Skeleton,
-    config: Any,
-    size: tuple[int, int],
-    name: str,
-    kpt_conf: float,
-    score: float,
-) -> dict[str, Any]:
-    instances = []
-    for row in rows:
-        keypoints = row.raw.copy()
-        keypoints[:, 2] = np.where(keypoints[:, 2] >= kpt_conf, 2, 0)
-        instances.append(Instance(0, row.box.copy(), keypoints))
-    record = ImageRecord(Path(name), name, size[0], size[1], instances)
-    return {
-        "model_version": "fdpose-track",
-        "score": round(1 / (1 + score), 6),
-        "result": prediction_result(record, skeleton, config),
-    }
-
-
 @dataclass
 class OutliersResult:
     out: Path
     picked: list[FrameScore]
+    records: list[ImageRecord]  # the model's poses of each picked frame, as pre-annotations
+    skeleton: Skeleton
 
     def summary(self) -> str:
         listed = ", ".join(f"{p.video}#{p.frame} ({p.score:.1f})" for p in self.picked[:10])
@@ -115,6 +103,8 @@ def outliers(
     for row in rows:
         by_frame.setdefault((row.video, row.frame), []).append(row)
     tasks: list[dict[str, Any]] = []
+    records: list[ImageRecord] = []
+    skeleton = _skeleton(images)
     with atomic_dir(out) as tmp:
         (tmp / "images").mkdir()
         for video, info in sorted(infos.items()):
@@ -135,17 +125,11 @@ def outliers(
                     "why": choice.why(),
                 },
             }
+            poses = [(0, r.box, r.raw) for r in by_frame.get((choice.video, choice.frame), [])]
+            records.append(frame_record(name, videos[choice.video][1], poses, kpt_conf))
             if config is not None:
                 task["predictions"] = [
-                    _prediction(
-                        by_frame.get((choice.video, choice.frame), []),
-                        _skeleton(images),
-                        config,
-                        videos[choice.video][1],
-                        name,
-                        kpt_conf,
-                        choice.score,
-                    )
+                    task_prediction(records[-1], skeleton, config, certainty(choice), MODEL_VERSION)
                 ]
             tasks.append(task)
         with open(tmp / "outliers.csv", "w", newline="", encoding="utf-8") as handle:
@@ -156,7 +140,7 @@ def outliers(
                 for rank, p in enumerate(picked, start=1)
             )
         (tmp / "tasks.json").write_text(json.dumps(tasks, indent=1) + "\n", encoding="utf-8")
-    return OutliersResult(Path(out), picked)
+    return OutliersResult(Path(out), picked, records, skeleton)
 
 
 @click.command("outliers")
@@ -194,24 +178,20 @@ def outliers(
     show_default=True,
     help="tasks.json data.image = this + the image name.",
 )
-def outliers_command(
-    tracked: Path,
-    count: int,
-    out: Path,
-    min_gap: int,
-    kpt_conf: float,
-    label_config: Path | None,
-    url_prefix: str,
-) -> None:
+@click.option("--to-label-studio", "to_label_studio", metavar="URL", default=None,
+              help="Also create the tasks on this server (images uploaded), the model's poses as "
+                   "pre-annotations (key: LABEL_STUDIO_API_KEY).")
+@click.option("--project", type=int, default=None, help="Label Studio project id for --to-label-studio.")
+def outliers_command(tracked: Path, count: int, out: Path, min_gap: int, kpt_conf: float,
+                     label_config: Path | None, url_prefix: str, to_label_studio: str | None,
+                     project: int | None) -> None:
     """Rank tracked video frames by how likely the model is wrong there; write the top ones as tasks."""
-    click.echo(
-        outliers(
-            tracked,
-            out,
-            count=count,
-            min_gap=min_gap,
-            kpt_conf=kpt_conf,
-            label_config=label_config,
-            url_prefix=url_prefix,
-        ).summary()
-    )
+    if (to_label_studio is None) != (project is None):
+        raise FdposeError("--to-label-studio and --project go together", item="options")
+    result = outliers(tracked, out, count=count, min_gap=min_gap, kpt_conf=kpt_conf,
+                      label_config=label_config, url_prefix=url_prefix)
+    click.echo(result.summary())
+    if to_label_studio is not None:
+        images = [out / "images" / frame_name(p.video, p.frame) for p in result.picked]
+        click.echo(send_frames(to_label_studio, int(project), images, result.records, result.skeleton,
+                               [certainty(p) for p in result.picked], MODEL_VERSION))
