@@ -2,8 +2,8 @@
 
 The images go through Label Studio's file import (``/api/projects/<id>/import``, one task each, stored
 as uploads); the predictions then go to the tasks showing them by :func:`upload_predictions` (matched
-by file name, as ``fdpose predict --to-label-studio`` does), with the frame's score. Frames whose
-name already shows in the project more than once are skipped by the uploader and listed.
+by file name, as ``fdpose predict --to-label-studio`` does), with the frame's score. A frame whose
+name a task of the project already shows is not sent again: skipped and listed.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import click
 import numpy as np
 
 from pipeline.dataset import ImageRecord, Instance, Report
-from pipeline.labelstudio.client import ImageFetcher, api_key
+from pipeline.labelstudio.client import ImageFetcher, api_call, api_key, sdk_client
 from pipeline.labelstudio.config import LabelConfig
+from pipeline.labelstudio.images import parse_image_ref
 from pipeline.labelstudio.predictions import prediction_result, upload_predictions
 from pipeline.skeleton import Skeleton
 
@@ -45,6 +46,18 @@ def task_prediction(
     }
 
 
+def project_image_names(url: str, project: int) -> set[str]:
+    """The image file names the project's tasks already show (upload prefixes stripped)."""
+    client = sdk_client(url)
+    names: set[str] = set()
+    for task in api_call(url, "listing tasks", lambda: list(client.tasks.list(project=project))):
+        for value in (task.data or {}).values():
+            if isinstance(value, str):
+                ref = parse_image_ref(value)
+                names |= {n for n in (ref.name, ref.unprefixed_name) if n}
+    return names
+
+
 def send_frames(
     url: str,
     project: int,
@@ -55,30 +68,40 @@ def send_frames(
     model_version: str = "fdpose",
 ) -> str:
     """Create a task per image in ``project``; with ``records`` (one per image, in order) and ``skeleton``,
-    upload them as predictions. Returns the summary line."""
+    upload them as predictions. An image whose name a task of the project already shows is skipped and
+    listed (a frame sent twice would be two tasks, and its prediction could not tell them apart).
+    Returns the summary line."""
+    existing = project_image_names(url, project)
+    keep = [i for i, path in enumerate(images) if path.name not in existing]
+    for i in sorted(set(range(len(images))) - set(keep)):
+        click.echo(
+            f"label studio: skipped {images[i].name}: a task of project {project} already shows it", err=True
+        )
+    line = f"label studio: {len(keep)} tasks created in project {project}"
+    if not keep:
+        return line + f" ({len(images)} already there)"
     fetcher = ImageFetcher(url, api_key(url), timeout_s=120, trust_env=True)
     try:
-        answer = fetcher.post_files(
+        fetcher.post_files(
             f"/api/projects/{project}/import",
-            [(path.name, path.read_bytes()) for path in images],
-            f"importing {len(images)} frames into project {project}",
+            [(images[i].name, images[i].read_bytes()) for i in keep],
+            f"importing {len(keep)} frames into project {project}",
         )
     finally:
         fetcher.close()
-    created = int(answer.get("task_count", len(images))) if isinstance(answer, dict) else len(images)
-    line = f"label studio: {created} tasks created in project {project}"
     if records is not None and skeleton is not None:
         report = Report()
         uploaded = upload_predictions(
             url,
             project,
-            records,
+            [records[i] for i in keep],
             model_version=model_version,
             skeleton=skeleton,
-            scores=scores,
+            scores=[scores[i] for i in keep] if scores else None,
             report=report,
         )
         for item in report.items:
             click.echo(f"label studio: {item.action} {item.file}: {item.item}: {item.reason}", err=True)
         line += f", {uploaded} pre-annotations"
-    return line
+    skipped = len(images) - len(keep)
+    return line + (f"; skipped {skipped} already in the project" if skipped else "")

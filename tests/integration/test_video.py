@@ -28,9 +28,10 @@ from pipeline.video.videoio import probe
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def _fdpose(*args: str, cwd: Path) -> str:
+def _fdpose(*args: str, cwd: Path, extra_env: dict[str, str] | None = None) -> str:
+    environment = {**env(), **(extra_env or {})}  # the key only ever in the environment
     result = subprocess.run(
-        [str(BIN / "fdpose"), *args], cwd=cwd, env=env(), text=True, capture_output=True, timeout=1800
+        [str(BIN / "fdpose"), *args], cwd=cwd, env=environment, text=True, capture_output=True, timeout=1800
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -128,3 +129,88 @@ def test_predict_track_and_outliers_on_the_clip(demo_model, tmp_path):
     assert with_points and all(
         r["from_name"] in {"bbox", "keypoints"} for t in with_points for r in t["predictions"][0]["result"]
     )
+
+
+def test_frames_and_outliers_reach_label_studio_and_convert_reads_them_back(
+    demo_model, label_studio, tmp_path
+):
+    """A real Label Studio server receives picked and outlier frames as tasks with the model's poses as
+    pre-annotations; a labeller accepts them; `fdpose convert` reads the project back."""
+    from label_studio_sdk import LabelStudio
+
+    client = LabelStudio(base_url=label_studio.url, api_key=label_studio.api_key)
+    config = (REPO / "data/raw/demo/label_config.xml").read_text()
+    project = client.projects.create(title="fdpose video", label_config=config).id
+    demo_video(tmp_path / "clip", seed=0, frames=45)
+    clip = str(tmp_path / "clip" / "clip.avi")
+    live = {"LABEL_STUDIO_API_KEY": label_studio.api_key}
+    sent = _fdpose(
+        "frames",
+        clip,
+        "--count",
+        "3",
+        "--out",
+        "frames",
+        "--model",
+        str(demo_model),
+        "--to-label-studio",
+        label_studio.url,
+        "--project",
+        str(project),
+        cwd=tmp_path,
+        extra_env=live,
+    )
+    assert "3 tasks created" in sent and "3 pre-annotations" in sent
+    _fdpose("predict", "--model", str(demo_model), clip, "--track", "--out", "track", cwd=tmp_path)
+    sent = _fdpose(
+        "outliers",
+        "track",
+        "--count",
+        "4",
+        "--out",
+        "outliers",
+        "--min-gap",
+        "1",
+        "--to-label-studio",
+        label_studio.url,
+        "--project",
+        str(project),
+        cwd=tmp_path,
+        extra_env=live,
+    )
+    assert "4 tasks created" in sent
+    tasks = list(client.tasks.list(project=project))
+    assert len(tasks) == 7 and all(t.data["image"].startswith(f"/data/upload/{project}/") for t in tasks)
+    accepted = 0
+    for task in tasks:
+        predictions = list(client.predictions.list(task=task.id))
+        if predictions and predictions[0].result:
+            client.annotations.create(
+                id=task.id, result=predictions[0].result, parent_prediction=predictions[0].id
+            )
+            accepted += 1
+    assert accepted >= 4
+    converted = _fdpose(
+        "convert",
+        "--from",
+        "label-studio",
+        "--url",
+        label_studio.url,
+        "--project",
+        str(project),
+        "--skeleton",
+        str(REPO / "cfg/skeletons/coco_person.yaml"),
+        "--to",
+        "coco",
+        "--out",
+        "dataset.json",
+        cwd=tmp_path,
+        extra_env=live,
+    )
+    coco = json.loads((tmp_path / "dataset.json").read_text())
+    names = {Path(image["file_name"]).name.split("-", 1)[-1] for image in coco["images"]}
+    assert len(coco["images"]) == accepted, converted
+    assert names <= {p.name for p in (tmp_path / "frames" / "images").iterdir()} | {
+        p.name for p in (tmp_path / "outliers" / "images").iterdir()
+    }
+    assert all(a["num_keypoints"] > 0 for a in coco["annotations"])
