@@ -9,7 +9,8 @@ smoothed per track (:mod:`pipeline.video.track`). Written to ``--out`` (replaced
   ``conf`` (kept as is) and the model's own ``raw_x``/``raw_y``;
 - ``predictions.json``: COCO results (smoothed keypoints) with a ``track_id``; ``images.json``: the COCO
   images (one per frame: ``file_name`` the video, ``frame_index``) and categories;
-- ``drawn/<video>.mp4``: the video with skeletons, boxes and track ids;
+- ``drawn/<video>.mp4`` (the video's name without its suffix): the video with skeletons, boxes and
+  track ids;
 - ``summary.json``: per video frames, tracks, detections and anything skipped or cut short.
 
 A single video that cannot be read is an error; in a folder it is skipped and listed (as predict
@@ -288,9 +289,11 @@ def predict_tracks(
             total=sum(max(i.frames, 1) for i in infos), unit="frame", desc="predict --track", leave=False
         ) as progress,
     ):
-        for info in infos:
-            name = info.path.relative_to(base).as_posix()
-            drawn = tmp / "drawn" / Path(name).with_suffix(".mp4")
+        names = [info.path.relative_to(base).as_posix() for info in infos]
+        stems = [Path(name).with_suffix("").as_posix() for name in names]
+        for info, name, stem in zip(infos, names, stems, strict=True):
+            # drawn/<video without its suffix>.mp4; the whole name when a.avi and a.mp4 both exist
+            drawn = tmp / "drawn" / (f"{stem}.mp4" if stems.count(stem) == 1 else f"{name}.mp4")
             drawn.parent.mkdir(parents=True, exist_ok=True)
             summaries.append(
                 track_video(runner, info, name, settings, drawn, images, results, rows, progress)
