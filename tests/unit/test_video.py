@@ -146,3 +146,17 @@ def test_probe_reads_the_stated_frame_rate_and_size(clip):
     assert (info.fps, info.width, info.height) == (15.0, 256, 192)
     with pytest.raises(FdposeError, match="video not found"):
         probe(clip / "missing.avi")
+
+
+@pytest.mark.parametrize("name", ["botsort", "ocsort"])
+def test_the_other_ultralytics_trackers_take_our_detections(clip, name):
+    truth = read_truth(clip)
+    tracker = PoseTracker(name, truth["fps"], 17, None)
+    tracks = [tracker.update(i, d) for i, d in enumerate(stub_detections(truth, noise_px=2.0))]
+    figures = tracking_figures(tracks, truth)
+    assert sum(figures.switches.values()) <= figures.crossings and figures.coverage >= 0.95
+
+
+def test_an_unknown_tracker_is_one_error():
+    with pytest.raises(FdposeError, match="unknown tracker"):
+        PoseTracker("kalman-magic", 30.0, 17, None)
