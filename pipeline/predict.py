@@ -28,9 +28,7 @@ from pipeline.images import IMAGE_SUFFIXES
 from pipeline.inference import Detection, ModelMeta, Runner, run_image
 from pipeline.io import atomic_dir
 from pipeline.model_io import BACKENDS, load_runner, model_version
-
-VIDEO_SUFFIXES = {".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv"}
-
+from pipeline.video.videoio import VIDEO_SUFFIXES
 
 # --- drawing -------------------------------------------------------------------------------------
 
