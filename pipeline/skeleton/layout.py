@@ -2,50 +2,37 @@
 
 One :class:`Skeleton` travels with every dataset through the hub. It is read from a skeleton file
 (``cfg/skeletons/NAME.yaml``), from a YOLO ``data.yaml``, or inferred from keypoint names; what is not
-given is derived: the flip permutation from left/right names, the OKS sigmas from COCO for the
-17-keypoint person layout and ``1/K`` otherwise (ultralytics' default).
+given is derived (:mod:`pipeline.skeleton.names`): the flip permutation from left/right names, the OKS
+sigmas from COCO for COCO keypoint names and a K-independent placeholder otherwise. Where each part
+came from is kept (``flip_source``, ``sigma_sources``, ``edges_source``) for the reports; a layout whose
+flip is unknown (``flip_source == "none"``) must never be mirrored.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import FdposeError
 from pipeline.io import read_yaml_mapping
+from pipeline.skeleton.names import (
+    COCO_PERSON_KEYPOINTS,
+    SIGMA_SOURCES,
+    default_sigmas,
+    flip_pairs,
+    infer_flip,
+)
+from pipeline.skeleton.shipped import skeleton_file
 
-SKELETONS_DIR = Path(str(resources.files("pipeline") / "cfg" / "skeletons"))  # shipped skeleton files
-
-
-def skeleton_file(path: str | Path) -> Path:
-    """``path``, or the shipped skeleton it names when it is not a file here: a bare name
-    (``coco_person.yaml``) or ``cfg/skeletons/NAME`` works from any folder and from an installed wheel."""
-    path = Path(path)
-    shipped = SKELETONS_DIR / path.name
-    if not path.is_file() and path.parent in (Path("."), Path("cfg/skeletons")) and shipped.is_file():
-        return shipped
-    return path
-
-COCO_PERSON_KEYPOINTS = [
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
-    "right_knee", "left_ankle", "right_ankle",
-]
-# COCO's per-keypoint OKS constants (Ronchi & Perona; cocoeval.py), for the 17-keypoint person layout.
-COCO_PERSON_SIGMAS = [
-    0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107,
-    0.087, 0.087, 0.089, 0.089,
-]
 # COCO's person skeleton, 0-based.
 COCO_PERSON_EDGES = [
     (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
     (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
 ]
+
 
 @contextlib.contextmanager
 def _fields_of(source: object) -> Iterator[None]:
@@ -62,42 +49,6 @@ def _fields_of(source: object) -> Iterator[None]:
         raise FdposeError(f"malformed skeleton fields ({reason})", path=source) from None
 
 
-_SIDE_SWAP = {"left": "right", "right": "left", "l": "r", "r": "l", "lft": "rgt", "rgt": "lft"}
-
-
-def _tokens(name: str) -> tuple[str, ...]:
-    """Split a keypoint name into lower-case tokens: ``LeftEye`` -> (left, eye), ``l_knee`` -> (l, knee)."""
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
-    return tuple(token.lower() for token in re.split(r"[\s_\-.:/]+", spaced) if token)
-
-
-def infer_flip_permutation(names: list[str]) -> list[int]:
-    """The index each keypoint takes under a horizontal flip, from left/right names.
-
-    A name pairs with the name whose tokens equal its own with left<->right swapped (``left_*``/``right_*``,
-    ``l_*``/``r_*``, ``*_left``, ``LeftEye``...). Unpaired names map to themselves.
-    """
-    by_tokens = {}
-    for index, name in enumerate(names):
-        by_tokens.setdefault(_tokens(name), index)
-    permutation = []
-    for index, name in enumerate(names):
-        tokens = _tokens(name)
-        mirrored = tuple(_SIDE_SWAP.get(token, token) for token in tokens)
-        partner = by_tokens.get(mirrored, index) if mirrored != tokens else index
-        permutation.append(partner)
-    # Only keep symmetric pairs (a <-> b); anything else maps to itself.
-    return [p if permutation[p] == i else i for i, p in enumerate(permutation)]
-
-
-def default_sigmas(names: list[str]) -> list[float]:
-    """COCO's sigmas for the COCO person layout, else ultralytics' default ``1/K`` for every keypoint."""
-    if [n.lower() for n in names] == COCO_PERSON_KEYPOINTS:
-        return list(COCO_PERSON_SIGMAS)
-    k = len(names)
-    return [1.0 / k] * k
-
-
 @dataclass
 class Skeleton:
     """Keypoint layout and classes of a dataset. Edges and flip permutation are 0-based."""
@@ -109,19 +60,64 @@ class Skeleton:
     sigmas: list[float] | None = None
     edges: list[tuple[int, int]] = field(default_factory=list)
     occlusion_choice: str | None = None
+    # Where the parts came from. flip: "file" (given), "names" (inferred and safe), "none" (unknown:
+    # never mirror; flip_problem says why). sigmas: one of SIGMA_SOURCES per keypoint. edges: free text.
+    flip_source: str = ""
+    flip_problem: str = ""
+    sigma_sources: list[str] | None = None
+    edges_source: str = ""
 
     def __post_init__(self) -> None:
         self.keypoint_names = [str(n) for n in self.keypoint_names]
         if self.flip_permutation is None:
-            self.flip_permutation = infer_flip_permutation(self.keypoint_names)
+            inferred = infer_flip(self.keypoint_names)
+            self.flip_permutation = inferred.permutation
+            self.flip_source = "names" if inferred.safe else "none"
+            self.flip_problem = inferred.problem
+        elif not self.flip_source:
+            self.flip_source = "file"
         if self.sigmas is None:
-            self.sigmas = default_sigmas(self.keypoint_names)
+            self.sigmas, self.sigma_sources = default_sigmas(self.keypoint_names)
+        elif self.sigma_sources is None:
+            self.sigma_sources = ["file"] * len(self.sigmas)
         if not self.edges and [n.lower() for n in self.keypoint_names] == COCO_PERSON_KEYPOINTS:
             self.edges = list(COCO_PERSON_EDGES)
+            self.edges_source = "COCO's person skeleton"
         self.edges = [(int(a), int(b)) for a, b in self.edges]
+        self.edges_source = self.edges_source or ("given" if self.edges else "none")
         self.flip_permutation = [int(i) for i in self.flip_permutation]
         self.sigmas = [float(s) for s in self.sigmas]
+        self.sigma_sources = [str(s) for s in self.sigma_sources]
         self.validate()
+
+    @property
+    def mirror(self) -> bool:
+        """Whether a horizontal flip (with :attr:`flip_permutation`) keeps labels right."""
+        return self.flip_source != "none"
+
+    def flip_pairs(self) -> list[tuple[str, str]]:
+        """The swapped keypoint pairs, by name."""
+        return flip_pairs(self.keypoint_names, self.flip_permutation)
+
+    def describe(self) -> list[str]:
+        """Lines for a summary: the flip pairs (or why mirroring is off), the sigmas' sources, the edges."""
+        if self.mirror:
+            pairs = self.flip_pairs()
+            flip = (f"flip pairs ({len(pairs)}, from {'the skeleton' if self.flip_source == 'file' else 'names'}): "
+                    + (", ".join(f"{a}/{b}" for a, b in pairs) or "none (no keypoint has a side)"))
+        else:
+            flip = f"flip pairs: unknown ({self.flip_problem}); horizontal flipping is off"
+        counts = {source: self.sigma_sources.count(source) for source in SIGMA_SOURCES
+                  if source in self.sigma_sources}
+        sigmas = "sigmas: " + ", ".join(f"{count} {source}" for source, count in counts.items())
+        placeholders = [n for n, s in zip(self.keypoint_names, self.sigma_sources, strict=True)
+                        if s == "placeholder"]
+        if placeholders:
+            shown = ", ".join(placeholders[:6]) + (", ..." if len(placeholders) > 6 else "")
+            sigmas += f" (placeholder: {shown})"
+        edges = f"edges: {len(self.edges)} from {self.edges_source}" if self.edges else \
+            f"edges: none ({self.edges_source})" if self.edges_source != "none" else "edges: none"
+        return [flip, sigmas, edges]
 
     @property
     def num_keypoints(self) -> int:
@@ -146,6 +142,9 @@ class Skeleton:
             raise FdposeError(f"flip permutation {self.flip_permutation} is not an involution", path=source)
         if len(self.sigmas) != k or any(not s > 0 for s in self.sigmas):
             raise FdposeError(f"needs {k} positive OKS sigmas, got {self.sigmas}", path=source)
+        if len(self.sigma_sources) != k or not set(self.sigma_sources) <= set(SIGMA_SOURCES):
+            raise FdposeError(f"sigma_sources must be {k} of {', '.join(SIGMA_SOURCES)}, got {self.sigma_sources}",
+                              path=source)
         for a, b in self.edges:
             if not (0 <= a < k and 0 <= b < k):
                 raise FdposeError(f"edge ({a}, {b}) names a keypoint outside 0..{k - 1}", path=source)
@@ -158,8 +157,11 @@ class Skeleton:
     def load(cls, path: str | Path) -> Skeleton:
         """Read a skeleton file: ``keypoints`` (names), optional ``classes``, ``kpt_dims``, ``flip_pairs``
         (pairs of names or indices) or ``flip_idx``, ``sigmas``, ``edges`` (pairs of names or indices),
-        ``occlusion_choice`` (the Label Studio choice value that marks a keypoint occluded). A shipped
-        skeleton may be named without its folder (:func:`skeleton_file`)."""
+        ``sigma_sources`` (per keypoint: coco, file, estimated, placeholder; ``file`` when left out),
+        ``occlusion_choice`` (the Label Studio choice value that marks a keypoint occluded). Without
+        ``flip_idx``/``flip_pairs`` the flip comes from the names, and is unknown (no mirroring) for a
+        side-marked name without partner. A shipped skeleton may be named without its folder
+        (:func:`skeleton_file`)."""
         path = skeleton_file(path)
         raw = read_yaml_mapping(path, "skeleton file", expected="a mapping with a 'keypoints' list")
         if not isinstance(raw.get("keypoints"), list):
@@ -193,34 +195,65 @@ class Skeleton:
             sigmas=raw.get("sigmas"),
             edges=edges,
             occlusion_choice=raw.get("occlusion_choice"),
+            sigma_sources=raw.get("sigma_sources") if raw.get("sigmas") is not None else None,
+            edges_source=f"skeleton file {path}" if edges else "",
         )
         skeleton.validate(path)
         return skeleton
 
     def to_dict(self) -> dict[str, Any]:
-        """The skeleton file form (indices, 0-based)."""
+        """The report form (indices, 0-based; ``flip_idx`` only when mirroring is safe), with where
+        each part came from."""
         out: dict[str, Any] = {
             "keypoints": list(self.keypoint_names),
             "classes": list(self.class_names),
             "kpt_dims": self.kpt_dims,
-            "flip_idx": list(self.flip_permutation),
             "sigmas": list(self.sigmas),
+            "sigma_sources": list(self.sigma_sources),
             "edges": [list(e) for e in self.edges],
+            "edges_source": self.edges_source,
+            "flip_source": self.flip_source,
+            "flip_pairs": [list(pair) for pair in self.flip_pairs()],
         }
+        if self.mirror:
+            out["flip_idx"] = list(self.flip_permutation)
+        else:
+            out["flip_problem"] = self.flip_problem
+        if self.occlusion_choice:
+            out["occlusion_choice"] = self.occlusion_choice
+        return out
+
+    def to_file(self) -> dict[str, Any]:
+        """The skeleton file form (:meth:`load` reads it back to this skeleton): names, not indices.
+        ``flip_pairs`` is left out when the flip is unknown, so the file stays unmirrored until edited."""
+        out: dict[str, Any] = {"classes": list(self.class_names), "kpt_dims": self.kpt_dims,
+                               "keypoints": list(self.keypoint_names)}
+        if self.mirror:
+            out["flip_pairs"] = [list(pair) for pair in self.flip_pairs()]
+        out["sigmas"] = list(self.sigmas)
+        out["sigma_sources"] = list(self.sigma_sources)
+        out["edges"] = [[self.keypoint_names[a], self.keypoint_names[b]] for a, b in self.edges]
         if self.occlusion_choice:
             out["occlusion_choice"] = self.occlusion_choice
         return out
 
     def data_yaml_fields(self) -> dict[str, Any]:
         """The keys a YOLO-pose ``data.yaml`` carries: ultralytics' own (``kpt_names``, and
-        ``kpt_oks_sigmas`` which its pose loss and validation read) plus ours (``skeleton``)."""
-        return {
+        ``kpt_oks_sigmas`` which its pose loss and validation read) plus ours (``skeleton``,
+        ``kpt_oks_sigmas_source``). ``flip_idx`` is left out when the flip is unknown: ultralytics
+        then turns ``fliplr`` and ``flipud`` off, and fdpose train and augment never mirror."""
+        fields: dict[str, Any] = {
             "names": {i: name for i, name in enumerate(self.class_names)},
             "kpt_shape": self.kpt_shape,
-            "flip_idx": list(self.flip_permutation),
+        }
+        if self.mirror:
+            fields["flip_idx"] = list(self.flip_permutation)
+        return {
+            **fields,
             "kpt_names": {i: list(self.keypoint_names) for i in range(len(self.class_names))},
             "skeleton": [list(e) for e in self.edges],
             "kpt_oks_sigmas": list(self.sigmas),
+            "kpt_oks_sigmas_source": list(self.sigma_sources),
         }
 
     @classmethod
@@ -256,8 +289,12 @@ class Skeleton:
             class_names=class_names,
             kpt_dims=dims,
             flip_permutation=data.get("flip_idx") or list(range(k)),
+            flip_source="" if data.get("flip_idx") else "none",
+            flip_problem="" if data.get("flip_idx") else f"{source} has no flip_idx",
             sigmas=data.get("kpt_oks_sigmas"),
+            sigma_sources=data.get("kpt_oks_sigmas_source") if data.get("kpt_oks_sigmas") else None,
             edges=[tuple(e) for e in data.get("skeleton", []) or []],
+            edges_source=f"{source}" if data.get("skeleton") else "",
         )
         skeleton.validate(source)
         return skeleton
