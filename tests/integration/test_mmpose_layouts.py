@@ -111,9 +111,8 @@ FLIP_PAIRS = {
 POSETRACK = [("left_ear", "right_ear"), ("left_shoulder", "right_shoulder"), ("left_elbow", "right_elbow"),
              ("left_wrist", "right_wrist"), ("left_hip", "right_hip"), ("left_knee", "right_knee"),
              ("left_ankle", "right_ankle")]
-FLIP_PAIRS.update({name: POSETRACK for name in [
-    "posetrack18/annotations/test_posetrack18_val.json", "posetrack18/annotations/val/003418_mpii_test.json",
-    "posetrack18/annotations/val/009473_mpii_test.json", "posetrack18/annotations/val/012834_mpii_test.json"]})
+FLIP_PAIRS.update({f"posetrack18/annotations/{name}.json": POSETRACK for name in [
+    "test_posetrack18_val", "val/003418_mpii_test", "val/009473_mpii_test", "val/012834_mpii_test"]})
 UNNAMED = ["deepfasion2/deepfasion2.json"]
 
 
