@@ -62,7 +62,8 @@ def map_classes(dataset: Dataset, source: object, *, mapping: dict[str, str] | N
     if not targets:
         raise FdposeError("no class is left: none of the mapped classes has an instance", path=source,
                           item="classes")
-    new_id = {names.index(name): targets.index(target) for name, target in mapping.items() if target in targets}
+    new_id = {names.index(name): targets.index(target) for name, target in mapping.items()
+              if target in targets}
     left_out: dict[str, int] = {}
     units = 0 if dataset.report.tally.get("unit") == "tasks" else 1  # a task still converts without it
     for image in dataset.images:

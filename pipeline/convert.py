@@ -43,7 +43,8 @@ SOURCES = ("coco", "label-studio", "yolo")
 TARGETS = ("yolo", "coco")
 # Keys of the params' ``convert:`` section that describe the input (what to read, and its layout); used
 # only when the command names no input format itself (the DVC pipeline's way: cfg/params.yaml alone).
-INPUT_KEYS = ("from", "input", "images", "label_config", "url", "project", "skeleton", "classes", "merge_classes")
+INPUT_KEYS = ("from", "input", "images", "label_config", "url", "project", "skeleton", "classes",
+              "merge_classes")
 
 
 @dataclass
@@ -346,8 +347,9 @@ def _write(dataset: Dataset, out: Path, to: str, *, source: str, input_path: obj
 @click.option("--annotation", type=click.Choice(["latest", "ground-truth", "all", "predictions"]),
               help="Label Studio: which annotation of a task counts (predictions: the model's "
                    "pre-annotations, e.g. to check an upload).")
-@click.option("--classes", help="Classes to keep, rename or merge: NAME[=CLASS],... (e.g. cat=animal,dog=animal,"
-                                "horse); instances of other classes are skipped and counted.")
+@click.option("--classes", help="Classes to keep, rename or merge: NAME[=CLASS],... (e.g. "
+                                "cat=animal,dog=animal,horse); instances of other classes are skipped and "
+                                "counted.")
 @click.option("--merge-classes", metavar="NAME", help="Put every class into one class NAME.")
 @click.option("--keep-unused-classes/--drop-unused-classes", default=None,
               help="Keep classes no instance uses (dropped and listed in report.json by default).")

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.skeleton import PLACEHOLDER_SIGMA
 from pipeline.io import atomic_write_bytes, atomic_write_text
 from pipeline.metrics import RECALL_POINTS, EvalResult, ModelEvaluation, format_number
+from pipeline.skeleton import PLACEHOLDER_SIGMA
 
 HEADLINE = [
     ("oks_map", "OKS mAP@[.50:.95]"), ("oks_map50", "OKS mAP@.50"), ("oks_map75", "OKS mAP@.75"),
@@ -319,7 +319,8 @@ def _tables(result: EvalResult) -> list[tuple[str, list[str], list[list[str]], s
     sigma_rows = [[name, f"{sigma:g}", SIGMA_SOURCE_TEXT[source]]
                   for name, sigma, source in zip(result.keypoint_names, result.sigmas, sources, strict=True)]
     placeholders = sources.count("placeholder")
-    sigma_note = (f"{placeholders} of {len(sources)} sigmas are placeholders ({PLACEHOLDER_SIGMA}, not measured): "
+    sigma_note = (f"{placeholders} of {len(sources)} sigmas are placeholders ({PLACEHOLDER_SIGMA}, not "
+                  "measured): "
                   "OKS on those keypoints is not comparable with published numbers; estimate them with "
                   "fdpose sigmas." if placeholders else "")
 

@@ -71,7 +71,8 @@ def match_pairs(groups: list[list[Instance]], min_iou: float = MIN_IOU) -> list[
     for every two annotators, a one-to-one matching by box IoU (best first, at least ``min_iou``)."""
     pairs = []
     for first, second in itertools.combinations(groups, 2):
-        scored = sorted(((box_iou(a.bbox, b.bbox), i, j) for i, a in enumerate(first) for j, b in enumerate(second)),
+        scored = sorted(((box_iou(a.bbox, b.bbox), i, j)
+                         for i, a in enumerate(first) for j, b in enumerate(second)),
                         key=lambda t: (-t[0], t[1], t[2]))
         used_a, used_b = set(), set()
         for iou, i, j in scored:
@@ -136,7 +137,8 @@ def summary(estimates: list[KeypointSigma], skeleton: Skeleton) -> str:
     lines = [f"{'keypoint':<24} {'sigma':>8} {'95% interval':>19} {'pairs':>6}  was"]
     for found, old, source in zip(estimates, skeleton.sigmas, skeleton.sigma_sources, strict=True):
         if found.sigma is None:
-            lines.append(f"{found.name:<24} {'-':>8} {'(too few pairs)':>19} {found.pairs:>6}  {old:g} ({source})")
+            lines.append(f"{found.name:<24} {'-':>8} {'(too few pairs)':>19} {found.pairs:>6}  "
+                         f"{old:g} ({source})")
         else:
             lines.append(f"{found.name:<24} {found.sigma:>8.4f} {f'[{found.low:.4f}, {found.high:.4f}]':>19} "
                          f"{found.pairs:>6}  {old:g} ({source})")
@@ -163,7 +165,8 @@ def sigmas(*, source: str, out: Path | None, input_path: Path | None = None, ima
     if target is None:
         raise FdposeError("give --out FILE.yaml (or --skeleton FILE.yaml to update)", item="fdpose sigmas")
     if out is None and skeleton_path is not None and skeleton_path.parent == SKELETONS_DIR:
-        raise FdposeError("a shipped skeleton is not edited in place: give --out FILE.yaml", path=skeleton_path)
+        raise FdposeError("a shipped skeleton is not edited in place: give --out FILE.yaml",
+                          path=skeleton_path)
     layout = Skeleton.load(skeleton_path) if skeleton_path else None
     if source == "coco":
         if input_path is None or images is None:
@@ -189,7 +192,8 @@ def sigmas(*, source: str, out: Path | None, input_path: Path | None = None, ima
 @click.option("--from", "source", type=click.Choice(["coco", "label-studio"]), required=True,
               help="Input format: a COCO file with several annotations per instance, or Label Studio tasks "
                    "annotated by several annotators.")
-@click.option("--input", "input_path", type=click.Path(path_type=Path), help="COCO JSON or Label Studio export.")
+@click.option("--input", "input_path", type=click.Path(path_type=Path),
+              help="COCO JSON or Label Studio export.")
 @click.option("--images", type=click.Path(path_type=Path), help="Folder the input's image names resolve in.")
 @click.option("--url", help="Label Studio server URL (live; API key from LABEL_STUDIO_API_KEY).")
 @click.option("--project", type=int, help="Label Studio project id (with --url).")

@@ -120,7 +120,7 @@ def mirror_overrides(data_yaml: Path, hyp: dict[str, Any]) -> dict[str, Any]:
         return {}
     asked = [key for key in ("fliplr", "flipud") if hyp.get(key)]
     if asked:
-        raise FdposeError(f"the dataset has no flip_idx (its left/right pairs are unknown), so it must not be "
+        raise FdposeError("the dataset has no flip_idx (its left/right pairs are unknown), so it must not be "
                           f"mirrored; drop {', '.join(asked)} or convert with a skeleton that has flip_pairs",
                           path=data_yaml, item=f"train.hyp.{asked[0]}")
     return {"fliplr": 0.0, "flipud": 0.0}

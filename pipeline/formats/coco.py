@@ -236,7 +236,8 @@ def _edges(raw_edges: list, names: list[str], source: Path, report: Report) -> l
                     f"a skeleton of another layout, all {len(raw_edges)} edges dropped{hint}")
         return []
     if base == 0 and pairs:
-        report.warn(f"{source}: the categories' skeleton edges are 0-based (COCO's are 1-based); read as 0-based")
+        report.warn(f"{source}: the categories' skeleton edges are 0-based (COCO's are 1-based); "
+                    "read as 0-based")
     return [(a - base, b - base) for a, b in pairs]
 
 

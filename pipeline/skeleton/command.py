@@ -49,7 +49,8 @@ def skeleton_text(skeleton: Skeleton, source: object, out: Path) -> str:
 
 def check_text(skeleton: Skeleton) -> str:
     """What ``skeleton check`` prints: the layout's lines, then every keypoint's partner and sigma."""
-    lines = [f"{skeleton.num_keypoints} keypoints, classes {', '.join(skeleton.class_names)}", *skeleton.describe()]
+    lines = [f"{skeleton.num_keypoints} keypoints, classes {', '.join(skeleton.class_names)}",
+             *skeleton.describe()]
     if not skeleton.mirror:
         lines.append(f"warning: {skeleton.flip_problem}: datasets with this skeleton are never mirrored")
     lines.append(f"{'#':>3}  {'keypoint':<24} {'flips to':<24} {'sigma':>7}  source")
@@ -70,7 +71,8 @@ def skeleton_group() -> None:
 @click.option("--from", "source", type=click.Choice(["coco", "yolo", "label-studio"]), required=True)
 @click.option("--input", "input_path", type=click.Path(path_type=Path), required=True,
               help="COCO JSON or YOLO data.yaml (Label Studio: the export, unused; see --label-config).")
-@click.option("--images", type=click.Path(path_type=Path), help="COCO: the images folder [the file's folder].")
+@click.option("--images", type=click.Path(path_type=Path),
+              help="COCO: the images folder [the file's folder].")
 @click.option("--label-config", type=click.Path(path_type=Path), help="Label Studio labeling config XML.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Skeleton file to write (YAML).")

@@ -60,12 +60,13 @@ class Skeleton:
     sigmas: list[float] | None = None
     edges: list[tuple[int, int]] = field(default_factory=list)
     occlusion_choice: str | None = None
-    # Where the parts came from. flip: "file" (given), "names" (inferred and safe), "none" (unknown:
-    # never mirror; flip_problem says why). sigmas: one of SIGMA_SOURCES per keypoint. edges: free text.
-    flip_source: str = ""
-    flip_problem: str = ""
-    sigma_sources: list[str] | None = None
-    edges_source: str = ""
+    # Where the parts came from (not part of a layout's identity: two skeletons with the same names,
+    # flip, sigmas and edges are equal). flip: "file" (given), "names" (inferred and safe), "none"
+    # (unknown: never mirror; flip_problem says why). sigmas: one of SIGMA_SOURCES per keypoint.
+    flip_source: str = field(default="", compare=False)
+    flip_problem: str = field(default="", compare=False)
+    sigma_sources: list[str] | None = field(default=None, compare=False)
+    edges_source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         self.keypoint_names = [str(n) for n in self.keypoint_names]
@@ -103,7 +104,8 @@ class Skeleton:
         """Lines for a summary: the flip pairs (or why mirroring is off), the sigmas' sources, the edges."""
         if self.mirror:
             pairs = self.flip_pairs()
-            flip = (f"flip pairs ({len(pairs)}, from {'the skeleton' if self.flip_source == 'file' else 'names'}): "
+            origin = "the skeleton" if self.flip_source == "file" else "names"
+            flip = (f"flip pairs ({len(pairs)}, from {origin}): "
                     + (", ".join(f"{a}/{b}" for a, b in pairs) or "none (no keypoint has a side)"))
         else:
             flip = f"flip pairs: unknown ({self.flip_problem}); horizontal flipping is off"
@@ -143,7 +145,8 @@ class Skeleton:
         if len(self.sigmas) != k or any(not s > 0 for s in self.sigmas):
             raise FdposeError(f"needs {k} positive OKS sigmas, got {self.sigmas}", path=source)
         if len(self.sigma_sources) != k or not set(self.sigma_sources) <= set(SIGMA_SOURCES):
-            raise FdposeError(f"sigma_sources must be {k} of {', '.join(SIGMA_SOURCES)}, got {self.sigma_sources}",
+            raise FdposeError(f"sigma_sources must be {k} of {', '.join(SIGMA_SOURCES)}, "
+                              f"got {self.sigma_sources}",
                               path=source)
         for a, b in self.edges:
             if not (0 <= a < k and 0 <= b < k):

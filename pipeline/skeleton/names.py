@@ -42,11 +42,16 @@ PLACEHOLDER_SIGMA = 0.067
 SIGMA_SOURCES = ("coco", "file", "estimated", "placeholder")
 
 
+# Word boundaries inside a name: lower or digit to upper, an upper run before a capitalised word
+# (LWrist), letters to digits and back.
+_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=[A-Za-z])(?=[0-9])"
+                       r"|(?<=[0-9])(?=[A-Za-z])")
+
+
 def words(name: str) -> tuple[str, ...]:
     """The lower-case words of a keypoint name: ``LeftEye`` -> (left, eye), ``forelegL1`` ->
     (foreleg, l, 1), ``Ankle_Left `` -> (ankle, left)."""
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=[A-Za-z])(?=[0-9])|(?<=[0-9])(?=[A-Za-z])",
-                    " ", name.strip())
+    spaced = _BOUNDARY.sub(" ", name.strip())
     return tuple(word.lower() for word in re.split(r"[^A-Za-z0-9]+", spaced) if word)
 
 
