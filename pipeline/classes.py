@@ -59,7 +59,9 @@ def map_classes(dataset: Dataset, source: object, *, mapping: dict[str, str] | N
     if mapping is None:
         mapping = {name: name for name in names if keep_unused or used[name]}
     targets = list(dict.fromkeys(t for name, t in mapping.items() if keep_unused or used[name]))
-    if not targets:
+    if not any(counts):  # nothing was read: the caller's "no instances" error says why
+        targets = names
+    elif not targets:
         raise FdposeError("no class is left: none of the mapped classes has an instance", path=source,
                           item="classes")
     new_id = {names.index(name): targets.index(target) for name, target in mapping.items()

@@ -91,3 +91,20 @@ def check_command(file: Path) -> None:
     """Validate a skeleton file (flip an involution, edges in range, sigmas positive, names unique) and
     print its pairs and sigmas."""
     click.echo(check_text(Skeleton.load(file)))
+
+
+@skeleton_group.command("label-config")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Label Studio labeling config to write (XML; paste it into the project's Settings -> "
+                   "Labeling Interface -> Code, or pass it as --label-config).")
+def label_config_command(file: Path, out: Path) -> None:
+    """Write the Label Studio labeling config of a skeleton: a RectangleLabels per class, KeyPointLabels
+    with model_index, the occlusion choice; convert and serve read it back unchanged."""
+    from pipeline.labelstudio.labelconfig import label_config_xml
+
+    skeleton = Skeleton.load(file)
+    atomic_write_text(out, label_config_xml(skeleton))
+    last = skeleton.num_keypoints - 1
+    click.echo(f"wrote {out}: {skeleton.num_keypoints} keypoints (model_index 0..{last}), "
+               f"classes {', '.join(skeleton.class_names)}")

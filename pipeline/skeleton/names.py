@@ -126,6 +126,12 @@ def flip_pairs(names: list[str], permutation: list[int]) -> list[tuple[str, str]
     return [(names[i], names[p]) for i, p in enumerate(permutation) if p > i]
 
 
+def side_of(name: str) -> str | None:
+    """``left``, ``right`` or None: the body side a keypoint name marks (l/left/lft/lt, r/right/...)."""
+    sides = {_CANONICAL_SIDE[t] for t in words(name) if t in _CANONICAL_SIDE}
+    return sides.pop() if len(sides) == 1 else None
+
+
 def coco_key(name: str) -> tuple[str, ...]:
     """A name's words with its side first and spelled ``left``/``right``: ``Shoulder_Left``,
     ``LShoulder`` and ``left shoulder`` all give (left, shoulder), as ``left_shoulder`` does."""
