@@ -171,38 +171,7 @@ class Skeleton:
             raise FdposeError("expected a mapping with a 'keypoints' list", path=path)
         names = [str(n) for n in raw["keypoints"]]
         with _fields_of(path):
-            return cls._from_file(raw, names, path)
-
-    @classmethod
-    def _from_file(cls, raw: dict[str, Any], names: list[str], path: Path) -> Skeleton:
-        def index_of(value: Any) -> int:
-            if isinstance(value, int) and 0 <= value < len(names):
-                return value
-            if value in names:
-                return names.index(value)
-            raise FdposeError(f"unknown keypoint {value!r}", path=path)
-
-        flip = raw.get("flip_idx")
-        if flip is None and raw.get("flip_pairs") is not None:
-            flip = list(range(len(names)))
-            for a, b in raw["flip_pairs"]:
-                ia, ib = index_of(a), index_of(b)
-                flip[ia], flip[ib] = ib, ia
-        edges = [(index_of(a), index_of(b)) for a, b in raw.get("edges", []) or []]
-        classes = raw.get("classes") or ["object"]
-        skeleton = cls(
-            keypoint_names=names,
-            class_names=[str(c) for c in classes],
-            kpt_dims=int(raw.get("kpt_dims", 3)),
-            flip_permutation=flip,
-            sigmas=raw.get("sigmas"),
-            edges=edges,
-            occlusion_choice=raw.get("occlusion_choice"),
-            sigma_sources=raw.get("sigma_sources") if raw.get("sigmas") is not None else None,
-            edges_source=f"skeleton file {path}" if edges else "",
-        )
-        skeleton.validate(path)
-        return skeleton
+            return _from_file(raw, names, path)
 
     def to_dict(self) -> dict[str, Any]:
         """The report form (indices, 0-based; ``flip_idx`` only when mirroring is safe), with where
@@ -301,3 +270,36 @@ class Skeleton:
         )
         skeleton.validate(source)
         return skeleton
+
+
+def _from_file(raw: dict[str, Any], names: list[str], path: Path) -> Skeleton:
+    """A skeleton from a skeleton file's fields (names, or indices into ``names``)."""
+    def index_of(value: Any) -> int:
+        if isinstance(value, int) and 0 <= value < len(names):
+            return value
+        if value in names:
+            return names.index(value)
+        raise FdposeError(f"unknown keypoint {value!r}", path=path)
+
+    flip = raw.get("flip_idx")
+    if flip is None and raw.get("flip_pairs") is not None:
+        flip = list(range(len(names)))
+        for a, b in raw["flip_pairs"]:
+            ia, ib = index_of(a), index_of(b)
+            flip[ia], flip[ib] = ib, ia
+    edges = [(index_of(a), index_of(b)) for a, b in raw.get("edges", []) or []]
+    classes = raw.get("classes") or ["object"]
+    skeleton = Skeleton(
+        keypoint_names=names,
+        class_names=[str(c) for c in classes],
+        kpt_dims=int(raw.get("kpt_dims", 3)),
+        flip_permutation=flip,
+        sigmas=raw.get("sigmas"),
+        edges=edges,
+        occlusion_choice=raw.get("occlusion_choice"),
+        sigma_sources=raw.get("sigma_sources") if raw.get("sigmas") is not None else None,
+        edges_source=f"skeleton file {path}" if edges else "",
+    )
+    skeleton.validate(path)
+    return skeleton
+
