@@ -99,3 +99,21 @@ def test_sigmas_command_writes_estimates_into_the_skeleton_file(tmp_path):
     written = yaml.safe_load(out.read_text())["sigma_estimate"]
     assert written["keypoints"]["tail_tip"]["pairs"] == 400 and "E[d_i^2 / s^2]" in written["method"]
     assert "400 pairs" in written["data"] and "tail_tip" in result.output
+
+
+def test_the_interval_has_its_stated_coverage():
+    """Over 300 simulated studies of 100 pairs each, the 95% bootstrap interval holds the true sigma in
+    about 95% of them (measured 0.94 here; the bounds allow for 300 draws' sampling error)."""
+    rng = np.random.default_rng(0)
+    sigma, box = 0.05, [0, 0, 100, 100]
+    spread = sigma * np.sqrt(0.53 * 100 * 100) / np.sqrt(2)
+    hits = 0
+    for study in range(300):
+        truth = rng.uniform(20, 80, (100, 2))
+        noisy = [truth + rng.normal(0, spread, (100, 2)) for _ in range(2)]
+        first, second = ([Instance(0, box, np.c_[points[i:i + 1], [2]]) for i in range(100)]
+                         for points in noisy)
+        pairs = list(zip(first, second, strict=True))
+        found = estimate(pairs, ["point"], seed=study, resamples=1000)[0]
+        hits += found.low <= sigma <= found.high
+    assert 0.91 <= hits / 300 <= 0.99
