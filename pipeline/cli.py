@@ -84,6 +84,10 @@ COMMANDS = {
     "model": ("pipeline.nn.info:model_command", "Inspect model configurations (layers, params, GFLOPs)."),
     "compare": ("pipeline.compare:compare_command",
                 "Two models over seeds: accuracy with confidence intervals, and cost."),
+    "skeleton": ("pipeline.skeleton.command:skeleton_group",
+                 "Keypoint layouts: infer one to edit, check a file, write its Label Studio config."),
+    "sigmas": ("pipeline.sigmas:sigmas_command",
+               "Estimate OKS sigmas from repeated annotations (COCO's definition) into a skeleton file."),
     "bench": ("pipeline.cli:bench", "Benchmarks: print figures and ratios, write JSON."),
 }
 
