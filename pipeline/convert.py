@@ -32,6 +32,7 @@ from typing import Any
 
 import click
 
+from pipeline.classes import map_classes, parse_classes
 from pipeline.config import PARAMS_FILE, ConvertParams, load_section, overridden
 from pipeline.dataset import Dataset, ImageRecord
 from pipeline.errors import FdposeError
@@ -41,10 +42,11 @@ from pipeline.split import apply_split_file, assign_splits, parse_ratios
 
 SOURCES = ("coco", "label-studio", "yolo")
 TARGETS = ("yolo", "coco")
-# Fields of the params' ``convert:`` section that describe the input (what to read, and its layout); taken
-# from the params only when the command names no input format itself (the DVC pipeline's way:
-# cfg/params.yaml alone).
-INPUT_FIELDS = ("from_", "input", "images", "label_config", "url", "project", "skeleton")
+# Fields of the params' ``convert:`` section that describe the input (what to read, its layout and its
+# classes); taken from the params only when the command names no input format itself (the DVC pipeline's
+# way: cfg/params.yaml alone).
+INPUT_FIELDS = ("from_", "input", "images", "label_config", "url", "project", "skeleton", "classes",
+                "merge_classes")
 
 
 @dataclass
@@ -61,15 +63,20 @@ class ConvertResult:
         False) and every warning."""
         summary = self.report["summary"]
         visibility = summary["keypoints_by_visibility"]
+        classes = self.report["classes"]
         lines = [
             f"wrote {self.out} ({self.to})",
             f"images {summary['images']}, instances {summary['instances']}, "
             f"kpt_shape {summary['kpt_shape']}, "
-            f"classes {len(self.report['skeleton']['classes'])}",
+            f"classes {len(classes['output'])}: {', '.join(classes['output'][:8])}"
+            + (", ..." if len(classes["output"]) > 8 else ""),
             "splits " + ", ".join(f"{name} {s['images']} images / {s['instances']} instances"
                                   for name, s in summary["splits"].items()),
             f"keypoints: {visibility['2']} visible, {visibility['1']} occluded, {visibility['0']} unlabelled",
+            *self.report["layout"],
         ]
+        if classes["dropped_unused"]:
+            lines.append(f"{len(classes['dropped_unused'])} classes without instances dropped (see report)")
         details = self.report["details"]
         for reason, count in details["counts"].items():
             lines.append(f"{count} x {reason}")
@@ -202,6 +209,10 @@ def convert(out: str | Path, params: ConvertParams, *, to: str = "yolo", split_f
     The input: ``params.from_`` (the format) with ``input`` or, for a live Label Studio, ``url`` and
     ``project``; ``images``, ``label_config`` and ``skeleton`` (see :func:`with_input`).
 
+    Classes (:func:`pipeline.classes.map_classes`): ``params.classes`` (``"a=x,b=x,c"``, a mapping or a
+    list) keeps, renames or merges; ``merge_classes`` puts every class into one; classes without
+    instances are dropped unless ``keep_unused_classes``.
+
     Splits: a ``split_file`` wins; else ``keep_splits`` keeps the input dataset's own (a YOLO input);
     else the ``params.split`` ratios. Raises :class:`FdposeError` for unusable input, before anything at
     ``out`` is replaced.
@@ -229,11 +240,17 @@ def convert(out: str | Path, params: ConvertParams, *, to: str = "yolo", split_f
                 skeleton=skeleton_obj, skeleton_source=skeleton, annotation=params.annotation,
                 drop_unlabelled=params.drop_unlabelled, strict=params.strict,
                 progress=progress, download_dir=download_dir)
+            class_info = map_classes(dataset, input_path or url, mapping=parse_classes(params.classes),
+                                     merge=params.merge_classes, keep_unused=params.keep_unused_classes)
+            if not dataset.skeleton.mirror:
+                dataset.report.warn(f"{dataset.skeleton.flip_problem}: the dataset is written without "
+                                    "flip_idx, so training and augment never mirror it; give a skeleton "
+                                    "with flip_pairs (fdpose skeleton infer, then edit) to allow it")
             split_info = _assign_splits(dataset, split_file, ratios, params.seed)
             if not any(image.instances for image in dataset.images):
                 raise FdposeError("no instances to write", path=input_path or url)
             return _write(dataset, out, to, source=source, input_path=input_path or url, images=images,
-                          split_info=split_info, progress=progress)
+                          split_info=split_info, class_info=class_info, progress=progress)
     finally:
         if download_dir is not None and to == "yolo":
             shutil.rmtree(download_dir, ignore_errors=True)
@@ -250,11 +267,13 @@ def _counts(dataset: Dataset) -> dict[str, Any]:
 
 
 def _write(dataset: Dataset, out: Path, to: str, *, source: str, input_path: object, images: Path | None,
-           split_info: dict[str, Any], progress: bool) -> ConvertResult:
+           split_info: dict[str, Any], class_info: dict[str, Any], progress: bool) -> ConvertResult:
     report: dict[str, Any] = {
         "source": {"format": source, "input": str(input_path)},
         "split": split_info,
+        "classes": class_info,
         "skeleton": dataset.skeleton.to_dict(),
+        "layout": dataset.skeleton.describe(),
         "summary": dataset.summary(),
         "details": dataset.report.to_dict(),
         "counts": _counts(dataset),
@@ -307,20 +326,27 @@ def _write(dataset: Dataset, out: Path, to: str, *, source: str, input_path: obj
 @click.option("--annotation", type=click.Choice(["latest", "ground-truth", "all", "predictions"]),
               help="Label Studio: which annotation of a task counts (predictions: the model's "
                    "pre-annotations, e.g. to check an upload).")
+@click.option("--classes", help="Classes to keep, rename or merge: NAME[=CLASS],... (e.g. "
+                                "cat=animal,dog=animal,horse); instances of other classes are skipped and "
+                                "counted.")
+@click.option("--merge-classes", metavar="NAME", help="Put every class into one class NAME.")
+@click.option("--keep-unused-classes/--drop-unused-classes", default=None,
+              help="Keep classes no instance uses (dropped and listed in report.json by default).")
 @click.option("--params", "params_path", type=click.Path(path_type=Path), default=PARAMS_FILE,
               show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-item listing.")
 def convert_command(quiet: bool, source: str | None, input_path: Path | None, images: Path | None,
                     url: str | None, project: int | None, label_config: Path | None, skeleton: Path | None,
-                    to: str, out: Path, split: str | None, split_file: Path | None, params_path: Path,
-                    **options: Any) -> None:
+                    classes: str | None, merge_classes: str | None, to: str, out: Path, split: str | None,
+                    split_file: Path | None, params_path: Path, **options: Any) -> None:
     """Label Studio / COCO / YOLO keypoints to a YOLO-pose dataset (or COCO)."""
     params = load_section("convert", params_path)
     if source is None and params.from_ is None:
         raise FdposeError("no input format: give --from, or set convert.from in the params file",
                           path=params_path)
     params = with_input(params, source, input=_text(input_path), images=_text(images), url=url,
-                        project=project, label_config=_text(label_config), skeleton=_text(skeleton))
+                        project=project, label_config=_text(label_config), skeleton=_text(skeleton),
+                        classes=parse_classes(classes), merge_classes=merge_classes)
     params = overridden(params, split=split, **options)
     # A YOLO dataset keeps its own splits unless --split is given.
     keep_splits = split is None and params.from_ == "yolo"

@@ -112,6 +112,20 @@ def dataset_layout(data_yaml: Path) -> Layout:
     return Layout.of_skeleton(skeleton)
 
 
+def mirror_overrides(data_yaml: Path, hyp: dict[str, Any]) -> dict[str, Any]:
+    """``fliplr: 0, flipud: 0`` for a dataset whose flip is unknown (its data.yaml has no ``flip_idx``:
+    mirroring would teach left as right); asking for a flip there is an error."""
+    data, _ = load_data_yaml(data_yaml)
+    if data.get("flip_idx"):
+        return {}
+    asked = [key for key in ("fliplr", "flipud") if hyp.get(key)]
+    if asked:
+        raise FdposeError("the dataset has no flip_idx (its left/right pairs are unknown), so it must not be "
+                          f"mirrored; drop {', '.join(asked)} or convert with a skeleton that has flip_pairs",
+                          path=data_yaml, item=f"train.hyp.{asked[0]}")
+    return {"fliplr": 0.0, "flipud": 0.0}
+
+
 def check_checkpoint_fits(checkpoint: Path, data_yaml: Path, data: Layout, role: str) -> list[str]:
     """Raise one clear error when the checkpoint does not fit the dataset in ``role``
     (:func:`pipeline.model_io.check_fits`); returns warnings (class names that differ)."""
@@ -353,6 +367,7 @@ def _resume_overrides(data: Path, out: Path, params: TrainParams, given: set[str
 def _fresh_overrides(data: Path, staging: Path, params: TrainParams, params_source: object) -> dict[str, Any]:
     """ultralytics' arguments of a new run in ``staging`` (an interrupted run there is discarded)."""
     extra = _hyp_overrides(params.hyp, params_source)
+    no_mirror = mirror_overrides(data, extra)
     model_arg = model_argument(params.model)
     pretrained = Path(params.pretrained).resolve() if params.pretrained is not None else None
     # A checkpoint to start from (--model X.pt, --pretrained) may have another keypoint layout or
@@ -364,7 +379,8 @@ def _fresh_overrides(data: Path, staging: Path, params: TrainParams, params_sour
                    "(use --resume to continue it)", err=True)
         shutil.rmtree(staging)
     return {
-        **extra, "epochs": params.epochs, "imgsz": params.imgsz, "batch": params.batch, "seed": params.seed,
+        **extra, **no_mirror,
+        "epochs": params.epochs, "imgsz": params.imgsz, "batch": params.batch, "seed": params.seed,
         "workers": params.workers, "plots": params.plots,
         "model": model_arg, "data": str(data), "deterministic": True,
         "project": str(staging.parent), "name": staging.name, "exist_ok": True,
