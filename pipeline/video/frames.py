@@ -24,7 +24,7 @@ import click
 import cv2
 import numpy as np
 
-from pipeline.config import PARAMS_FILE
+from pipeline.config import PARAMS_FILE, PredictParams, load_section, overridden
 from pipeline.dataset import ImageRecord
 from pipeline.errors import FdposeError
 from pipeline.inference import Detection
@@ -180,15 +180,11 @@ def frames(
     return FramesResult(Path(out), picked, written, records, scores if poses is not None else None)
 
 
-def model_poses(
-    model: Path, kpt_conf: float | None, label_config: Path | None, params_path: Path
-) -> FramePoses:
-    """A :class:`FramePoses` running ``model`` with the params file's ``package.predict`` settings."""
-    from pipeline.config import load_section, overridden
+def model_poses(model: Path, settings: PredictParams, label_config: Path | None) -> FramePoses:
+    """A :class:`FramePoses` running ``model`` with ``settings`` (the params' ``package.predict``)."""
     from pipeline.inference import run_image
     from pipeline.model_io import load_runner, model_version
 
-    settings = overridden(load_section("package", params_path).predict, kpt_conf=kpt_conf)
     runner = load_runner(model)
     imgsz = runner.fixed_imgsz or runner.meta.imgsz
     config = None
@@ -279,7 +275,10 @@ def frames_command(
     if (to_label_studio is None) != (project is None):
         raise FdposeError("--to-label-studio and --project go together", item="options")
     _named_videos(list(videos))  # unusable videos fail before a model loads
-    poses = model_poses(model, kpt_conf, label_config, params_path) if model is not None else None
+    poses = None
+    if model is not None:
+        settings = overridden(load_section("package", params_path).predict, kpt_conf=kpt_conf)
+        poses = model_poses(model, settings, label_config)
     result = frames(
         list(videos), out, count=count, samples=samples, seed=seed, url_prefix=url_prefix, poses=poses
     )
