@@ -92,7 +92,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FDConv", "StarReLU", "frequency_groups", "band_keep", "real_fourier_basis"]
+__all__ = ["FDConv", "StarReLU", "batched_conv", "frequency_groups", "band_keep", "real_fourier_basis"]
 
 _GLOBAL_ACTS = ("sigmoid", "tanh", "softmax")
 _LOCAL_ACTS = ("sigmoid", "tanh")
@@ -175,6 +175,10 @@ class StarReLU(nn.Module):
 # one CPU thread (32 channels, three bands): projections take 1.2 / 3.3 / 7.5 / 11.7 ms at
 # 80 / 120 / 160 / 240 px where the FFTs take 2.2 / 4.9 / 14.3 / 13.1 ms; at 320 px FFTs win.
 FBM_FFT_MIN_SIZE = 288
+
+
+# How an export applies the per-sample kernels (see :func:`batched_conv`): "im2col" or "taps".
+EXPORT_CONV_FORM = "im2col"
 
 
 def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -585,20 +589,20 @@ class FDConv(nn.Module):
         Every product is one 2-D GEMM over all samples, channels and rows (the small basis matrix on
         the right) rather than many tiny batched ones.
         """
-        batch, channels, height, width = (int(size) for size in x.shape)
-        planes = batch * channels
+        # Only the static sizes become Python ints: the batch stays symbolic in an exported graph.
+        channels, height, width = (int(size) for size in x.shape[1:])
         u, u_t = self._projections(height, x.device)
         v, v_t = self._projections(width, x.device)
         kh_max, kw_max = u.shape[1], v.shape[1]
-        rows = torch.mm(x.reshape(planes * height, width), v)  # x V: (N*H, kW)
-        rows = rows.reshape(planes, height, kw_max).transpose(1, 2).reshape(planes * kw_max, height)
-        coeffs_t = torch.mm(rows, u).reshape(planes, kw_max, kh_max)  # (U^T x V)^T: (N, kW, kH)
+        rows = torch.mm(x.reshape(-1, width), v)  # x V: (N*H, kW)
+        rows = rows.reshape(-1, height, kw_max).transpose(1, 2).reshape(-1, height)
+        coeffs_t = torch.mm(rows, u).reshape(-1, kw_max, kh_max)  # (U^T x V)^T: (N, kW, kH)
         lows = []
         for f in self.k_list:
             kh, kw = 1 + 2 * ((height - 1) // (2 * f)), 1 + 2 * ((width - 1) // (2 * f))
-            part = torch.mm(coeffs_t[:, :kw, :kh].reshape(planes * kw, kh), u_t[:kh])  # (N*kw, H)
-            part = part.reshape(planes, kw, height).transpose(1, 2).reshape(planes * height, kw)
-            lows.append(torch.mm(part, v_t[:kw]).reshape(batch, channels, height, width))
+            part = torch.mm(coeffs_t[:, :kw, :kh].reshape(-1, kh), u_t[:kh])  # (N*kw, H)
+            part = part.reshape(-1, kw, height).transpose(1, 2).reshape(-1, kw)
+            lows.append(torch.mm(part, v_t[:kw]).reshape(-1, channels, height, width))
         return lows
 
     def _coefficients_of(self, band_logits: torch.Tensor) -> torch.Tensor:
@@ -642,6 +646,11 @@ class FDConv(nn.Module):
             if channel_scale is not None:
                 out = out * _as(channel_scale, f32).reshape(batch, channels, 1, 1)
         return _as(out, x.dtype)
+
+    def _batched_conv(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+        """:func:`batched_conv` with this layer's geometry and bias (the export form)."""
+        bias = None if self.bias is None else _as(self.bias, x.dtype)
+        return batched_conv(x, kernels, bias, self.stride, self.padding, self.dilation, EXPORT_CONV_FORM)
 
     def _planes_low_passes(self, planes: torch.Tensor) -> Iterator[torch.Tensor]:
         """Inference's :meth:`_projected_low_passes` for ``(H, W, N)`` float32 planes, one ``f`` at a time.
@@ -737,6 +746,13 @@ class FDConv(nn.Module):
                 kernels = kernels.reshape(batch * cout, cin, k, k)
 
         activation_ca = None if kernel_side_ca else ca
+        if _exporting():
+            # Batch-native export: the batch stays a symbolic axis (an ONNX Conv's group count could not).
+            if self.fbm_conv is not None:
+                x = self._fbm(x, activation_ca)
+            elif activation_ca is not None:
+                x = x * _as(activation_ca.reshape(batch, cin, 1, 1), x.dtype)
+            return self._batched_conv(x, _as(kernels, x.dtype).reshape(batch, cout, cin, k * k))
         if fast_fbm:
             planes = _as(self._fbm_inference(x, activation_ca), x.dtype)
             x = planes.reshape(1, height, width, batch * cin).permute(0, 3, 1, 2)  # channels-last view
@@ -758,6 +774,53 @@ class FDConv(nn.Module):
         # The output keeps the input's memory format, as nn.Conv2d's does (no copy for a batch of 1).
         out = out.reshape(batch, cout, out.shape[-2], out.shape[-1])
         return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _padding_of(padding: tuple[int, int] | str, k: int,
+                dilation: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``F.pad`` amounts (left, right, top, bottom) of a convolution's ``padding`` (or same/valid)."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        total_h, total_w = dilation[0] * (k - 1), dilation[1] * (k - 1)
+        return (total_w // 2, total_w - total_w // 2, total_h // 2, total_h - total_h // 2)
+    return (padding[1], padding[1], padding[0], padding[0])
+
+
+def batched_conv(x: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor | None,
+                 stride: tuple[int, int], padding: tuple[int, int] | str, dilation: tuple[int, int],
+                 form: str = "im2col") -> torch.Tensor:
+    """Sample ``b`` of ``x`` ``(B, Cin, H, W)`` convolved with its own kernels ``(B, Cout, Cin, k*k)``.
+
+    The export form of the per-sample convolution: batched matrix products over the ``k*k`` shifted
+    views of the padded input, so the batch stays an ordinary (symbolic) axis, which ONNX Runtime
+    and OpenVINO run as one operation for the whole batch. ``im2col`` stacks the views into
+    ``(B, Cin*k*k, Ho*Wo)`` columns for one product; ``taps`` sums ``k*k`` products of
+    ``(B, Cout, Cin) @ (B, Cin, Ho*Wo)`` (no stacked copy).
+    """
+    _, cin, height, width = x.shape
+    cout, kk = kernels.shape[1], kernels.shape[3]
+    k = math.isqrt(kk)
+    left, right, top, bottom = _padding_of(padding, k, dilation)
+    if left or right or top or bottom:
+        x = F.pad(x, (left, right, top, bottom))
+    rows = (int(height) + top + bottom - dilation[0] * (k - 1) - 1) // stride[0] + 1
+    cols = (int(width) + left + right - dilation[1] * (k - 1) - 1) // stride[1] + 1
+    span_h, span_w = (rows - 1) * stride[0] + 1, (cols - 1) * stride[1] + 1
+    views = [x[:, :, i * dilation[0]: i * dilation[0] + span_h: stride[0],
+               j * dilation[1]: j * dilation[1] + span_w: stride[1]].reshape(-1, cin, rows * cols)
+             for i in range(k) for j in range(k)]
+    if form == "im2col":
+        columns = torch.stack(views, dim=2).reshape(-1, cin * kk, rows * cols)
+        out = torch.matmul(kernels.reshape(-1, cout, cin * kk), columns)
+    else:
+        out = None
+        for tap, view in enumerate(views):
+            part = torch.matmul(kernels[:, :, :, tap], view)
+            out = part if out is None else out + part
+    if bias is not None:
+        out = out + bias.reshape(1, cout, 1)
+    return out.reshape(-1, cout, rows, cols)
 
 
 def _local_logits(q: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
