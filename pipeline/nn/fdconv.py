@@ -325,6 +325,10 @@ class FDConv(nn.Module):
         # Position of each stored cell in the (kernel_num * grid) stack of per-group spectra.
         target = torch.from_numpy(group * grid + cells)
         self.register_buffer("_fdw_target", target.to(factory["device"]), persistent=False)
+        if self.param_reduction == 1.0 and n <= 127:
+            # For the export's in-graph basis (:meth:`_graph_basis`): each cell's group, one byte a cell.
+            self.register_buffer("_fdw_group", torch.from_numpy(group.reshape(rows, -1).astype(np.int8))
+                                 .to(factory["device"]), persistent=False)
 
     def _init_ksm(self, reduction: float, factory: dict) -> None:
         """KSM (section 2): the global branch's MLP and fused heads, the local branch's 1-D conv."""
@@ -484,6 +488,54 @@ class FDConv(nn.Module):
             # One batched inverse FFT for all r * n groups.
             basis = torch.fft.irfft2(spectra, s=(rows, cols))
         # M[o*k + i, c*k + j] -> (group, o, c, i*k + j): the layout the grouped convolution reads.
+        return basis.reshape(r * n, cout, k, cin, k).permute(0, 1, 3, 2, 4).reshape(r * n, cout, cin, k * k)
+
+    def _graph_basis(self) -> torch.Tensor:
+        """:meth:`_compute_basis` as graph operations an exporter records and a runtime folds at load.
+
+        An exported file then stores ``D`` (about one static kernel's worth) instead of the ``r * n``
+        basis kernels, and ONNX Runtime / OpenVINO rebuild the basis once, when they load the model,
+        by constant folding. The inverse FFT becomes real DFT-matrix products (exporters have no
+        ``irfft2``): along the rows a complex inverse DFT, along the columns the half-spectrum
+        inverse with weights 1, 2, ..., 2 (1 at Nyquist), whose sine column at DC and Nyquist
+        ignores the imaginary parts as ``irfft`` does. The group masks and the DFT matrices are
+        built from ``arange``s matrix-multiplied by a ``(1, 1)`` one derived from a parameter: the
+        TorchScript exporter inlines buffers and Python constants and folds every operation on
+        them, but it folds no ``MatMul`` over an initializer, so those large products are not
+        stored in the file; the runtimes fold everything.
+        """
+        cout, cin, k = self.out_channels, self.in_channels, self.kernel_size[0]
+        rows, cols = cout * k, cin * k
+        half = cols // 2 + 1
+        r, n = self.param_ratio, self.kernel_num
+        # A (1, 1) one the exporter folds from a parameter into an initializer, not into the MatMuls.
+        unit = (self.ksm_act.scale.float() * 0.0 + 1.0).reshape(1, 1)
+
+        def indices(count: int) -> torch.Tensor:  # (count, 1): 0 .. count-1, not foldable by the exporter
+            return torch.matmul(torch.arange(count, dtype=torch.float32).reshape(count, 1), unit)
+
+        def angles(first: torch.Tensor, second: torch.Tensor, period: int) -> torch.Tensor:
+            # (u * x) mod period first: exact in float32 (products below 2**24), so the angle is too.
+            return torch.remainder(first * second.t(), period) * (2.0 * math.pi / period)
+
+        masks = self._fdw_group.float() == indices(n).reshape(n, 1, 1)  # (n, rows, half)
+        spectra = self.dft_weight.float().reshape(r, 1, rows, half, 2) * masks.float().unsqueeze(-1)
+        spectra = spectra.reshape(r * n, rows, half, 2) * (1.0 / (rows * cols))  # backward norm
+        # Along the rows: [Yr; Yi] = [[C, -S], [S, C]] @ [Sr; Si].
+        row_angle = angles(indices(rows), indices(rows), rows)
+        cos, sin = torch.cos(row_angle), torch.sin(row_angle)
+        row_dft = torch.cat([torch.cat([cos, -sin], 1), torch.cat([sin, cos], 1)], 0)  # (2 rows, 2 rows)
+        stacked = torch.cat([spectra[..., 0], spectra[..., 1]], 1)  # (r*n, 2 rows, half)
+        inner = torch.matmul(row_dft, stacked)
+        # Along the columns: M = [Yr, Yi] @ [w cos; -w sin].
+        col_angle = angles(indices(half), indices(cols), cols)
+        weight = torch.full((half, 1), 2.0)
+        weight[0] = 1.0
+        if cols % 2 == 0:
+            weight[-1] = 1.0
+        col_dft = torch.cat([torch.cos(col_angle) * weight, torch.sin(col_angle) * -weight], 0)
+        joined = torch.cat([inner[:, :rows], inner[:, rows:]], 2)  # (r*n, rows, 2 half)
+        basis = torch.matmul(joined, col_dft)  # (r*n, rows, cols)
         return basis.reshape(r * n, cout, k, cin, k).permute(0, 1, 3, 2, 4).reshape(r * n, cout, cin, k * k)
 
     def _basis(self, cin_last: bool = False) -> torch.Tensor:
@@ -738,7 +790,9 @@ class FDConv(nn.Module):
                 kernels = _inference_kernels(a, self._basis(cin_last=True), local_input, taps, factor,
                                              kernel_ca, slope)
             else:
-                args = (a, self._basis(), local_input, taps, factor, kernel_ca, slope)
+                in_graph = _exporting() and hasattr(self, "_fdw_group")
+                basis = self._graph_basis() if in_graph else self._basis()
+                args = (a, basis, local_input, taps, factor, kernel_ca, slope)
                 if torch.is_grad_enabled() and not _exporting():
                     kernels = _AssembleKernels.apply(*args)
                 else:
