@@ -67,13 +67,20 @@ The fast paths, in the order a forward runs them:
   a hand-written backward keeps the number of full-size temporaries low.
 * Convolution: one grouped convolution with ``groups = B`` for all per-sample kernels.
 * FBM: low-passes as separable projections (a few GEMMs) up to ``FBM_FFT_MIN_SIZE``, masked FFTs
-  above; always projections under ONNX export / tracing, where the eval-mode basis is a constant
-  too, so the exported graph has no FFT. Inference (no autograd) works in an ``(H, W, B*Cin)``
+  above. Inference (no autograd) works in an ``(H, W, B*Cin)``
   layout instead, where every product is one GEMM or one broadcast batch of them with no
   transposed copies: ``ca`` is folded into the one copy of the input into that layout (none for a
   channels-last batch of 1), the bands are accumulated in place through one reused low-pass
   buffer, and the grouped convolution reads the result as a channels-last tensor. (With autograd
   that layout is slower: training keeps the NCHW form.) The output has the input's memory format.
+
+Export (ONNX export or TorchScript tracing) records a graph with no FFT and a symbolic batch axis:
+the FBM low-passes are always projections; the basis kernels are rebuilt from ``D`` by real
+DFT-matrix products that ONNX Runtime and OpenVINO fold once at load (:meth:`FDConv._graph_basis`),
+so a file stores ``D`` (about one static kernel) instead of ``r * n`` basis kernels; and the
+per-sample kernels are applied by :func:`batched_conv` (batched matrix products over the shifted
+views of the input, ``EXPORT_CONV_FORM``), since an ONNX ``Conv``'s group count cannot follow the
+batch. One exported graph therefore runs every batch size as one batched operation, without ``Loop``.
 
 Allocator note: above glibc's 32 MB mmap threshold every freshly allocated tensor is page-faulted
 in again, which makes training steps of wide layers at large batches (e.g. 256 channels at batch
