@@ -31,7 +31,7 @@ from typing import Any
 
 import click
 
-from pipeline.config import PARAMS_FILE, apply_overrides, load_section
+from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section
 from pipeline.dataset import Dataset, ImageRecord
 from pipeline.errors import FdposeError
 from pipeline.io import write_json
@@ -102,20 +102,20 @@ def _read(source: str, *, input_path: Path | None, images: Path | None, url: str
         if drop_unlabelled:
             _drop_unlabelled(dataset, input_path)
         return dataset
-    # Label Studio: the reader lives in its own module, imported only for this source.
-    from pipeline.formats import labelstudio
+    # Label Studio: the reader lives in its own package, imported only for this source.
+    from pipeline.labelstudio import reader
 
     if url is not None:
         if project is None or download_dir is None:
             raise FdposeError("--url needs --project ID", item="convert")
-        dataset = labelstudio.read_labelstudio_live(url, project, download_dir, skeleton=skeleton,
-                                                    annotation=annotation, strict=strict)
+        dataset = reader.read_labelstudio_live(url, project, download_dir, skeleton=skeleton,
+                                               annotation=annotation, strict=strict)
     else:
         if input_path is None or images is None:
             raise FdposeError("--from label-studio needs --input EXPORT.json and --images DIR, "
                               "or --url URL --project ID", item="convert")
-        dataset = labelstudio.read_labelstudio_export(input_path, images, label_config=label_config,
-                                                      skeleton=skeleton, annotation=annotation, strict=strict)
+        dataset = reader.read_labelstudio_export(input_path, images, label_config=label_config,
+                                                 skeleton=skeleton, annotation=annotation, strict=strict)
     if drop_unlabelled:
         _drop_unlabelled(dataset, input_path or url)
     return dataset
@@ -153,7 +153,7 @@ def _settings(params_path: str | Path, source: str | None, inputs: dict[str, Any
     """The params' ``convert:`` section with the given options in place. The input (:data:`INPUT_KEYS`)
     comes from the params only when ``source`` is None; a caller that names ``source`` describes its
     input completely, so a params file set up for other data never leaks into it."""
-    params = load_section("convert", params_path)
+    params = as_dict(load_section("convert", params_path))
     if source is None:
         if params["from"] is None:
             raise FdposeError("no input format: give --from, or set convert.from in the params file",

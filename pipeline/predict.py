@@ -22,13 +22,13 @@ from typing import Any
 import click
 import numpy as np
 
-from pipeline.config import PARAMS_FILE, apply_overrides, load_section
+from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section
 from pipeline.errors import FdposeError
+from pipeline.images import IMAGE_SUFFIXES
 from pipeline.inference import Detection, ModelMeta, Runner, run_image
 from pipeline.io import atomic_dir
 from pipeline.model_io import BACKENDS, load_runner, model_version
 
-IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv"}
 
 
@@ -179,7 +179,7 @@ def predict(model: str | Path, source: str | Path, out: str | Path, *, conf: flo
     ``imgsz`` to the model's training size (an ONNX model only runs at its exported size). With
     ``to_label_studio`` and ``project``, the predictions are also uploaded as Label Studio
     pre-annotations (keypoints at least ``kpt_conf`` confident, as drawn)."""
-    given = apply_overrides(load_section("package", params_path)["predict"], conf=conf, iou=iou,
+    given = apply_overrides(as_dict(load_section("package", params_path).predict), conf=conf, iou=iou,
                             max_det=max_det, kpt_conf=kpt_conf)
     settings: dict[str, Any] = {"conf": float(given["conf"]), "iou": float(given["iou"]),
                                 "max_det": int(given["max_det"]), "kpt_conf": float(given["kpt_conf"])}
@@ -254,7 +254,7 @@ def upload_to_label_studio(uploads: list[tuple[Frame, list[Detection]]], images:
     Images matching no task (or several) are skipped by the uploader and listed on stderr.
     """
     from pipeline.dataset import ImageRecord, Instance, Report
-    from pipeline.formats.labelstudio import upload_predictions
+    from pipeline.labelstudio.predictions import upload_predictions
     from pipeline.uncertainty import task_score
 
     if not uploads:

@@ -3,7 +3,7 @@
 Both models train with identical settings on every seed (the same pretrained start when one is
 given: the stock checkpoint as it is for the stock model, converted for the FDConv one), and every
 run is evaluated by the eval stage on the same split. With a single FDConv model, its stock twin
-(:func:`stock_twin`) is the second. Runs are cached one folder per (model, seed)
+(:func:`stock_model_file`) is the second. Runs are cached one folder per (model, seed)
 (:mod:`pipeline.compare.runs`): more seeds train only the new runs, an interrupted compare resumes.
 The report (:mod:`pipeline.compare.report`) gives per-model mean and standard deviation, the paired
 difference per seed (first - second) with a bootstrap interval and a verdict, cost beside accuracy
@@ -28,7 +28,7 @@ from pipeline.compare.runs import (
     execute,
     model_code_fingerprint,
 )
-from pipeline.config import PARAMS_FILE, apply_overrides, load_section
+from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import load_data_yaml
 from pipeline.skeleton import Skeleton
@@ -37,7 +37,7 @@ from pipeline.train import resolve_device
 _FDCONV_BLOCK = re.compile(r"-[A-Za-z0-9]+_FDConv(?=\.ya?ml$)")  # yolov8n-pose-C2f_FDConv.yaml
 
 
-def stock_twin(model: str) -> str:
+def stock_model_file(model: str) -> str:
     """The stock model of the same family and scale as an FDConv model YAML: ultralytics' own YAML of
     that name without the FDConv block (``yolov8n-pose-C2f_FDConv.yaml`` -> ``yolov8n-pose.yaml``,
     ``yolo11s-pose-C3k2_FDConv.yaml`` -> ``yolo11s-pose.yaml``)."""
@@ -102,11 +102,11 @@ def compare(data: str | Path, out: str | Path, models: list[str] | None = None,
     Settings left None come from the ``compare:`` section of ``params_path``; ``overrides``: ``epochs``,
     ``imgsz``, ``batch``, ``device``, ``pretrained``, ``eval_imgsz``, ``hyp``.
     """
-    params = apply_overrides(load_section("compare", params_path), models=models, seeds=seeds, runs=runs,
-                             **overrides)
+    params = apply_overrides(as_dict(load_section("compare", params_path)), models=models, seeds=seeds,
+                             runs=runs, **overrides)
     models = [str(m) for m in params["models"]]
     if len(models) == 1:
-        models.append(stock_twin(models[0]))
+        models.append(stock_model_file(models[0]))
     if len(models) != 2:
         raise FdposeError(f"compare takes one or two models, got {len(models)}", item="--models")
     if len(set(params["seeds"])) != len(params["seeds"]):
@@ -117,7 +117,7 @@ def compare(data: str | Path, out: str | Path, models: list[str] | None = None,
     pretrained = str(Path(params["pretrained"]).resolve()) if params["pretrained"] else None
     if pretrained and not Path(pretrained).is_file():
         raise FdposeError("pretrained checkpoint not found", path=pretrained)
-    settings = _settings(data, params, load_section("eval", params_path))
+    settings = _settings(data, params, as_dict(load_section("eval", params_path)))
     labels = labels_for(models)
     data_hash = dataset_fingerprint(data)
     records: list[RunRecord] = []
