@@ -18,7 +18,7 @@ def test_n_model_onnx_is_at_most_1_2x_its_stock_twins_ultralytics_onnx(tmp_path,
     from ultralytics import YOLO
 
     from pipeline.bench.deploy import twin_models
-    from pipeline.package import export_onnx
+    from pipeline.package.export import export_onnx
 
     models, meta = twin_models(FAMILY_MODELS["YOLOv8"], "n")
     with warnings.catch_warnings():
