@@ -325,7 +325,9 @@ def test_inference_cache_is_reused_and_invalidated_by_optimizer_steps_and_load_s
     layer.eval()
     with torch.no_grad():
         stepped = layer(x)
-        assert rel_err(stepped, oracle_forward(layer, x)) < 1e-5
+        # After a large step (lr 0.5) the weights and outputs grow and float32 against the float64 oracle
+        # reaches 1.6e-5 on some CPUs' kernels (AMX/AVX-512 oneDNN); a stale cache is off by > 1e-3.
+        assert rel_err(stepped, oracle_forward(layer, x)) < 5e-5
         assert rel_err(stepped, first) > 1e-3
 
     state = perturb(copy.deepcopy(layer), seed=3).state_dict()
