@@ -31,7 +31,7 @@ from pipeline.compare.runs import (
     execute,
     model_code_fingerprint,
 )
-from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section
+from pipeline.config import PARAMS_FILE, CompareParams, EvalParams, as_dict, load_section, overridden
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import load_data_yaml
 from pipeline.io import write_json
@@ -122,61 +122,59 @@ class CompareResult:
         return "\n".join(lines)
 
 
-def _settings(data: Path, params: dict, eval_params: dict) -> RunSettings:
-    device, _ = resolve_device(params["device"])
-    eval_imgsz = params["eval_imgsz"] or params["imgsz"]
+def _settings(data: Path, params: CompareParams, eval_params: dict) -> RunSettings:
+    device, _ = resolve_device(params.device)
+    eval_imgsz = params.eval_imgsz or params.imgsz
     eval_settings = {k: v for k, v in eval_params.items() if k not in ("split", "imgsz")}
-    return RunSettings(data=data, epochs=params["epochs"], imgsz=params["imgsz"], batch=params["batch"],
-                       device=device, hyp=dict(params["hyp"]), split=params["split"], eval_imgsz=eval_imgsz,
+    return RunSettings(data=data, epochs=params.epochs, imgsz=params.imgsz, batch=params.batch,
+                       device=device, hyp=dict(params.hyp), split=params.split, eval_imgsz=eval_imgsz,
                        eval_params=eval_settings, code_sha256=model_code_fingerprint())
 
 
-def compare(data: str | Path, out: str | Path, models: list[str] | None = None,
-            seeds: list[int] | None = None, *, runs: str | Path | None = None,
-            params_path: str | Path = PARAMS_FILE, **overrides) -> CompareResult:
+def compare(data: str | Path, out: str | Path, params: CompareParams | None = None,
+            eval_params: EvalParams | None = None) -> CompareResult:
     """Train and evaluate two models on every seed (cached per run), then write the reports into ``out``.
 
-    Settings left None come from the ``compare:`` section of ``params_path``; ``overrides``: ``epochs``,
-    ``imgsz``, ``batch``, ``device``, ``pretrained``, ``eval_imgsz``, ``hyp``, ``effect``.
+    ``params``: the ``compare:`` section (default: its built-in defaults); ``eval_params``: the
+    ``eval:`` section, whose scoring settings every run's evaluation uses.
     """
-    params = apply_overrides(as_dict(load_section("compare", params_path)), models=models, seeds=seeds,
-                             runs=runs,
-                             **overrides)
-    models = [str(m) for m in params["models"]]
+    params = params or CompareParams()
+    eval_params = eval_params or EvalParams()
+    models = [str(m) for m in params.models]
     if len(models) == 1:
         models.append(stock_twin(models[0]))
     if len(models) != 2:
         raise FdposeError(f"compare takes one or two models, got {len(models)}", item="--models")
-    if len(set(params["seeds"])) != len(params["seeds"]):
-        raise FdposeError(f"seeds repeat: {params['seeds']}", item="--seeds")
+    if len(set(params.seeds)) != len(params.seeds):
+        raise FdposeError(f"seeds repeat: {params.seeds}", item="--seeds")
     given, data = str(data), Path(data).resolve()
     if not data.is_file():
         raise FdposeError("data.yaml not found", path=data)
-    pretrained = str(resolve_weights(params["pretrained"])) if params["pretrained"] else None
-    settings = _settings(data, params, as_dict(load_section("eval", params_path)))
+    pretrained = str(resolve_weights(params.pretrained)) if params.pretrained else None
+    settings = _settings(data, params, as_dict(eval_params))
     labels = labels_for(models)
     data_hash = dataset_fingerprint(data)
     records: list[RunRecord] = []
-    for seed in params["seeds"]:  # seed by seed: an interrupted compare leaves complete pairs behind
+    for seed in params.seeds:  # seed by seed: an interrupted compare leaves complete pairs behind
         for label, model in zip(labels, models, strict=True):
             spec = RunSpec(label, model, seed, pretrained)
-            records.append(execute(spec, settings, Path(params["runs"]), data_hash))
+            records.append(execute(spec, settings, Path(params.runs), data_hash))
     costs = {label: model_cost(next(r.weights for r in records if r.label == label), settings.eval_imgsz)
              for label in labels}
     latency = measure_latency([r.weights for r in records], settings.eval_imgsz,
-                              repeats=params["latency_repeats"], threads=params["latency_threads"])
-    report_settings = {"data": given, "models": models, "seeds": list(params["seeds"]),
+                              repeats=params.latency_repeats, threads=params.latency_threads)
+    report_settings = {"data": given, "models": models, "seeds": list(params.seeds),
                        "epochs": settings.epochs, "imgsz": settings.imgsz, "batch": settings.batch,
                        "device": settings.device, "hyp": settings.hyp, "pretrained": pretrained,
                        "split": settings.split, "eval_imgsz": settings.eval_imgsz,
-                       "latency_threads": params["latency_threads"], "runs": str(params["runs"])}
-    pck = pck_rows(labels, records, keypoint_names(data), settings.eval_params["pck_thresholds"])
-    noise = image_noise(records, labels, data, Path(params["runs"]), params["resamples"],
-                        params["bootstrap_seed"])
+                       "latency_threads": params.latency_threads, "runs": str(params.runs)}
+    pck = pck_rows(labels, records, keypoint_names(data), settings.eval_params.pck_thresholds)
+    noise = image_noise(records, labels, data, Path(params.runs), params.resamples,
+                        params.bootstrap_seed)
     summary = summarize(report_settings, labels, models, records, costs,
                         {Path(r.folder).name: ms for r, ms in zip(records, latency, strict=True)}, pck,
-                        StatsSettings(params["confidence"], params["permutations"], params["bootstrap_seed"],
-                                      params["effect"]), noise)
+                        StatsSettings(params.confidence, params.permutations, params.bootstrap_seed,
+                                      params.effect), noise)
     out = Path(out)
     files = write_reports(summary, out)
     return CompareResult(out, summary, files, [Path(r.folder).name for r in records if not r.cached])
@@ -220,7 +218,9 @@ def compare_command(data: Path, models: str | None, seeds: str | None, out: Path
                     params_path: Path) -> None:
     """Train two models on several seeds; report accuracy with confidence intervals, and cost."""
     model_list = [part.strip() for part in models.split(",") if part.strip()] if models else None
-    result = compare(data, out, model_list, _int_list(seeds, "--seeds"), runs=runs, params_path=params_path,
-                     epochs=epochs, imgsz=imgsz, eval_imgsz=eval_imgsz, batch=batch, device=device,
-                     pretrained=pretrained, effect=effect)
+    params = overridden(load_section("compare", params_path), models=model_list,
+                        seeds=_int_list(seeds, "--seeds"), runs=str(runs) if runs is not None else None,
+                        epochs=epochs, imgsz=imgsz, eval_imgsz=eval_imgsz, batch=batch, device=device,
+                        pretrained=pretrained, effect=effect)
+    result = compare(data, out, params, load_section("eval", params_path))
     click.echo(result.summary())
