@@ -168,7 +168,7 @@ def compare(data: str | Path, out: str | Path, params: CompareParams | None = No
                        "device": settings.device, "hyp": settings.hyp, "pretrained": pretrained,
                        "split": settings.split, "eval_imgsz": settings.eval_imgsz,
                        "latency_threads": params.latency_threads, "runs": str(params.runs)}
-    pck = pck_rows(labels, records, keypoint_names(data), settings.eval_params.pck_thresholds)
+    pck = pck_rows(labels, records, keypoint_names(data), settings.eval_params["pck_thresholds"])
     noise = image_noise(records, labels, data, Path(params.runs), params.resamples,
                         params.bootstrap_seed)
     summary = summarize(report_settings, labels, models, records, costs,
