@@ -165,7 +165,7 @@ def compare(data: str | Path, out: str | Path, params: CompareParams | None = No
                               repeats=params.latency_repeats, threads=params.latency_threads)
     report_settings = {"data": given, "models": models, "seeds": list(params.seeds),
                        "epochs": settings.epochs, "imgsz": settings.imgsz, "batch": settings.batch,
-                       "device": settings.device, "hyp": settings.hyp, "pretrained": pretrained,
+                       "device": settings.device, "hyp": settings.hyp, "pretrained": params.pretrained,
                        "split": settings.split, "eval_imgsz": settings.eval_imgsz,
                        "latency_threads": params.latency_threads, "runs": str(params.runs)}
     pck = pck_rows(labels, records, keypoint_names(data), settings.eval_params["pck_thresholds"])
