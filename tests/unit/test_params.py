@@ -32,7 +32,8 @@ def test_repository_params_are_valid_and_complete(section):
 
 def test_missing_file_or_section_gives_the_defaults(tmp_path):
     assert config.load_section("eval", tmp_path / "absent.yaml") == config.EvalParams()
-    assert config.as_dict(config.load_section("eval", tmp_path / "absent.yaml")) == config.section_defaults("eval")
+    absent = config.load_section("eval", tmp_path / "absent.yaml")
+    assert config.as_dict(absent) == config.section_defaults("eval")
     assert config.load_section("augment", write(tmp_path, "eval: {conf: 0.5}\n")) == config.AugmentParams()
     assert config.load_section("eval", write(tmp_path, "eval: {conf: 0.5}\n")).conf == 0.5
     package = config.load_section("package", write(tmp_path, "package: {predict: {conf: 0.4}}\n"))
