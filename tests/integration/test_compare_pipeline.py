@@ -12,7 +12,9 @@ import re
 import pytest
 import yaml
 
-from tests.integration.pipeline_repo import copy_repository, git_commit, run, stages_run
+from pipeline_repo import copy_repository, git_commit, run, stages_run
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 STAGES = ["pretrain-data", "pretrain-convert", "pretrain", "target-data", "target-convert", "target-augment",
           "compare"]
