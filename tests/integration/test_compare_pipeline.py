@@ -11,7 +11,6 @@ import re
 
 import pytest
 import yaml
-
 from pipeline_repo import copy_repository, git_commit, run, stages_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
