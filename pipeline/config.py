@@ -178,6 +178,7 @@ class PackageParams:
     imgsz: int | None = setting(None, _optional(_positive_int), "a positive integer or null")
     opset: int = setting(17, _positive_int, "a positive integer")
     onnx_tolerance: float = setting(1.0e-4, lambda v: _is_number(v) and v > 0, "a positive number")
+    comparison: str | None = setting(None, *PATH_OR_NULL)  # an fdpose compare report folder, for the card
     predict: PredictParams = dataclasses.field(default_factory=PredictParams,
                                                metadata={"check": _mapping, "expected": "a mapping"})
 
