@@ -63,6 +63,4 @@ def test_both_projects_are_clean_and_separate(built):
     root = run(repo, "dvc", "status").stdout  # the root pipeline was never run here: its stages only
     stages = re.findall(r"^(\S+):$", root, flags=re.MULTILINE)
     assert stages and set(stages) <= {"convert", "augment", "train", "eval", "package"}, root
-    shown = json.loads(run(repo, "dvc", "metrics", "show", "--json").stdout)
-    files = next(iter(shown.values())).get("data", {}) if shown else {}
-    assert not any(name.startswith("compare/") for name in files)
+    # The root's `dvc metrics show` after the demo pipeline: test_dvc_pipeline.py (the demo's only).
