@@ -163,8 +163,11 @@ def fake_stages(patch: pytest.MonkeyPatch, calls: list[dict]) -> None:
     """Train and eval stages that write what the real ones leave behind, and record their calls."""
     import pipeline.compare.runs as runs_module
 
-    def train(data, out, model=None, **kwargs):
-        calls.append({"stage": "train", "model": model, **kwargs})
+    def train(data, out, params, **kwargs):
+        # The settings the call gives: on resume, only those named in ``given`` (the rest: the run's own).
+        fields = {name: value for name, value in vars(params).items()
+                  if not kwargs.get("resume") or name in kwargs.get("given", ())}
+        calls.append({"stage": "train", "model": None, **fields, **kwargs})
         (Path(out) / "weights").mkdir(parents=True)
         (Path(out) / "weights" / "best.pt").write_bytes(b"weights")
         (Path(out) / "metrics.json").write_text(json.dumps({"epochs": 15}))
