@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.inference import Detection
-from pipeline.skeleton import COCO_PERSON_KEYPOINTS, infer_flip_permutation
+from pipeline.skeleton import COCO_PERSON_KEYPOINTS, infer_flip
 
-FLIP = infer_flip_permutation(list(COCO_PERSON_KEYPOINTS))
+FLIP = infer_flip(list(COCO_PERSON_KEYPOINTS)).permutation
 
 
 def stub_detections(truth: dict, noise_px: float = 1.5, seed: int = 0) -> list[list[Detection]]:
