@@ -250,7 +250,7 @@ def oks_area(instance: Instance) -> float:
 
 def ground_truth(dataset: Dataset, split: str) -> dict:
     """The split's labels as a COCO keypoints dict (1-based ids, area by :func:`oks_area`)."""
-    from pipeline.formats.coco import dataset_to_coco
+    from pipeline.formats.coco_write import dataset_to_coco
 
     return dataset_to_coco(dataset, split=split, area_fn=oks_area)
 
