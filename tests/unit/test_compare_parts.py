@@ -223,7 +223,7 @@ def test_other_eval_settings_evaluate_again_without_training(tmp_path, monkeypat
     fake_stages(monkeypatch, calls)
     first = execute(spec, settings(tmp_path), tmp_path / "runs", "data")
     second = execute(spec, settings(tmp_path, eval_imgsz=256), tmp_path / "runs", "data")
-    assert [call["stage"] for call in calls] == ["train", "eval", "eval"] and calls[2]["imgsz"] == 256
+    assert [call["stage"] for call in calls] == ["train", "eval", "eval"] and calls[2]["params"].imgsz == 256
     assert first.folder == second.folder and first.eval_key != second.eval_key
     assert sorted(p.name for p in Path(first.folder).glob("run-*.json")) == sorted(
         f"run-{record.eval_key}.json" for record in (first, second))
