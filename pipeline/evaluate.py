@@ -282,7 +282,7 @@ def eval_command(weights: Path, data: Path, split: str | None, out: Path, baseli
                  crosscheck_tolerance: float | None, params_path: Path) -> None:
     """OKS mAP by the COCO protocol on a split, through the inference path predict and serve use, with
     ultralytics' val as a cross-check and an HTML and Markdown report."""
-    params = overridden(load_section("eval", params_path), "command line", split=split, conf=conf, iou=iou,
+    params = overridden(load_section("eval", params_path), None, split=split, conf=conf, iou=iou,
                         imgsz=imgsz, device=device, crosscheck_tolerance=crosscheck_tolerance)
     result = evaluate(weights, data, out, params, baseline=baseline)
     click.echo(result.summary())

@@ -274,7 +274,7 @@ def predict_command(model: Path, source: Path, out: Path, conf: float | None, io
                     imgsz: int | None, max_det: int | None, kpt_conf: float | None, backend: str,
                     to_label_studio: str | None, project: int | None, params_path: Path) -> None:
     """Run a model on an image, a folder or a video: drawn images and COCO results in --out."""
-    params = overridden(load_section("package", params_path).predict, "command line", conf=conf, iou=iou,
+    params = overridden(load_section("package", params_path).predict, None, conf=conf, iou=iou,
                         max_det=max_det, kpt_conf=kpt_conf)
     result = predict(model, source, out, params, imgsz=imgsz, backend=backend,
                      to_label_studio=to_label_studio, project=project)
