@@ -125,7 +125,7 @@ def test_cli_evaluates_the_onnx_and_openvino_files(shipped, tmp_path):
                                            str(shipped.data_yaml), "--out", str(out)])
         assert result.exit_code == 0, result.output
         assert f"({shipped.package / name}, {kind} at {SIZE} px)" in result.output
-        assert "ultralytics val pose mAP" in result.output and "agrees within 0.05" in result.output
+        assert "ultralytics val pose mAP" in result.output and "agrees within 0.1" in result.output
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["runner"] == kind and metrics["settings"]["imgsz"] == SIZE
     result = CliRunner().invoke(main, ["eval", "--weights", str(shipped.package / "model.onnx"), "--data",
@@ -172,7 +172,7 @@ def test_a_checkpoint_with_other_weights_fails_the_crosscheck_in_one_line(shippe
                                        str(shipped.data_yaml), "--out", str(out)])
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and len(result.output.strip().splitlines()) == 1
-    assert "model.onnx" in result.output and "more than eval.crosscheck_tolerance 0.05" in result.output
+    assert "model.onnx" in result.output and "more than eval.crosscheck_tolerance 0.1" in result.output
     assert (out / "metrics.json").read_text() == "previous"  # nothing previously written is lost
 
 
