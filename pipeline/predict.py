@@ -218,7 +218,7 @@ def upload_to_label_studio(uploads: list[tuple[Frame, list[Instance]]], images: 
     Images matching no task (or several) are skipped by the uploader and listed on stderr.
     """
     from pipeline.dataset import ImageRecord, Report
-    from pipeline.formats.labelstudio import upload_predictions
+    from pipeline.labelstudio.predictions import upload_predictions
     from pipeline.uncertainty import task_score
 
     if not uploads:
