@@ -35,8 +35,9 @@ MODEL_YAML = REPO / "cfg" / "models" / "yolov8n-pose-C2f_FDConv.yaml"
 KEYPOINTS = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
 SIZE = 64
 EPOCHS = 12  # enough for this generated set to be learned on a CPU (see LEARNED)
-# The trained model must clear this OKS mAP on the val split (measured: 0.887 after 20 epochs at seed 0;
-# an untrained model scores 0), or agreeing figures would prove nothing.
+# The trained model must clear this OKS mAP on the val split (measured: 0.871 with these settings, 0.887
+# after 20 epochs of batch 4; 0 after 8 or 12 epochs of batch 4, and untrained), or agreeing figures would
+# prove nothing.
 LEARNED = 0.3
 # .pt, package (safetensors), ONNX and OpenVINO run the same weights through the same letterbox, decoding
 # and NMS; the runtimes differ by float32 rounding only (the package checks raw outputs within 1e-4
@@ -87,9 +88,10 @@ def shipped(tmp_path_factory) -> Shipped:
     pytest.importorskip("openvino", reason="the OpenVINO IR needs fdpose[openvino] (make install has it)")
     root = tmp_path_factory.mktemp("shipped")
     data_yaml = make_dataset(root / "dataset")
-    # nbs 4: one optimizer step per batch of 4 (ultralytics' default accumulates to 64); no mosaic on 64 px.
+    # nbs 2: one optimizer step per batch of 2 (ultralytics' default accumulates to 64): 108 steps; no
+    # mosaic on 64 px scenes.
     with contextlib.chdir(root):  # outside the repository: ultralytics' DVC callback finds no repo
-        YOLO(str(MODEL_YAML)).train(data=str(data_yaml), epochs=EPOCHS, imgsz=SIZE, batch=4, nbs=4,
+        YOLO(str(MODEL_YAML)).train(data=str(data_yaml), epochs=EPOCHS, imgsz=SIZE, batch=2, nbs=2,
                                     mosaic=0.0, workers=0, device="cpu", plots=False, val=False, seed=0,
                                     deterministic=True, amp=False, project=str(root / "runs"), name="train",
                                     exist_ok=True, verbose=False)
