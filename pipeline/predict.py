@@ -26,11 +26,11 @@ from pipeline.config import PARAMS_FILE, PredictParams, load_section, overridden
 from pipeline.dataset import Instance
 from pipeline.errors import FdposeError
 from pipeline.formats.coco_results import coco_categories, coco_result
+from pipeline.images import IMAGE_SUFFIXES
 from pipeline.inference import ModelMeta, Runner, input_size, run_image
 from pipeline.io import atomic_dir
 from pipeline.model_io import BACKENDS, load_runner, model_version
 
-IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv"}
 
 
