@@ -68,7 +68,8 @@ def run_job(url: str, project: int, served: Path, out: Path, models_dir: Path, p
               **decide(_numbers(metrics), _numbers(metrics["baseline"]), split, images)}
     if result["status"] == "accepted":
         staging = out / "package"
-        package(best, out / "eval", staging, load_section("package", params_path), data=data_yaml)
+        package(best, out / "eval", staging, load_section("package", params_path), data=data_yaml,
+                eval_params=load_section("eval", params_path))
         version = model_version(staging)
         target = models_dir / version
         target.parent.mkdir(parents=True, exist_ok=True)
