@@ -25,6 +25,8 @@ from pipeline.dataset import Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
 from pipeline.evaluate import evaluate, score_artifact
 from pipeline.formats.yolo import write_yolo
+from pipeline.metrics import format_number
+from pipeline.package.card import CARD_NUMBER
 from pipeline.predict import predict
 from pipeline.skeleton import Skeleton
 
@@ -83,7 +85,7 @@ class Shipped:
 def shipped(tmp_path_factory) -> Shipped:
     from ultralytics import YOLO
 
-    from pipeline.package import package
+    from pipeline.package.stage import package
 
     pytest.importorskip("openvino", reason="the OpenVINO IR needs fdpose[openvino] (make install has it)")
     root = tmp_path_factory.mktemp("shipped")
@@ -96,7 +98,7 @@ def shipped(tmp_path_factory) -> Shipped:
                                     deterministic=True, amp=False, project=str(root / "runs"), name="train",
                                     exist_ok=True, verbose=False)
     weights = root / "runs" / "train" / "weights" / "best.pt"
-    package(weights, None, root / "pkg", data=data_yaml)
+    package(weights, None, root / "pkg", data=data_yaml, eval_params=EvalParams())
     return Shipped(data_yaml, weights, root / "pkg", root)
 
 
@@ -118,6 +120,12 @@ def test_every_form_scores_alike_and_agrees_with_ultralytics_val(shipped, tmp_pa
     assert figures["pt"] >= LEARNED, figures
     for kind in ("safetensors", "onnx", "openvino"):
         assert abs(figures[kind] - figures["pt"]) <= FORMS_TOLERANCE, figures
+    # The package stage scored the files it wrote the same way: its card lists the three side by side.
+    card = (shipped.package / "MODEL_CARD.md").read_text()
+    for name, kind in (("PyTorch", "safetensors"), ("ONNX", "onnx"), ("OpenVINO", "openvino")):
+        row = next(line for line in card.splitlines() if line.startswith(f"| {name} |"))
+        assert f"| {format_number(figures[kind], CARD_NUMBER)} |" in row, row
+    assert "on the `val` split of the dataset below (6 images)" in card
 
 
 def test_cli_evaluates_the_onnx_and_openvino_files(shipped, tmp_path):
