@@ -14,27 +14,22 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
+from box_scenes import KEYPOINTS, make_dataset
 from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.config import EvalParams, PredictParams
-from pipeline.dataset import Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
 from pipeline.evaluate import evaluate, score_artifact
-from pipeline.formats.yolo import write_yolo
 from pipeline.metrics import format_number
 from pipeline.package.card import CARD_NUMBER
 from pipeline.predict import predict
-from pipeline.skeleton import Skeleton
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_YAML = REPO / "cfg" / "models" / "yolov8n-pose-C2f_FDConv.yaml"
-KEYPOINTS = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
 SIZE = 64
 EPOCHS = 12  # enough for this generated set to be learned on a CPU (see LEARNED)
 # The trained model must clear this OKS mAP on the val split (measured: 0.871 with these settings, 0.887
@@ -48,29 +43,6 @@ FORMS_TOLERANCE = 0.01
 # fdpose's OKS mAP against ultralytics val pose mAP: the evaluator's own tolerance (eval.crosscheck_tolerance,
 # see pipeline.evaluate.cross_check). Measured here: 1e-4 (square images: both letterbox alike).
 CROSSCHECK_TOLERANCE = EvalParams().crosscheck_tolerance
-
-
-def make_dataset(root: Path, count: int = 24, val: int = 6) -> Path:
-    """One bright box per image on a dark background, keypoints at its top centre and corners."""
-    rng = np.random.default_rng(0)
-    skeleton = Skeleton(keypoint_names=KEYPOINTS, class_names=["person"],
-                        edges=[(0, 1), (0, 2), (0, 3), (0, 4)])
-    originals = root / "originals"
-    originals.mkdir(parents=True)
-    records = []
-    for index in range(count):
-        image = np.full((SIZE, SIZE, 3), 40, np.uint8)
-        x0, y0 = (int(v) for v in rng.integers(4, SIZE // 2, 2))
-        w, h = (int(v) for v in rng.integers(SIZE // 4, SIZE // 2, 2))
-        cv2.rectangle(image, (x0, y0), (x0 + w, y0 + h), (200, 180, 60), -1)
-        path = originals / f"img{index:03d}.png"
-        cv2.imwrite(str(path), image)
-        keypoints = np.array([[x0 + w / 2, y0, 2], [x0, y0 + h / 2, 2], [x0 + w, y0 + h / 2, 2],
-                              [x0, y0 + h, 2], [x0 + w, y0 + h, 2]], float)
-        records.append(ImageRecord(path=path, file_name=path.name, width=SIZE, height=SIZE,
-                                   instances=[Instance(0, [x0, y0, x0 + w, y0 + h], keypoints)],
-                                   split="train" if index < count - val else "val"))
-    return write_yolo(Dataset(skeleton=skeleton, images=records), root / "data")
 
 
 @dataclass
@@ -89,7 +61,7 @@ def shipped(tmp_path_factory) -> Shipped:
 
     pytest.importorskip("openvino", reason="the OpenVINO IR needs fdpose[openvino] (make install has it)")
     root = tmp_path_factory.mktemp("shipped")
-    data_yaml = make_dataset(root / "dataset")
+    data_yaml = make_dataset(root / "dataset", count=24, val=6)
     # nbs 2: one optimizer step per batch of 2 (ultralytics' default accumulates to 64): 108 steps; no
     # mosaic on 64 px scenes.
     with contextlib.chdir(root):  # outside the repository: ultralytics' DVC callback finds no repo
