@@ -16,10 +16,12 @@ KEYPOINTS = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
 EDGES = [(0, 1), (0, 2), (0, 3), (0, 4)]
 
 
-def make_dataset(root: Path, count: int = 8, size: int = 64, val: int = 2) -> Path:
-    """``count`` square images of ``size`` pixels, the last ``val`` in the val split; returns data.yaml."""
+def make_dataset(root: Path, count: int = 8, size: int = 64, val: int = 2,
+                 sigmas: list[float] | None = None) -> Path:
+    """``count`` square images of ``size`` pixels, the last ``val`` in the val split; returns data.yaml.
+    ``sigmas``: the OKS sigmas (default: the skeleton's placeholders)."""
     rng = np.random.default_rng(0)
-    skeleton = Skeleton(keypoint_names=KEYPOINTS, class_names=["person"], edges=EDGES)
+    skeleton = Skeleton(keypoint_names=KEYPOINTS, class_names=["person"], edges=EDGES, sigmas=sigmas)
     originals = root / "originals"
     originals.mkdir(parents=True)
     records = []
