@@ -96,8 +96,8 @@ def _card_model(weights_name: str, weights_sha256: str, checkpoint: dict[str, An
            if any(check.format == "OpenVINO" for check in checks) else "") + ".",
     ]
     if "_FDConv" in json.dumps(architecture):
-        lines.append("- FDConv gives every sample its own kernels, so the exported graph runs one sample at "
-                     "a time: an ONNX `Loop` over the batch.")
+        lines.append("- FDConv gives every sample its own kernels: the exported graph applies them as "
+                     "batched matrix products, so a batch runs as one batch (no ONNX `Loop`).")
     runtime = {"ONNX": "onnxruntime", "OpenVINO": "OpenVINO"}
     for check in checks:
         lines.append(f"- {check.format} check: {runtime.get(check.format, check.format)} vs PyTorch on "
