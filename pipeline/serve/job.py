@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from pipeline.config import ConvertParams, EvalParams, PackageParams, TrainParams, as_dict, load_section
+from pipeline.config import ConvertParams, EvalParams, PackageParams, TrainParams, load_section
 from pipeline.errors import FdposeError
 from pipeline.io import write_json
 from pipeline.model_io import model_version
@@ -70,15 +70,15 @@ def run_job(url: str, project: int, served: Path, out: Path, models_dir: Path, p
     data_yaml = data.out / "data.yaml"
     start = training_checkpoint(served)
     best = _train(data_yaml, out / "train", start, params)
-    evaluation = evaluate(best, data_yaml, out / "eval", baseline=start, params=as_dict(params.eval),
-                          imgsz=params.train.imgsz)
+    # Each model is evaluated at the size its checkpoint records (eval.imgsz null), as it is served.
+    evaluation = evaluate(best, data_yaml, out / "eval", params.eval, baseline=start)
     metrics = evaluation.metrics()
     split, images = metrics["split"], metrics["num_images"]
     result = {"project": project, "split": split, "images": images,
               **decide(_numbers(metrics), _numbers(metrics["baseline"]), split, images)}
     if result["status"] == "accepted":
         staging = out / "package"
-        package(best, out / "eval", staging, params.package, data=data_yaml)
+        package(best, out / "eval", staging, params.package, data=data_yaml, eval_params=params.eval)
         version = model_version(staging)
         target = models_dir / version
         target.parent.mkdir(parents=True, exist_ok=True)
