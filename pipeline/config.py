@@ -305,11 +305,6 @@ def as_dict(params: Any) -> dict[str, Any]:
             else copy.deepcopy(value) for field in dataclasses.fields(params)}
 
 
-def apply_overrides(settings: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    """``settings`` with each override that is not None put in place (command-line options win)."""
-    return {**settings, **{key: value for key, value in overrides.items() if value is not None}}
-
-
 def _section_type(section: str) -> type:
     if section not in SECTIONS:
         raise FdposeError(f"unknown params section {section!r}; sections: {', '.join(SECTIONS)}")

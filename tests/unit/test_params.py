@@ -77,8 +77,6 @@ def test_byte_order_mark_is_read(tmp_path):
 
 
 def test_overrides_keep_only_given_values():
-    settings = config.apply_overrides({"conf": 0.1, "iou": 0.7}, conf=None, iou=0.5)
-    assert settings == {"conf": 0.1, "iou": 0.5}
     params = config.overridden(config.EvalParams(), conf=None, iou=0.5)
     assert (params.conf, params.iou) == (config.EvalParams().conf, 0.5)
     with pytest.raises(FdposeError, match="command line: eval.iou: expected a number in"):
