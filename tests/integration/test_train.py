@@ -129,7 +129,8 @@ def test_outputs_of_a_run(first_run, data_yaml):
     for kind in ("box", "pose"):
         assert set(metrics[kind]) == {"precision", "recall", "mAP50", "mAP50-95"}
     assert metrics["epochs"] == 2
-    assert metrics["train_loss"]["pose_loss"] == pytest.approx(float(rows[-1]["train/pose_loss"]))
+    # results.csv holds 6 significant digits (ultralytics writes %.6g), metrics.json 5 decimals.
+    assert metrics["train_loss"]["pose_loss"] == pytest.approx(float(rows[-1]["train/pose_loss"]), rel=1e-5)
     assert metrics["val_loss"]["pose_loss"] > 0
 
     args = yaml.safe_load((out / "args.yaml").read_text())
