@@ -23,6 +23,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 SKELETON = REPO / "cfg" / "skeletons" / "coco_person.yaml"
+AREA_FACTOR = 0.53  # ultralytics' OKS area rule, which fdpose eval follows
 STOCK = "yolov8n-pose.yaml"
 FDCONV_FAMILIES = ["yolov8n-pose-C2f_FDConv.yaml", "yolo11n-pose-C3k2_FDConv.yaml",
                    "yolo26n-pose-C3k2_FDConv.yaml"]
@@ -77,7 +78,11 @@ def build_set(root: Path) -> LearningSet:
     images = [image for image in coco["images"] if Path(image["file_name"]).name in val_names]
     assert len(images) == len(val_names) > 0, "the COCO writer and the YOLO writer disagree on the images"
     ids = {image["id"] for image in images}
-    coco = {**coco, "images": images, "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
+    # fdpose eval scores OKS with ultralytics' area rule (0.53 x box area, the report states it); the COCO
+    # writer keeps the box area. The same rule here, from the COCO writer's own boxes.
+    annotations = [{**a, "area": AREA_FACTOR * a["bbox"][2] * a["bbox"][3]}
+                   for a in coco["annotations"] if a["image_id"] in ids]
+    coco = {**coco, "images": images, "annotations": annotations}
     return LearningSet(root, data, coco)
 
 

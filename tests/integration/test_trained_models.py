@@ -15,6 +15,10 @@ from test_learning import MAP50_BAR
 
 pytestmark = pytest.mark.slow
 
+# |fdpose eval's OKS mAP50 - ultralytics' pose mAP50| on the trained stock model: 0.026, 0.041, 0.004 over
+# seeds 0, 1, 2 (calibration in test_learning.py).
+ULTRALYTICS_AGREEMENT = 0.1
+
 
 def test_eval_is_pycocotools_on_its_own_files(learned):
     trained = learned.get(STOCK)
@@ -34,6 +38,9 @@ def test_eval_is_pycocotools_on_its_own_files(learned):
     assert metrics["oks_map"] == pytest.approx(evaluator.stats[0], abs=1e-6)
     assert metrics["oks_map50"] == pytest.approx(evaluator.stats[1], abs=1e-6)
     assert metrics["oks_map75"] == pytest.approx(evaluator.stats[2], abs=1e-6)
+    # ultralytics' own validation of the same weights on the same images (its matching and AP interpolation,
+    # run by fdpose eval as a cross-check) lands close by.
+    assert abs(metrics["oks_map50"] - metrics["ultralytics"]["pose_map50"]) <= ULTRALYTICS_AGREEMENT
 
 
 def test_serve_keeps_the_better_model_and_refuses_the_worse(learned, tmp_path):
