@@ -29,6 +29,10 @@ AGREEMENT = 0.01  # fdpose eval's OKS mAP50 and pycocotools' on the COCO writer'
 @pytest.mark.parametrize("model", [STOCK, *FDCONV_FAMILIES])
 def test_each_family_learns(learned, model):
     trained = learned.get(model)
+    losses = trained.pose_losses
+    print(f"{model} seed {trained.seed}: pose loss {losses[0]:.3f} -> {losses[-1]:.3f} "
+          f"(x{trained.loss_factor:.2f}), OKS mAP50 {trained.metrics['oks_map50']:.3f} (fdpose eval), "
+          f"{trained.independent_map50:.3f} (independent)")
     assert trained.loss_factor >= LOSS_FACTOR, (model, trained.pose_losses)
     figures = (model, trained.metrics["oks_map50"], trained.independent_map50)
     assert trained.metrics["oks_map50"] >= MAP50_BAR, figures
