@@ -24,11 +24,11 @@ import numpy as np
 
 from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section
 from pipeline.errors import FdposeError
+from pipeline.images import IMAGE_SUFFIXES
 from pipeline.inference import Detection, ModelMeta, Runner, run_image
 from pipeline.io import atomic_dir
 from pipeline.model_io import BACKENDS, load_runner, model_version
 
-IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv"}
 
 
