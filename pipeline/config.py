@@ -87,6 +87,13 @@ def _mapping(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(key, str) for key in value)
 
 
+def _class_mapping(value: Any) -> bool:
+    """``{input class: output class}`` or a list of classes to keep, names as text."""
+    if isinstance(value, list):
+        return bool(value) and all(_text(v) for v in value)
+    return isinstance(value, dict) and bool(value) and all(_text(k) and _text(v) for k, v in value.items())
+
+
 def setting(default: Any, check: Check, expected: str) -> Any:
     """A section field: its default, a check of a value, and what the check expects (in errors)."""
     metadata = {"check": check, "expected": expected}
@@ -117,6 +124,11 @@ class ConvertParams:
     strict: bool = setting(False, _bool, "true or false")
     annotation: str = setting("latest", _one_of(ANNOTATION_CHOICES),
                               f"one of {', '.join(ANNOTATION_CHOICES)}")
+    classes: dict[str, str] | list[str] | None = setting(None, _optional(_class_mapping),
+                                                         "a mapping {input class: output class}, a list of "
+                                                         "classes to keep, or null")
+    merge_classes: str | None = setting(None, _optional(_text), "a class name or null")
+    keep_unused_classes: bool = setting(False, _bool, "true or false")
 
 
 @dataclasses.dataclass

@@ -112,6 +112,20 @@ def dataset_layout(data_yaml: Path) -> Layout:
     return Layout.of_skeleton(skeleton)
 
 
+def mirror_overrides(data_yaml: Path, hyp: dict[str, Any]) -> dict[str, Any]:
+    """``fliplr: 0, flipud: 0`` for a dataset whose flip is unknown (its data.yaml has no ``flip_idx``:
+    mirroring would teach left as right); asking for a flip there is an error."""
+    data, _ = load_data_yaml(data_yaml)
+    if data.get("flip_idx"):
+        return {}
+    asked = [key for key in ("fliplr", "flipud") if hyp.get(key)]
+    if asked:
+        raise FdposeError("the dataset has no flip_idx (its left/right pairs are unknown), so it must not be "
+                          f"mirrored; drop {', '.join(asked)} or convert with a skeleton that has flip_pairs",
+                          path=data_yaml, item=f"train.hyp.{asked[0]}")
+    return {"fliplr": 0.0, "flipud": 0.0}
+
+
 def check_checkpoint_fits(checkpoint: Path, data_yaml: Path, data: Layout, role: str) -> list[str]:
     """Raise one clear error when the checkpoint does not fit the dataset in ``role``
     (:func:`pipeline.model_io.check_fits`); returns warnings (class names that differ)."""
@@ -355,6 +369,7 @@ def train(data: str | Path, out: str | Path, model: str | Path | None = None, *,
     device_arg, device_line = resolve_device(device)
     click.echo(f"fdpose train: {device_line}", err=True)
     extra = _hyp_overrides(hyp, params_source)
+    no_mirror = mirror_overrides(data, extra)
     warnings: list[str] = []
 
     if resume:
@@ -391,7 +406,7 @@ def train(data: str | Path, out: str | Path, model: str | Path | None = None, *,
                        "(use --resume to continue it)", err=True)
             shutil.rmtree(staging)
         overrides = {
-            **extra, **settings,
+            **extra, **no_mirror, **settings,
             "model": model_arg, "data": str(data), "device": device_arg, "deterministic": True,
             "project": str(staging.parent), "name": staging.name, "exist_ok": True,
             # ultralytics' pretrained=True: "the weights of a .pt model"; a path: "start from these".
