@@ -22,7 +22,7 @@ from learning import FDCONV_FAMILIES, STOCK, shifted_copy
 pytestmark = pytest.mark.slow
 
 LOSS_FACTOR = 2.0  # training pose loss, first epoch / last epoch, at least
-MAP50_BAR = 0.5  # OKS mAP50 on the validation split, at least (fdpose eval and the independent score)
+MAP50_BAR = 0.6  # OKS mAP50 on the validation split, at least (fdpose eval and the independent score)
 AGREEMENT = 0.01  # fdpose eval's OKS mAP50 and pycocotools' on the COCO writer's ground truth, at most apart
 
 
@@ -43,6 +43,8 @@ def test_each_family_learns(learned, model):
 def test_one_epoch_is_far_below_the_bar(learned):
     """The bar is one that only training clears: the same model after one epoch stays far under it."""
     barely = learned.get(STOCK, epochs=1)
+    print(f"one epoch: OKS mAP50 {barely.metrics['oks_map50']:.3f} (fdpose eval), "
+          f"{barely.independent_map50:.3f} (independent)")
     assert barely.metrics["oks_map50"] < MAP50_BAR / 4 and barely.independent_map50 < MAP50_BAR / 4
 
 
@@ -51,6 +53,9 @@ def test_shifted_training_labels_fail_the_bar(learned, tmp_path_factory):
     them, its loss falls as usual, and the validation score drops under the bar."""
     data = shifted_copy(learned.set.data, tmp_path_factory.mktemp("shifted") / "dataset", dx=0.1)
     shifted = learned.get(STOCK, data=data)
+    print(f"shifted labels: pose loss x{shifted.loss_factor:.2f}, "
+          f"OKS mAP50 {shifted.metrics['oks_map50']:.3f} (fdpose eval), "
+          f"{shifted.independent_map50:.3f} (independent)")
     assert shifted.loss_factor >= LOSS_FACTOR, shifted.pose_losses
     assert shifted.metrics["oks_map50"] < MAP50_BAR and shifted.independent_map50 < MAP50_BAR, (
         shifted.metrics["oks_map50"], shifted.independent_map50)
