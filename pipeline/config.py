@@ -164,9 +164,13 @@ class EvalParams:
     split: str = setting("val", _one_of(SPLITS), f"one of {', '.join(SPLITS)}")
     conf: float = setting(0.001, *FRACTION)  # COCO practice: AP integrates over nearly every detection
     iou: float = setting(0.7, *FRACTION)  # NMS IoU, ultralytics' validation default
-    imgsz: int = setting(640, _positive_int, "a positive integer")
+    # null: the size the model records (a checkpoint's training size, a package's export size)
+    imgsz: int | None = setting(None, _optional(_positive_int), "a positive integer or null")
     max_det: int = setting(300, _positive_int, "a positive integer")
     device: str = setting("cpu", _device, "a device name")
+    # Largest |fdpose OKS mAP - ultralytics val pose mAP| accepted (pipeline.evaluate.cross_check, which
+    # states the measurements behind 0.1).
+    crosscheck_tolerance: float = setting(0.1, *FRACTION)
     match_oks: float = setting(0.5, *FRACTION)
     pck_thresholds: list[float] = setting([0.05, 0.1], _thresholds, "a non-empty list of numbers in (0, 1]")
     grid_images: int = setting(4, _positive_int, "a positive integer")
@@ -190,6 +194,7 @@ class PackageParams:
     imgsz: int | None = setting(None, _optional(_positive_int), "a positive integer or null")
     opset: int = setting(17, _positive_int, "a positive integer")
     onnx_tolerance: float = setting(1.0e-4, lambda v: _is_number(v) and v > 0, "a positive number")
+    comparison: str | None = setting(None, *PATH_OR_NULL)  # an fdpose compare report folder, for the card
     predict: PredictParams = dataclasses.field(default_factory=PredictParams,
                                                metadata={"check": _mapping, "expected": "a mapping"})
 
@@ -206,7 +211,8 @@ def _seeds(value: Any) -> bool:
 @dataclasses.dataclass
 class CompareParams:
     """``compare:``: two models (one FDConv model: its stock twin is the second), seeds, the shared
-    training settings, the evaluation size, the bootstrap and the latency measurement."""
+    training settings, the evaluation size, the statistics (t interval and sign-flip test over seeds,
+    an effect to plan for, the image bootstrap of evaluation noise) and the latency measurement."""
 
     models: list[str] = setting(["yolov8n-pose-C2f_FDConv.yaml"], _models, "a list of one or two models")
     seeds: list[int] = setting([0, 1, 2], _seeds, "a list of distinct integers")
@@ -220,7 +226,10 @@ class CompareParams:
     eval_imgsz: int | None = setting(None, _optional(_positive_int), "a positive integer or null")
     runs: str = setting("models/compare", _text, "a folder")
     confidence: float = setting(0.95, lambda v: _fraction(v) and 0 < v < 1, "a number in (0, 1)")
-    resamples: int = setting(10000, _positive_int, "a positive integer")
+    permutations: int = setting(100000, _positive_int, "a positive integer")  # sign patterns enumerated
+    effect: float | None = setting(None, _optional(lambda v: _is_number(v) and v > 0),
+                                   "a positive number or null")
+    resamples: int = setting(100, _non_negative_int, "an integer >= 0")  # image bootstrap; 0: none
     bootstrap_seed: int = setting(0, _is_int, "an integer")
     latency_repeats: int = setting(20, _positive_int, "a positive integer")
     latency_threads: int = setting(1, _positive_int, "a positive integer")

@@ -27,6 +27,19 @@ class DataInfo:
     sample_image: Path | None = None
 
 
+@dataclass
+class FormatScores:
+    """The OKS mAP of each packaged format on one split, measured at packaging time."""
+
+    split: str
+    images: int
+    oks_map: dict[str, float | None]  # format name (FORMAT_ROWS) -> OKS mAP@[.50:.95]
+
+    def line(self) -> str:
+        figures = ", ".join(f"{name} {format_number(value)}" for name, value in self.oks_map.items())
+        return f"OKS mAP on the {self.split} split ({self.images} images): {figures}"
+
+
 EVAL_METRICS = ("oks_map", "oks_map50", "oks_map75", "oks_map_medium", "oks_map_large", "oks_ar", "oks_ar50",
                 "oks_ar75", "box_map", "box_map50", "box_map75")
 TRAIN_KEYS = ("model", "epochs", "imgsz", "batch", "optimizer", "lr0", "lrf", "momentum", "weight_decay",
@@ -39,19 +52,22 @@ LATENCY_RUNS = 5  # timed batch-1 runs per format for the card's latency (after 
 def model_card(*, weights_name: str, weights_sha256: str, checkpoint: dict[str, Any], meta: ModelMeta,
                architecture: dict[str, Any], parameters: int, data: DataInfo, metrics: dict[str, Any] | None,
                report: str | None, checks: list[ExportCheck], opset: int,
-               latency: dict[str, float] | None = None) -> str:
+               latency: dict[str, float] | None = None, comparison: dict[str, Any] | None = None,
+               scores: FormatScores | None = None) -> str:
     """The MODEL_CARD.md text: only facts from the inputs, nothing location-dependent (and nothing
-    time-dependent unless ``latency``, measured at packaging time, is given)."""
+    time-dependent unless ``latency``, measured at packaging time, is given). ``comparison``: the
+    ``summary.json`` of an ``fdpose compare`` report packaged under ``comparison/``, or None."""
     uses_fdconv = "C2f_FDConv" in json.dumps(architecture)
     title = "# Model card: YOLOv8-pose" + (" with C2f_FDConv (Frequency Dynamic Convolution)" if uses_fdconv
                                            else "")
     lines = [title, ""]
     lines += _card_model(weights_name, weights_sha256, checkpoint, meta, architecture, parameters, checks,
                          opset)
-    lines += _card_formats(checks, latency)
+    lines += _card_formats(checks, latency, scores)
     lines += _card_data(data, meta)
     lines += _card_training(checkpoint.get("train_args") or {})
     lines += _card_evaluation(metrics, data, report)
+    lines += _card_comparison(comparison)
     lines += _card_versions_and_limits(meta)
     return "\n".join(lines)
 
@@ -83,8 +99,8 @@ def _card_model(weights_name: str, weights_sha256: str, checkpoint: dict[str, An
            if any(check.format == "OpenVINO" for check in checks) else "") + ".",
     ]
     if "_FDConv" in json.dumps(architecture):
-        lines.append("- FDConv gives every sample its own kernels, so the exported graph runs one sample at "
-                     "a time: an ONNX `Loop` over the batch.")
+        lines.append("- FDConv gives every sample its own kernels: the exported graph applies them as "
+                     "batched matrix products, so a batch runs as one batch (no ONNX `Loop`).")
     runtime = {"ONNX": "onnxruntime", "OpenVINO": "OpenVINO"}
     for check in checks:
         lines.append(f"- {check.format} check: {runtime.get(check.format, check.format)} vs PyTorch on "
@@ -99,14 +115,27 @@ FORMAT_ROWS = (("PyTorch", "`model.safetensors` + `model.yaml`", "PyTorch (`pred
                ("OpenVINO", "`model.xml` + `model.bin`", "OpenVINO (`--backend openvino`)"))
 
 
-def _card_formats(checks: list[ExportCheck], latency: dict[str, float] | None) -> list[str]:
-    """## Formats: each packaged format, its runtime and (when measured) its batch-1 latency."""
+def _card_formats(checks: list[ExportCheck], latency: dict[str, float] | None,
+                  scores: FormatScores | None) -> list[str]:
+    """## Formats: each packaged format, its runtime, its OKS mAP and its batch-1 latency (when
+    measured)."""
     present = {"PyTorch", "ONNX"} | {check.format for check in checks}
-    lines = ["## Formats", "", "| format | files | runs with | batch-1 latency |", "|---|---|---|---|"]
+    lines = ["## Formats", "", "| format | files | runs with | OKS mAP | batch-1 latency |",
+             "|---|---|---|---|---|"]
     for name, files, runtime in FORMAT_ROWS:
         if name in present:
             value = f"{latency[name]:.1f} ms" if latency and name in latency else "not measured"
-            lines.append(f"| {name} | {files} | {runtime} | {value} |")
+            score = (format_number(scores.oks_map.get(name), CARD_NUMBER) if scores is not None
+                     else "not scored")
+            lines.append(f"| {name} | {files} | {runtime} | {score} | {value} |")
+    if scores is not None:
+        lines += ["", f"OKS mAP@[.50:.95] of each file as it ships, run through its own runtime on "
+                  f"`fdpose eval`'s path (letterbox, decoding, NMS) on the `{scores.split}` split of the "
+                  f"dataset below ({scores.images} images), at the fixed input size; `fdpose eval "
+                  "--weights <package>/model.onnx` (or `model.xml`) measures it again."]
+    else:
+        lines += ["", "OKS mAP per format not scored (the package stage was given no eval split to score "
+                  "on)."]
     if "OpenVINO" not in present:
         lines += ["", "No OpenVINO IR: packaged without the `fdpose[openvino]` extra."]
     if latency:
@@ -173,6 +202,24 @@ def _card_evaluation(metrics: dict[str, Any] | None, data: DataInfo, report: str
     lines.append(evaluated + ". OKS mAP by the COCO protocol with the sigmas above "
                  "(`eval/metrics.json`)." + (f" Full report: [{report}]({report})." if report else ""))
     return lines
+
+
+def _card_comparison(summary: dict[str, Any] | None) -> list[str]:
+    """## Comparison: whether ``fdpose compare`` measured this architecture against its stock twin, and
+    its verdict (with the effect size it could have missed) and report, packaged under ``comparison/``."""
+    lines = ["", "## Comparison with the stock model", ""]
+    if summary is None:
+        return lines + ["No comparison was run for this package: nothing here says whether FDConv beats the "
+                        "stock model on this data. `fdpose compare` measures it over seeds (README, \"Does "
+                        "FDConv pay?\"); `fdpose package --comparison REPORT_DIR` links its verdict here."]
+    settings = summary.get("settings") or {}
+    models = " against ".join(f"`{m}`" for m in settings.get("models") or [])
+    start = f"from `{settings['pretrained']}`" if settings.get("pretrained") else "from scratch"
+    seeds = len(settings.get("seeds") or [])
+    return lines + [f"A comparison was run: {models}, {seeds} paired seeds, {start}, on "
+                    f"`{settings.get('data', '?')}`. Verdict: {summary.get('verdict', '?')}",
+                    "", "Full report: [comparison/report.md](comparison/report.md) (numbers in "
+                    "`comparison/summary.json`)."]
 
 
 def _card_versions_and_limits(meta: ModelMeta) -> list[str]:

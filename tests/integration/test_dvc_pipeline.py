@@ -34,9 +34,10 @@ def test_first_run_runs_every_stage_in_order(tiny_pipeline):
     assert stages_run(output) == STAGES
     lock = yaml.safe_load((path / "dvc.lock").read_text(encoding="utf-8"))
     assert list(lock["stages"]) == STAGES
-    # The eval stage is evaluated at the training image size, and the lock records both params by key.
-    assert lock["stages"]["eval"]["cmd"].endswith("--imgsz 64")
-    assert lock["stages"]["eval"]["params"]["cfg/params.yaml"]["train.imgsz"] == 64
+    # The eval stage evaluates at the size the checkpoint records (the training size), not a params copy.
+    assert "--imgsz" not in lock["stages"]["eval"]["cmd"]
+    assert "train.imgsz" not in lock["stages"]["eval"]["params"]["cfg/params.yaml"]
+    assert json.loads((path / "reports/eval/metrics.json").read_text())["imgsz"] == 64
     for name in ("models/package.zip", "models/package/model.onnx", "reports/eval/report.html",
                  "reports/eval/plots/pr_curve.csv", "models/train/weights/best.pt"):
         assert (path / name).is_file(), name
@@ -51,10 +52,20 @@ def test_second_run_does_nothing(repo):
     assert "Data and pipelines are up to date." in output
 
 
+def test_status_is_clean_with_the_comparison_project_shipped(repo):
+    """The repository as shipped holds the comparison's own DVC project (compare/, never run here):
+    after the demo pipeline the root's `dvc status` has nothing to do."""
+    assert (repo / "compare" / "dvc.yaml").is_file() and (repo / "compare" / ".dvc" / "config").is_file()
+    status = run(repo, "dvc", "status").stdout
+    assert status.strip() == "Data and pipelines are up to date.", status
+
+
 def test_metrics_and_plots_are_declared(repo):
     metrics = run(repo, "dvc", "metrics", "show", "--json").stdout
     shown = json.loads(metrics)
     files = next(iter(shown.values()))["data"]
+    # The demo's metrics only: the comparison's summaries (compare/reports) belong to its own project.
+    assert set(files) == {"models/train/metrics.json", "reports/eval/metrics.json"}
     assert "oks_map50" in files["reports/eval/metrics.json"]["data"]
     plots = json.loads(run(repo, "dvc", "plots", "show", "--json").stdout)["data"]
     assert {"OKS precision-recall (eval split)", "PCK@0.05 per keypoint (eval split)",
