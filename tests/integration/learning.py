@@ -151,13 +151,15 @@ class Models:
         return self.cache[key]
 
     def _train(self, model: str, seed: int, epochs: int, data: Path, number: int) -> Trained:
+        from pipeline.config import EvalParams, overridden
         from pipeline.evaluate import evaluate
         from pipeline.train import train
 
         name = f"{number}-{Path(model).stem}-seed{seed}-e{epochs}"
         run = train(data, self.set.root / "runs" / name, model, epochs=epochs, seed=seed, **TRAINING)
         # Always scored on the true validation labels, whatever the training data was.
-        scored = evaluate(run.best, self.set.data, self.set.root / "eval" / name, imgsz=TRAINING["imgsz"])
+        scored = evaluate(run.best, self.set.data, self.set.root / "eval" / name,
+                          overridden(EvalParams(), imgsz=TRAINING["imgsz"]))
         metrics = scored.metrics()
         return Trained(model, seed, epochs, run.best, run.out, scored.out,
                        pose_losses(run.out / "results.csv"), metrics,

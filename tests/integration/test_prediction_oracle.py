@@ -75,7 +75,7 @@ def test_runners_match_ultralytics_predict(trained_package, learned, backend):
     compared, worst = 0, [0.0, 0.0]  # largest pixel and confidence differences seen
     for image, want in zip(images, expected, strict=True):
         got = run_image(runner, cv2.imread(str(image)), TRAINING["imgsz"], CONF, IOU, MAX_DET)
-        boxes = np.array([d.box for d in got]).reshape(-1, 4)
+        boxes = np.array([d.bbox for d in got]).reshape(-1, 4)
         unmatched = set(range(len(got)))
         for box, score, keypoints in zip(want["boxes"], want["scores"], want["keypoints"], strict=True):
             overlaps = iou(box, boxes)
@@ -86,7 +86,8 @@ def test_runners_match_ultralytics_predict(trained_package, learned, backend):
                 continue
             unmatched.discard(best)
             mine = got[best]
-            pixels = max(np.abs(mine.box - box).max(), np.abs(mine.keypoints[:, :2] - keypoints[:, :2]).max())
+            pixels = max(np.abs(mine.bbox - box).max(),
+                         np.abs(mine.keypoints[:, :2] - keypoints[:, :2]).max())
             confidence = max(abs(mine.score - score), np.abs(mine.keypoints[:, 2] - keypoints[:, 2]).max())
             assert pixels <= PIXELS and confidence <= SCORE, (image.name, backend, pixels, confidence)
             worst = [max(worst[0], pixels), max(worst[1], confidence)]

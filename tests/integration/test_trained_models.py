@@ -46,13 +46,14 @@ def test_eval_is_pycocotools_on_its_own_files(learned):
 def test_serve_keeps_the_better_model_and_refuses_the_worse(learned, tmp_path):
     """Serve's rule (pipeline.serve.job.decide) on the figures its retraining job gets from one evaluation
     with the served model as the baseline."""
+    from pipeline.config import EvalParams, overridden
     from pipeline.evaluate import evaluate
     from pipeline.serve.job import COMPARED, decide
 
     good, worse = learned.get(STOCK), learned.get(STOCK, epochs=1)
     for new, old, status in ((good, worse, "accepted"), (worse, good, "rejected")):
-        metrics = evaluate(new.weights, learned.set.data, tmp_path / status, baseline=old.weights,
-                           imgsz=TRAINING["imgsz"]).metrics()
+        metrics = evaluate(new.weights, learned.set.data, tmp_path / status,
+                           overridden(EvalParams(), imgsz=TRAINING["imgsz"]), baseline=old.weights).metrics()
         numbers = [{key: figures[key] for key in COMPARED} for figures in (metrics, metrics["baseline"])]
         assert abs(numbers[0]["oks_map"] - numbers[1]["oks_map"]) >= 0.2  # a real difference to judge
         decision = decide(*numbers, metrics["split"], metrics["num_images"])
