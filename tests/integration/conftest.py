@@ -45,3 +45,13 @@ def s3():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def learned(tmp_path_factory):
+    """Trained models on a small generated set, each trained on first use and shared by the session (see
+    learning.py): ``learned.get("yolov8n-pose.yaml")`` is the stock model after the learning test's 40
+    epochs, ``learned.get(model, epochs=1)`` a barely trained one."""
+    import learning
+
+    return learning.Models(learning.build_set(tmp_path_factory.mktemp("learning")))

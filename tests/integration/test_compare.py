@@ -101,8 +101,13 @@ def test_writes_every_file(first):
         ("yolov8n-pose", "0"), ("yolov8n-pose", "1"), ("yolov8n-pose-C2f_FDConv", "0"),
         ("yolov8n-pose-C2f_FDConv", "1")]
     for row in rows:
+        # The table's figures are those fdpose eval wrote for that run (one epoch: the figures themselves
+        # judge nothing; the learning test judges trained ones).
+        evaluated = list((root / "runs" / row["run"]).glob("eval-*/metrics.json"))
+        assert len(evaluated) == 1
+        figures = json.loads(evaluated[0].read_text())
         for column in ("oks_map", "oks_map50", "oks_map75", "box_map"):
-            assert 0.0 <= float(row[column]) <= 1.0
+            assert float(row[column]) == pytest.approx(figures[column], abs=1e-6), column
         assert float(row["train_seconds"]) > 0 and row["epochs"] == "1" and float(row["latency_ms"]) > 0
         assert len(list((root / "runs" / row["run"]).glob("run-*.json"))) == 1  # the run's record
 
@@ -169,17 +174,26 @@ def test_an_interrupted_compare_resumes(first, tmp_path, data_yaml, params_file)
 
 
 def test_two_identical_models_show_no_significant_difference(first, tmp_path, params_file, data_yaml):
+    """The stock model against a copy of itself under another name: the copy's runs train now, in run
+    folders of their own, and reproduce the cached stock runs exactly (training is deterministic), so the
+    verdict rests on two trainings per seed, not on one cache read twice."""
+    import ultralytics
+
     root, _, _ = first
     shutil.copytree(root / "runs", tmp_path / "runs")
+    twin = tmp_path / "yolov8n-pose-twin.yaml"  # the scale letter after the digits, as ultralytics reads it
+    shutil.copy(Path(ultralytics.__file__).parent / "cfg" / "models" / "v8" / "yolov8-pose.yaml", twin)
     runner = CliRunner()
     done = runner.invoke(main, [
-        "compare", "--data", str(data_yaml), "--models", "yolov8n-pose.yaml,yolov8n-pose.yaml",
+        "compare", "--data", str(data_yaml), "--models", f"yolov8n-pose.yaml,{twin}",
         "--seeds", "0,1", "--out", str(tmp_path / "report"), "--runs", str(tmp_path / "runs"),
         "--epochs", "1", "--imgsz", "64", "--batch", "4", "--device", "cpu", "--effect", "0.01",
         "--params", str(params_file)])
     assert done.exit_code == 0, done.output
-    assert "0 run now, 4 cached" in done.output  # the stock runs of the first compare, reused
+    assert "2 run now, 2 cached" in done.output  # the stock runs of the first compare; the twin's trained
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    folders = {run["folder"] for run in summary["runs"]}
+    assert len(folders) == 4  # four run folders: nothing shared between the two sides
     comparison = summary["comparisons"]["oks_map"]
     assert comparison["differences"] == [0.0, 0.0] and not comparison["significant"]
     assert "no significant difference" in comparison["verdict"]

@@ -62,9 +62,9 @@ def test_train_val_predict_with_ultralytics_engine(family, tmp_path, monkeypatch
     data = make_dataset(tmp_path / "data")
     cfg, block = FAMILIES[family]
     model = YOLO(str(model_cfg("n", cfg)))
-    model.train(data=str(data), epochs=1, imgsz=64, batch=2, workers=0, plots=False, device="cpu", amp=False,
-                project=str(tmp_path / "runs"), name="smoke", exist_ok=True, seed=0, deterministic=True,
-                verbose=False, mosaic=0.0)
+    trained_metrics = model.train(data=str(data), epochs=1, imgsz=64, batch=2, workers=0, plots=False,
+                                  device="cpu", amp=False, project=str(tmp_path / "runs"), name="smoke",
+                                  exist_ok=True, seed=0, deterministic=True, verbose=False, mosaic=0.0)
     best = tmp_path / "runs" / "smoke" / "weights" / "best.pt"
     assert best.is_file()
 
@@ -74,7 +74,13 @@ def test_train_val_predict_with_ultralytics_engine(family, tmp_path, monkeypatch
     assert [i for i, m in enumerate(layers) if isinstance(m, FDCONV_BLOCKS[block])] == [2, 4, 6, 8]
     metrics = trained.val(data=str(data), imgsz=64, batch=2, workers=0, plots=False, device="cpu",
                           project=str(tmp_path / "runs"), name="val", exist_ok=True, verbose=False)
-    assert 0.0 <= metrics.pose.map <= 1.0 and np.isfinite(metrics.box.map)
+    # One epoch judges no accuracy (test_learning.py does); what it determines: best.pt, reloaded, scores
+    # what the trainer's own final validation of it scored (the FDConv weights survive the checkpoint).
+    for kind in ("pose", "box"):
+        for name in ("map", "map50"):
+            again = getattr(getattr(metrics, kind), name)
+            during = getattr(getattr(trained_metrics, kind), name)
+            assert np.isfinite(again) and again == pytest.approx(during, abs=1e-9), (kind, name)
 
     results = trained.predict(str(tmp_path / "data" / "images" / "val" / "0.jpg"), imgsz=64, conf=0.0,
                               device="cpu", verbose=False)
