@@ -65,14 +65,15 @@ class Trained:
 
 def build_set(root: Path) -> LearningSet:
     """Generate the demo images, convert them to YOLO-pose and (independently) to COCO JSON."""
+    from pipeline.config import ConvertParams
     from pipeline.convert import convert
     from pipeline.demo import demo_data
 
     raw = demo_data(root / "raw", **SET).out
-    common = {"source": "label-studio", "input_path": raw / "export.json", "images": raw / "images",
-              "label_config": raw / "label_config.xml", "skeleton": SKELETON, **SPLIT}
-    data = convert(out=root / "dataset", **common).out / "data.yaml"
-    coco_file = convert(out=root / "coco.json", to="coco", **common).out
+    params = ConvertParams(from_="label-studio", input=str(raw / "export.json"), images=str(raw / "images"),
+                           label_config=str(raw / "label_config.xml"), skeleton=str(SKELETON), **SPLIT)
+    data = convert(root / "dataset", params).out / "data.yaml"
+    coco_file = convert(root / "coco.json", params, to="coco").out
     coco = json.loads(Path(coco_file).read_text(encoding="utf-8"))
     val_names = {path.name for path in (root / "dataset" / "images" / "val").iterdir()}
     images = [image for image in coco["images"] if Path(image["file_name"]).name in val_names]
@@ -151,12 +152,13 @@ class Models:
         return self.cache[key]
 
     def _train(self, model: str, seed: int, epochs: int, data: Path, number: int) -> Trained:
-        from pipeline.config import EvalParams, overridden
+        from pipeline.config import EvalParams, TrainParams, overridden
         from pipeline.evaluate import evaluate
         from pipeline.train import train
 
         name = f"{number}-{Path(model).stem}-seed{seed}-e{epochs}"
-        run = train(data, self.set.root / "runs" / name, model, epochs=epochs, seed=seed, **TRAINING)
+        run = train(data, self.set.root / "runs" / name,
+                    TrainParams(model=model, epochs=epochs, seed=seed, **TRAINING))
         # Always scored on the true validation labels, whatever the training data was.
         scored = evaluate(run.best, self.set.data, self.set.root / "eval" / name,
                           overridden(EvalParams(), imgsz=TRAINING["imgsz"]))

@@ -38,8 +38,8 @@ def test_bench_augment_refuses_outputs_that_differ_between_worker_counts(tmp_pat
     """A parallel augment that wrote different bytes than the serial one is an error, not a speed-up."""
     real = pipeline.augment.augment
 
-    def seeded_by_workers(data, out, *, workers, **kwargs):
-        result = real(data, out, workers=workers, **kwargs)
+    def seeded_by_workers(data, out, params, *, workers, **kwargs):
+        result = real(data, out, params, workers=workers, **kwargs)
         (Path(out) / "workers.txt").write_text(str(workers))  # what a worker-dependent output looks like
         return result
 
