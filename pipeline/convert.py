@@ -32,7 +32,7 @@ from typing import Any
 import click
 
 from pipeline.config import PARAMS_FILE, apply_overrides, load_section
-from pipeline.dataset import Dataset, ImageRecord
+from pipeline.dataset import Dataset, ImageRecord, enforce_invariant
 from pipeline.errors import FdposeError
 from pipeline.io import write_json
 from pipeline.skeleton import Skeleton
@@ -246,6 +246,8 @@ def convert(*, out: str | Path, source: str | None = None, to: str = "yolo",
                 skeleton=skeleton_obj, skeleton_source=skeleton, annotation=settings["annotation"],
                 drop_unlabelled=bool(settings["drop_unlabelled"]), strict=bool(settings["strict"]),
                 progress=progress, download_dir=download_dir)
+            # The hub's invariant, once for every reader: what a reader let through is skipped here.
+            enforce_invariant(dataset, input_path or url, strict=bool(settings["strict"]))
             split_info = _assign_splits(dataset, split_file, ratios, int(settings["seed"]))
             if not any(image.instances for image in dataset.images):
                 raise FdposeError("no instances to write", path=input_path or url)
