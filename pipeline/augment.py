@@ -44,7 +44,7 @@ import click  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.config import MAX_COPIES, PARAMS_FILE, apply_overrides, load_section, section_defaults  # noqa: E402
+from pipeline.config import MAX_COPIES, PARAMS_FILE, load_section, overridden, section_defaults  # noqa: E402
 from pipeline.dataset import Dataset, ImageRecord, Instance  # noqa: E402
 from pipeline.errors import FdposeError, printable  # noqa: E402
 from pipeline.formats.yolo import read_yolo, write_yolo  # noqa: E402
@@ -531,7 +531,8 @@ def augment(data: str | Path, out: str | Path, copies: int = 1, seed: int = 0,
 def augment_command(data: Path, out: Path, copies: int | None, seed: int | None, config: Path | None,
                     workers: int | None, params_path: Path, quiet: bool) -> None:
     """Keypoint-aware offline augmentation of a dataset's training split."""
-    settings = apply_overrides(load_section("augment", params_path), copies=copies, seed=seed, config=config)
-    result = augment(data, out, copies=settings["copies"], seed=settings["seed"],
-                     config=Path(settings["config"]), workers=workers, progress=not quiet)
+    settings = overridden(load_section("augment", params_path), copies=copies, seed=seed,
+                          config=None if config is None else str(config))
+    result = augment(data, out, copies=settings.copies, seed=settings.seed,
+                     config=Path(settings.config), workers=workers, progress=not quiet)
     click.echo(result.summary())

@@ -3,11 +3,13 @@
 Each section is a dataclass whose fields are the section's keys, with their defaults and a check.
 :func:`load_section` merges the file's section over the defaults and validates it: an unknown key or a
 value of the wrong kind is one :class:`FdposeError` naming the file, ``section.key`` and what is valid.
-The stage commands start from what it returns; command-line options win (:func:`apply_overrides`).
+The stage commands start from what it returns (the section's dataclass); command-line options win
+(:func:`overridden`). Stage functions take the dataclass and never read the params file themselves.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -176,7 +178,8 @@ class PackageParams:
     imgsz: int | None = setting(None, _optional(_positive_int), "a positive integer or null")
     opset: int = setting(17, _positive_int, "a positive integer")
     onnx_tolerance: float = setting(1.0e-4, lambda v: _is_number(v) and v > 0, "a positive number")
-    predict: dict[str, Any] = setting({}, _mapping, "a mapping")
+    predict: PredictParams = dataclasses.field(default_factory=PredictParams,
+                                               metadata={"check": _mapping, "expected": "a mapping"})
 
 
 def _models(value: Any) -> bool:
@@ -216,6 +219,10 @@ SECTIONS: dict[str, type] = {
     "package": PackageParams, "compare": CompareParams,
 }
 NESTED: dict[tuple[str, str], type] = {("package", "predict"): PredictParams}
+_SECTION_OF: dict[type, str] = {
+    **{schema: name for name, schema in SECTIONS.items()},
+    **{schema: ".".join(where) for where, schema in NESTED.items()},
+}
 
 
 def _key(field: dataclasses.Field) -> str:
@@ -225,7 +232,7 @@ def _key(field: dataclasses.Field) -> str:
 
 def section_defaults(section: str) -> dict[str, Any]:
     """The built-in defaults of ``section``, by YAML key."""
-    return _validate({}, _section_type(section), section, "built-in defaults")
+    return as_dict(validate_section(section, {}, "built-in defaults"))
 
 
 def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
@@ -237,8 +244,9 @@ def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
                              expected="a mapping of sections (convert:, augment:, train:, ...)")
 
 
-def load_section(section: str, path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """The ``section`` of the params file merged over its defaults, checked key by key.
+def load_section(section: str, path: str | Path = PARAMS_FILE) -> Any:
+    """The ``section`` of the params file merged over its defaults, checked key by key, as the section's
+    dataclass (:data:`SECTIONS`).
 
     A missing file or section gives the defaults. Raises :class:`FdposeError` naming the file and
     ``section.key`` for an unknown key or a value of the wrong kind.
@@ -251,10 +259,29 @@ def load_section(section: str, path: str | Path = PARAMS_FILE) -> dict[str, Any]
     return validate_section(section, values, path)
 
 
-def validate_section(section: str, values: dict[str, Any], source: object) -> dict[str, Any]:
-    """``values`` (some keys of ``section``) merged over its defaults and checked; ``source`` (a file, or
-    "--option" for command-line values) is what an error names."""
-    return _validate(values, _section_type(section), section, source)
+def validate_section(section: str, values: dict[str, Any], source: object) -> Any:
+    """``values`` (some keys of ``section``, by YAML key) merged over its defaults and checked, as the
+    section's dataclass; ``source`` (a file, or "--option" for command-line values) is what an error names."""
+    return _build(values, _section_type(section), section, source)
+
+
+def overridden(params: Any, source: object = "command line", **options: Any) -> Any:
+    """A copy of the section dataclass ``params`` with each option that is not None in place (options
+    are field names: ``from_`` for ``from``), checked as the file is; command-line options win."""
+    given = {field.name: options[field.name] for field in dataclasses.fields(params)
+             if options.get(field.name) is not None}
+    unknown = set(options) - {field.name for field in dataclasses.fields(params)}
+    if unknown:
+        raise TypeError(f"{type(params).__name__} has no field {sorted(unknown)[0]!r}")
+    values = {**as_dict(params), **{_key(field): given[field.name] for field in dataclasses.fields(params)
+                                     if field.name in given}}
+    return _build(values, type(params), _SECTION_OF[type(params)], source)
+
+
+def as_dict(params: Any) -> dict[str, Any]:
+    """A section dataclass as the params file spells it (YAML keys, nested sections as mappings)."""
+    return {_key(field): as_dict(value) if dataclasses.is_dataclass(value := getattr(params, field.name))
+            else copy.deepcopy(value) for field in dataclasses.fields(params)}
 
 
 def apply_overrides(settings: dict[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -268,20 +295,21 @@ def _section_type(section: str) -> type:
     return SECTIONS[section]
 
 
-def _validate(values: dict[str, Any], schema: type, where: str, path: object) -> dict[str, Any]:
+def _build(values: dict[str, Any], schema: type, where: str, path: object) -> Any:
     fields = {_key(field): field for field in dataclasses.fields(schema)}
     unknown = [key for key in values if key not in fields]
     if unknown:
         raise FdposeError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(fields)}", path=path,
                           item=f"{where}.{unknown[0]}")
-    defaults = dataclasses.asdict(schema())
+    defaults = schema()
     settings = {}
     for key, field in fields.items():
-        value = values.get(key, defaults[field.name])
+        value = values[key] if key in values else copy.deepcopy(getattr(defaults, field.name))
+        nested = NESTED.get((where, key))
+        if nested and dataclasses.is_dataclass(value):
+            value = as_dict(value)
         if not field.metadata["check"](value):
             raise FdposeError(f"expected {field.metadata['expected']}, got {value!r}", path=path,
                               item=f"{where}.{key}")
-        nested = NESTED.get((where, key))
-        settings[key] = _validate(value, nested, f"{where}.{key}", path) if nested else value
-    return settings
-
+        settings[field.name] = _build(value, nested, f"{where}.{key}", path) if nested else value
+    return schema(**settings)

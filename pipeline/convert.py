@@ -31,7 +31,7 @@ from typing import Any
 
 import click
 
-from pipeline.config import PARAMS_FILE, apply_overrides, load_section
+from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section
 from pipeline.dataset import Dataset, ImageRecord, enforce_invariant
 from pipeline.errors import FdposeError
 from pipeline.io import write_json
@@ -153,7 +153,7 @@ def _settings(params_path: str | Path, source: str | None, inputs: dict[str, Any
     """The params' ``convert:`` section with the given options in place. The input (:data:`INPUT_KEYS`)
     comes from the params only when ``source`` is None; a caller that names ``source`` describes its
     input completely, so a params file set up for other data never leaks into it."""
-    params = load_section("convert", params_path)
+    params = as_dict(load_section("convert", params_path))
     if source is None:
         if params["from"] is None:
             raise FdposeError("no input format: give --from, or set convert.from in the params file",

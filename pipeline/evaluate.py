@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 from pipeline import report
-from pipeline.config import PARAMS_FILE, apply_overrides, load_section, validate_section
+from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section, validate_section
 from pipeline.dataset import Dataset, ImageRecord
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import read_yolo, write_yolo
@@ -136,7 +136,7 @@ def resolve_settings(params: dict[str, Any] | None = None, **overrides: Any) -> 
     """The ``eval`` section's defaults (:mod:`pipeline.config`), then ``params`` (the section as a params
     file holds it), then the ``overrides`` that are not None; an unknown key or a value of the wrong kind
     is one error naming ``eval.<key>``."""
-    settings = validate_section("eval", apply_overrides(dict(params or {}), **overrides), None)
+    settings = as_dict(validate_section("eval", apply_overrides(dict(params or {}), **overrides), None))
     settings["pck_thresholds"] = [float(t) for t in settings["pck_thresholds"]]
     return settings
 
@@ -218,6 +218,6 @@ def eval_command(weights: Path, data: Path, split: str | None, out: Path, baseli
                  params_path: Path) -> None:
     """OKS mAP by the COCO protocol on a split, with an HTML and Markdown report."""
     result = evaluate(weights, data, out, split=split, baseline=baseline,
-                      params=load_section("eval", params_path), conf=conf, iou=iou, imgsz=imgsz,
+                      params=as_dict(load_section("eval", params_path)), conf=conf, iou=iou, imgsz=imgsz,
                       device=device)
     click.echo(result.summary())

@@ -55,7 +55,7 @@ import numpy as np
 import yaml
 
 from pipeline import __version__
-from pipeline.config import PARAMS_FILE, apply_overrides, load_section
+from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section
 from pipeline.errors import FdposeError
 from pipeline.inference import (
     ModelMeta,
@@ -729,7 +729,7 @@ def package(weights: str | Path, eval_dir: str | Path | None, out: str | Path, *
     ONNX file. ``latency`` measures each format's batch-1 latency into the card (which then differs
     from build to build).
     """
-    settings = apply_overrides(load_section("package", params_path), opset=opset or None,
+    settings = apply_overrides(as_dict(load_section("package", params_path)), opset=opset or None,
                                onnx_tolerance=tolerance)
     weights, out = Path(weights), Path(out)
     checkpoint = load_checkpoint(weights)

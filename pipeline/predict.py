@@ -22,7 +22,7 @@ from typing import Any
 import click
 import numpy as np
 
-from pipeline.config import PARAMS_FILE, apply_overrides, load_section
+from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section
 from pipeline.errors import FdposeError
 from pipeline.inference import Detection, ModelMeta, Runner, run_image
 from pipeline.io import atomic_dir
@@ -179,7 +179,7 @@ def predict(model: str | Path, source: str | Path, out: str | Path, *, conf: flo
     ``imgsz`` to the model's training size (an ONNX model only runs at its exported size). With
     ``to_label_studio`` and ``project``, the predictions are also uploaded as Label Studio
     pre-annotations (keypoints at least ``kpt_conf`` confident, as drawn)."""
-    given = apply_overrides(load_section("package", params_path)["predict"], conf=conf, iou=iou,
+    given = apply_overrides(as_dict(load_section("package", params_path).predict), conf=conf, iou=iou,
                             max_det=max_det, kpt_conf=kpt_conf)
     settings: dict[str, Any] = {"conf": float(given["conf"]), "iou": float(given["iou"]),
                                 "max_det": int(given["max_det"]), "kpt_conf": float(given["kpt_conf"])}

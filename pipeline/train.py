@@ -58,7 +58,7 @@ if "YOLO_CONFIG_DIR" not in os.environ:
 from ultralytics.models.yolo.pose import PoseTrainer  # noqa: E402
 from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, LOGGER, RANK  # noqa: E402
 
-from pipeline.config import PARAMS_FILE, load_section, section_defaults
+from pipeline.config import PARAMS_FILE, as_dict, load_section, section_defaults
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import load_data_yaml
 from pipeline.io import atomic_write_bytes, replace_dir, write_json
@@ -451,7 +451,7 @@ def train_command(data: Path, model: str | None, out: Path, epochs: int | None, 
                   batch: int | None, device: str | None, seed: int | None, workers: int | None, resume: bool,
                   pretrained: Path | None, params_file: Path) -> None:
     """Train the C2f_FDConv YOLOv8-pose model; options default to the params file's train: section."""
-    params = load_section("train", params_file)
+    params = as_dict(load_section("train", params_file))
     if resume:  # the run's own settings, but for what this command line changes
         result = train(data, out, model, epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, workers=workers,
                        device=device or params["device"], plots=bool(params["plots"]), resume=True,

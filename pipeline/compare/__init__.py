@@ -28,7 +28,7 @@ from pipeline.compare.runs import (
     execute,
     model_code_fingerprint,
 )
-from pipeline.config import PARAMS_FILE, apply_overrides, load_section
+from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import load_data_yaml
 from pipeline.skeleton import Skeleton
@@ -102,8 +102,8 @@ def compare(data: str | Path, out: str | Path, models: list[str] | None = None,
     Settings left None come from the ``compare:`` section of ``params_path``; ``overrides``: ``epochs``,
     ``imgsz``, ``batch``, ``device``, ``pretrained``, ``eval_imgsz``, ``hyp``.
     """
-    params = apply_overrides(load_section("compare", params_path), models=models, seeds=seeds, runs=runs,
-                             **overrides)
+    params = apply_overrides(as_dict(load_section("compare", params_path)), models=models, seeds=seeds,
+                             runs=runs, **overrides)
     models = [str(m) for m in params["models"]]
     if len(models) == 1:
         models.append(stock_twin(models[0]))
@@ -117,7 +117,7 @@ def compare(data: str | Path, out: str | Path, models: list[str] | None = None,
     pretrained = str(Path(params["pretrained"]).resolve()) if params["pretrained"] else None
     if pretrained and not Path(pretrained).is_file():
         raise FdposeError("pretrained checkpoint not found", path=pretrained)
-    settings = _settings(data, params, load_section("eval", params_path))
+    settings = _settings(data, params, as_dict(load_section("eval", params_path)))
     labels = labels_for(models)
     data_hash = dataset_fingerprint(data)
     records: list[RunRecord] = []

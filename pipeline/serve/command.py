@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from pipeline.config import PARAMS_FILE, load_section
+from pipeline.config import PARAMS_FILE, as_dict, load_section
 from pipeline.errors import FdposeError
 from pipeline.serve.app import ServeSettings, create_app
 from pipeline.serve.predictor import Thresholds
@@ -47,7 +47,7 @@ def app_from_env() -> Any:
 def make_settings(model: str | Path, work_dir: str | Path = DEFAULT_WORK_DIR,
                   params: str | Path = PARAMS_FILE, **options: Any) -> ServeSettings:
     """Settings with thresholds from the params' ``package.predict`` unless given in ``options``."""
-    predict = load_section("package", params)["predict"]
+    predict = as_dict(load_section("package", params).predict)
     given = {key: options.pop(key) for key in ("conf", "iou", "max_det", "kpt_conf", "imgsz")
              if key in options}
     thresholds = Thresholds(**{key: predict[key] if given.get(key) is None else given[key]

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from pipeline.config import load_section
+from pipeline.config import as_dict, load_section
 from pipeline.errors import FdposeError
 from pipeline.io import write_json
 from pipeline.model_io import model_version
@@ -30,9 +30,9 @@ def _train(data_yaml: Path, out: Path, start: Path, params_path: Path) -> Path:
     from pipeline.train import train
 
     params = load_section("train", params_path)
-    result = train(data_yaml, out, params["model"], epochs=params["epochs"], imgsz=params["imgsz"],
-                   batch=params["batch"], device=params["device"], seed=params["seed"],
-                   workers=params["workers"], plots=False, pretrained=start, hyp=params["hyp"],
+    result = train(data_yaml, out, params.model, epochs=params.epochs, imgsz=params.imgsz,
+                   batch=params.batch, device=params.device, seed=params.seed,
+                   workers=params.workers, plots=False, pretrained=start, hyp=params.hyp,
                    params_source=params_path)
     return result.best
 
@@ -60,9 +60,9 @@ def run_job(url: str, project: int, served: Path, out: Path, models_dir: Path, p
     data_yaml = data.out / "data.yaml"
     start = training_checkpoint(served)
     best = _train(data_yaml, out / "train", start, params_path)
-    imgsz = int(load_section("train", params_path)["imgsz"])
+    imgsz = int(load_section("train", params_path).imgsz)
     evaluation = evaluate(best, data_yaml, out / "eval", baseline=start,
-                          params=load_section("eval", params_path), imgsz=imgsz)
+                          params=as_dict(load_section("eval", params_path)), imgsz=imgsz)
     metrics = evaluation.metrics()
     split, images = metrics["split"], metrics["num_images"]
     result = {"project": project, "split": split, "images": images,

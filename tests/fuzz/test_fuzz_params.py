@@ -18,7 +18,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from pipeline.cli import main
-from pipeline.config import SECTIONS, load_section, section_defaults
+from pipeline.config import SECTIONS, as_dict, load_section, section_defaults
 from pipeline.dataset import Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import write_yolo
@@ -51,7 +51,8 @@ def check_section(path: Path, section: str) -> bool:
         message = str(error)
         assert "\n" not in message and message.startswith(str(path)), message
         return False
-    assert settings.keys() == section_defaults(section).keys()
+    assert isinstance(settings, SECTIONS[section])
+    assert as_dict(settings).keys() == section_defaults(section).keys()
     return True
 
 

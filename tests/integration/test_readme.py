@@ -7,8 +7,9 @@ converted with `fdpose convert --params`; Python blocks run with the venv's inte
 block are handled apart:
 - the Quick start (`make demo`, `make test`) is checked to be exactly those two commands, not run
   (it is the whole pipeline and the whole suite);
-- blocks naming a GPU (`--device 0`) run too: on a machine without CUDA they must fail with one clear
-  `Error:` line (no traceback), which is what the README says happens there;
+- blocks naming GPUs (`--device 0`, `--device 0,1`) run too: where the machine has as many CUDA devices
+  as the block names they must succeed; where it has fewer (none, or one for a two-GPU block) they must
+  fail with one clear `Error:` line (no traceback), which is what the README says happens there;
 - blocks for a live Label Studio server (`http://localhost:8080`, project 1) run against the test
   suite's real server on loopback (conftest `label_studio`), with its URL, a project made here from the
   tiny demo export, and the key in the environment only;
@@ -19,6 +20,7 @@ block are handled apart:
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -35,7 +37,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 README = REPO / "README.md"
 LS_URL = "http://localhost:8080"
 LS_PROJECT = re.compile(r"(--project |project: )1\b")
-GPU_DEVICE = re.compile(r"--device [0-9]")
+GPU_DEVICE = re.compile(r"--device ([0-9]+(?:,[0-9]+)*)")
 S3_ENDPOINT = "https://s3.example.com"
 S3_COMMAND = re.compile(r"^dvc (push|pull)\b", re.MULTILINE)
 PARAMS_SNIPPET = "# cfg/params.yaml"
@@ -87,14 +89,15 @@ def needs_s3(block: Block) -> bool:
     return S3_ENDPOINT in block.text or S3_COMMAND.search(block.text) is not None
 
 
-def needs_gpu(block: Block) -> bool:
-    return GPU_DEVICE.search(block.text) is not None
+def gpus_needed(block: Block) -> int:
+    """How many CUDA devices the block names (``--device 0,1``: 2); 0 for a block that names none."""
+    return max((len(match.group(1).split(",")) for match in GPU_DEVICE.finditer(block.text)), default=0)
 
 
-def cuda_available() -> bool:
-    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+def cuda_devices() -> int:
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
                            capture_output=True, text=True, check=True)
-    return probe.stdout.strip() == "True"
+    return int(probe.stdout.strip())
 
 
 def run_block(repo: Path, block: Block, number: int, extra_env: dict[str, str] | None = None) -> None:
@@ -122,7 +125,7 @@ def run_block(repo: Path, block: Block, number: int, extra_env: dict[str, str] |
     else:
         raise AssertionError(f"{block.label}: a ```{block.language} block the test does not know how to run")
 
-    if needs_gpu(block) and not cuda_available():
+    if gpus_needed(block) > cuda_devices():
         lines = result.stdout.strip().splitlines()
         context = f"{block.label}:\n{result.stdout}"
         assert result.returncode == 1 and "Traceback" not in result.stdout, context
@@ -218,6 +221,9 @@ def _label_studio_project(server, repo: Path) -> int:
 def test_readme_label_studio_commands_run(readme_repo, label_studio):
     """After test_readme_commands_run (its package is predicted with): the live server blocks."""
     if not (readme_repo / "runs" / "package" / "model.safetensors").is_file():
+        # Under CI the whole module runs in order, so the package must be there: a missing one is a failure.
+        if os.environ.get("CI") == "true":
+            pytest.fail("the package made by test_readme_commands_run is missing")
         pytest.skip("needs the package made by test_readme_commands_run")
     project = _label_studio_project(label_studio, readme_repo)
     blocks = [block for block in readme_blocks() if needs_label_studio(block)]
@@ -233,3 +239,11 @@ def test_readme_label_studio_commands_run(readme_repo, label_studio):
     for path in (readme_repo / "runs").rglob("*"):
         if path.is_file() and path.suffix in {".json", ".yaml", ".md", ".txt", ".html"}:
             assert label_studio.api_key not in path.read_text(encoding="utf-8", errors="replace"), path
+
+
+def test_gpu_blocks_name_their_device_count():
+    """The DDP block needs two GPUs and runs only where two exist; with one GPU its refusal is checked."""
+    ddp = [block for block in readme_blocks() if "--device 0,1" in block.text]
+    assert ddp and all(gpus_needed(block) == 2 for block in ddp)
+    assert gpus_needed(Block("bash", "fdpose train --device 0 --epochs 1", "x", 1)) == 1
+    assert gpus_needed(Block("bash", "fdpose train --device cpu", "x", 1)) == 0

@@ -144,7 +144,7 @@ def test_reports_agree_with_the_summary(tmp_path):
 
 def test_compare_params_section(tmp_path):
     defaults = load_section("compare", tmp_path / "missing.yaml")
-    assert defaults["seeds"] == [0, 1, 2] and defaults["models"] == ["yolov8n-pose-C2f_FDConv.yaml"]
+    assert defaults.seeds == [0, 1, 2] and defaults.models == ["yolov8n-pose-C2f_FDConv.yaml"]
     bad = tmp_path / "params.yaml"
     bad.write_text("compare:\n  seeds: [0, 0]\n")
     with pytest.raises(FdposeError, match="compare.seeds"):

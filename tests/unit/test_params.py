@@ -23,17 +23,21 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize("section", sorted(config.SECTIONS))
 def test_repository_params_are_valid_and_complete(section):
     """The shipped file passes the checks, and it spells out every key of every section."""
-    settings = config.load_section(section, REPO_PARAMS)
+    settings = config.as_dict(config.load_section(section, REPO_PARAMS))
+    assert isinstance(config.load_section(section, REPO_PARAMS), config.SECTIONS[section])
     assert set(settings) == set(config.section_defaults(section))
     written = config.read_params_file(REPO_PARAMS)[section]
     assert set(written) == set(settings), f"cfg/params.yaml {section}: keys missing"
 
 
 def test_missing_file_or_section_gives_the_defaults(tmp_path):
-    assert config.load_section("eval", tmp_path / "absent.yaml") == config.section_defaults("eval")
-    assert config.load_section("augment", write(tmp_path, "eval: {conf: 0.5}\n")) == \
-        config.section_defaults("augment")
-    assert config.load_section("eval", write(tmp_path, "eval: {conf: 0.5}\n"))["conf"] == 0.5
+    assert config.load_section("eval", tmp_path / "absent.yaml") == config.EvalParams()
+    absent = config.load_section("eval", tmp_path / "absent.yaml")
+    assert config.as_dict(absent) == config.section_defaults("eval")
+    assert config.load_section("augment", write(tmp_path, "eval: {conf: 0.5}\n")) == config.AugmentParams()
+    assert config.load_section("eval", write(tmp_path, "eval: {conf: 0.5}\n")).conf == 0.5
+    package = config.load_section("package", write(tmp_path, "package: {predict: {conf: 0.4}}\n"))
+    assert isinstance(package.predict, config.PredictParams) and package.predict.conf == 0.4
 
 
 def test_defaults_are_fresh_copies(tmp_path):
@@ -68,12 +72,16 @@ def test_bad_values_name_the_file_and_key(tmp_path, text, message):
 def test_byte_order_mark_is_read(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_bytes("\ufefftrain:\n  epochs: 3\n".encode())
-    assert config.load_section("train", path)["epochs"] == 3
+    assert config.load_section("train", path).epochs == 3
 
 
 def test_overrides_keep_only_given_values():
     settings = config.apply_overrides({"conf": 0.1, "iou": 0.7}, conf=None, iou=0.5)
     assert settings == {"conf": 0.1, "iou": 0.5}
+    params = config.overridden(config.EvalParams(), conf=None, iou=0.5)
+    assert (params.conf, params.iou) == (config.EvalParams().conf, 0.5)
+    with pytest.raises(FdposeError, match="command line: eval.iou: expected a number in"):
+        config.overridden(config.EvalParams(), iou=2.0)
 
 
 # One command per section: a misspelt key stops the stage with one line naming it, before it reads or

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import pipeline.train as stage
 from pipeline.cli import main
-from pipeline.config import load_section, section_defaults
+from pipeline.config import as_dict, load_section, section_defaults
 from pipeline.errors import FdposeError
 
 
@@ -140,5 +140,5 @@ def test_params_file_sets_the_defaults(tmp_path, monkeypatch):
 
 def test_repository_params_match_the_built_in_defaults():
     params = load_section("train", Path(__file__).resolve().parents[2] / "cfg" / "params.yaml")
-    assert set(params) == set(section_defaults("train"))
-    assert params["model"] == "cfg/models/yolov8n-pose-C2f_FDConv.yaml"
+    assert set(as_dict(params)) == set(section_defaults("train"))
+    assert params.model == "cfg/models/yolov8n-pose-C2f_FDConv.yaml"
