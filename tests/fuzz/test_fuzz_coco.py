@@ -17,6 +17,7 @@ BASE = {
         {"id": 2, "file_name": "b.png", "width": 64, "height": 48},
         {"id": "3", "file_name": "turned.jpg", "width": 48, "height": 64},
         {"id": 4, "file_name": "c.png", "width": 40, "height": 30},
+        {"id": 5, "file_name": "big.png", "width": 400, "height": 300},
     ],
     "annotations": [
         {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 300.0, "num_keypoints": 3,
@@ -29,6 +30,8 @@ BASE = {
          "bbox": [2.0, 3.0, 20.0, 30.0], "keypoints": [5, 5, 2, 10, 20, 2, 0, 0, 0]},
         {"id": 5, "image_id": 4, "category_id": 1, "iscrowd": 0, "num_keypoints": 3,
          "bbox": [1.0, 1.0, 30.0, 25.0], "keypoints": [3, 4, 2, 20, 20, 2, 35, 25, 2]},
+        {"id": 6, "image_id": 5, "category_id": 1, "iscrowd": 0, "area": 12000.0, "num_keypoints": 2,
+         "bbox": [50.0, 40.0, 120.0, 100.0], "keypoints": [60, 50, 2, 100, 80, 1, 0, 0, 0]},
     ],
     "categories": [{"id": 1, "name": "person", "supercategory": "person",
                     "keypoints": ["nose", "left_eye", "right_eye"], "skeleton": [[1, 2], [1, 3]]}],
