@@ -61,6 +61,7 @@ from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, LOGGER, RANK  # noq
 from pipeline.config import PARAMS_FILE, as_dict, load_section, section_defaults
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import load_data_yaml
+from pipeline.images import IMAGE_SUFFIXES
 from pipeline.io import atomic_write_bytes, replace_dir, write_json
 from pipeline.model_io import Layout, check_fits, load_model
 from pipeline.nn.ultralytics import install_guards, model_argument
@@ -106,10 +107,18 @@ def dataset_layout(data_yaml: Path) -> Layout:
         entry = data.get(split)
         if not entry:
             raise FdposeError(f"no '{split}' split (ultralytics needs train and val)", path=data_yaml)
-        for folder in entry if isinstance(entry, list) else [entry]:
-            if not (root / folder).exists():
-                raise FdposeError(f"'{split}' folder {root / folder} does not exist", path=data_yaml)
+        folders = [root / folder for folder in (entry if isinstance(entry, list) else [entry])]
+        for folder in folders:
+            if not folder.exists():
+                raise FdposeError(f"'{split}' folder {folder} does not exist", path=data_yaml)
+        if all(folder.is_dir() for folder in folders) and not any(map(_holds_image, folders)):
+            raise FdposeError(f"split '{split}' has no images (training needs train and val images; for a "
+                              "handful of images: convert.fill_splits)", path=data_yaml)
     return Layout.of_skeleton(skeleton)
+
+
+def _holds_image(folder: Path) -> bool:
+    return any(path.suffix.lower() in IMAGE_SUFFIXES for path in folder.rglob("*"))
 
 
 def check_checkpoint_fits(checkpoint: Path, data_yaml: Path, data: Layout, role: str) -> list[str]:
