@@ -7,10 +7,16 @@ its keypoints as ``keypointlabels`` with ``parentID``, percent coordinates of th
 Keypoints at least ``kpt_conf`` confident are labelled points; the others are marked with the
 project's occlusion choice when it has one (see :mod:`pipeline.serve.labelconfig`), else left out.
 The score is :func:`pipeline.uncertainty.task_score`.
+
+Tasks of a batch succeed or fail on their own (:func:`predict_tasks`): a task whose image cannot be
+fetched or read gets an empty result and its reason is returned for the log and ``/health``, while
+the others get their predictions. Only a batch in which every task fails is answered with the first
+task's error (a 4xx): there is nothing to show, and a single task's error reaches the user that way.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.dataset import ImageRecord, Instance
+from pipeline.errors import FdposeError
 from pipeline.formats.labelstudio import prediction_result
 from pipeline.inference import run_image
 from pipeline.serve.images import LabelStudioImages
@@ -64,3 +71,38 @@ def predict_task(task: Any, model: ServedModel, layout: ProjectLayout, images: L
                          height=int(height), instances=_instances(detections, thresholds.kpt_conf, mark))
     return {"result": prediction_result(record, layout.skeleton, layout.config),
             "score": task_score(detections), "model_version": model.version}
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    task: object  # the task's id, as sent
+    status: int  # the HTTP status the task alone would have been answered with
+    reason: str
+
+
+def predict_tasks(tasks: list[Any], model: ServedModel, layout: ProjectLayout, images: LabelStudioImages,
+                  thresholds: Thresholds) -> tuple[list[dict[str, Any]], list[TaskFailure]]:
+    """One prediction per task, in order, and the tasks that failed (each with an empty result).
+    Raises the first task's error when every task failed."""
+    results, failures, first = [], [], None
+    for task in tasks:
+        try:
+            results.append(predict_task(task, model, layout, images, thresholds))
+            continue
+        except RequestError as error:
+            failure, raised = TaskFailure(_task_id(task), error.status, error.message), error
+        except FdposeError as error:
+            failure, raised = TaskFailure(_task_id(task), 422, str(error)), error
+        except Exception as error:  # a bug on one image must not cost the whole batch
+            logging.getLogger("fdpose.serve").exception("predict: task %s", _task_id(task))
+            failure, raised = TaskFailure(_task_id(task), 500, f"{type(error).__name__}: {error}"), error
+        first = first or raised
+        failures.append(failure)
+        results.append({"result": [], "score": 0.0, "model_version": model.version})
+    if tasks and len(failures) == len(tasks):
+        raise first
+    return results, failures
+
+
+def _task_id(task: Any) -> object:
+    return task.get("id") if isinstance(task, dict) else None
