@@ -70,6 +70,7 @@ class ServeSettings:
     backend: str = "auto"
     threads: int | None = None
     train_every: int = 0
+    keep: int = 5  # trained packages and runs kept (WorkFolder.prune); 0: all
     occlusion_choice: str | None = None
     max_body_bytes: int = 16 * 2**20
     max_image_bytes: int = 64 * 2**20
@@ -150,7 +151,7 @@ class Backend:
         self.work.initialise(settings.model, model_version(settings.model, settings.backend))
         self.slot = ModelSlot(self.work, settings.backend, settings.threads)
         check_thresholds(settings.thresholds, self.slot.refresh())
-        self.trainer = Trainer(self.work, settings.params, settings.train_every)
+        self.trainer = Trainer(self.work, settings.params, settings.train_every, settings.keep)
         self.projects: OrderedDict[int, ProjectSession] = OrderedDict()
         self._lock = threading.Lock()
         self.failed_tasks = 0  # tasks of /predict batches answered with an empty result, since start
