@@ -14,6 +14,7 @@ import click
 
 from pipeline import __version__
 from pipeline.errors import FdposeError
+from pipeline.io import is_write_failure, write_failure
 
 
 class LazyGroup(click.Group):
@@ -58,6 +59,10 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except FdposeError as error:
             raise click.ClickException(str(error)) from None
+        except OSError as error:  # a write that failed outside the atomic helpers (they name the output)
+            if not is_write_failure(error):
+                raise
+            raise click.ClickException(str(write_failure(error, error.filename or "output"))) from None
 
 
 COMMANDS = {

@@ -8,6 +8,7 @@ contents: weights in metrics and model cards, a dataset split in eval results.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -20,6 +21,19 @@ from typing import Any
 import yaml
 
 from pipeline.errors import FdposeError
+
+# What a write that fails half way raises: a full disk or quota, a file size limit, a read-only
+# filesystem. Only writes raise these, so they name the output, never an input.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def is_write_failure(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in WRITE_ERRNOS
+
+
+def write_failure(error: OSError, target: object) -> FdposeError:
+    """A failed write of ``target`` as one error line; the caller has removed what it had written."""
+    return FdposeError(f"could not write ({error.strerror}); any previous output is unchanged", path=target)
 
 
 def _umask() -> int:
@@ -38,8 +52,10 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_write_failure(error):
+            raise write_failure(error, target) from None
         raise
     replace_dir(tmp, target)
 
@@ -69,9 +85,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             handle.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if is_write_failure(error):
+            raise write_failure(error, path) from None
         raise
     return path
 
@@ -181,6 +199,8 @@ def parse_json(raw: bytes, source: object) -> Any:
         raise FdposeError(f"not UTF-8 text ({error.reason} at byte {error.start})", path=source) from None
     except RecursionError:
         raise FdposeError("invalid JSON (nested too deeply)", path=source) from None
+    except ValueError as error:  # an integer of more digits than Python converts (4300 by default)
+        raise FdposeError(f"invalid JSON number ({' '.join(str(error).split()[:10])})", path=source) from None
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:

@@ -179,7 +179,7 @@ def _keypoints_slow(keypoints: list, k: int) -> tuple[np.ndarray | None, str]:
     count, dims = _shape(keypoints)
     try:
         values = np.array(keypoints, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None, "non-numeric or ragged keypoint values"
     if dims == 0:
         if count == 3 * k:
@@ -206,12 +206,12 @@ def _rows(items: list[Any], width: int) -> tuple[np.ndarray, np.ndarray]:
     rows = [r if good else nan_row for r, good in zip(items, ok, strict=True)]
     try:
         return np.array(rows, dtype=np.float64).reshape(len(items), width), ok
-    except (TypeError, ValueError):  # a non-number somewhere: fall back to row by row
+    except (TypeError, ValueError, OverflowError):  # a non-number somewhere: fall back to row by row
         out = np.full((len(items), width), np.nan)
         for index, row in enumerate(rows):
             try:
                 out[index] = np.array(row, dtype=np.float64)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 ok[index] = False
         return out, ok
 

@@ -6,7 +6,7 @@
 ``POST /setup``  checks the project's label config against the model, keeps the server URL and key
                  (in memory) and answers ``{"model_version"}``
 ``POST /predict`` ``{"results": [{"result", "score", "model_version"}, ...]}``, one per task; a task
-                 that fails gets an empty result (reason in the log and /health) unless all do
+                 that fails gets ``[]``, no prediction (reason in the log and /health), unless all do
 ``POST /webhook`` START_TRAINING (and annotation events with ``--train-every``) -> ``{"status"}``
 ``POST /train``  the same training request, from servers that post annotations there
 ``GET /versions`` ``{"versions": [...], "current", "history"}``

@@ -9,8 +9,10 @@ project's occlusion choice when it has one (see :mod:`pipeline.serve.labelconfig
 The score is :func:`pipeline.uncertainty.task_score`.
 
 Tasks of a batch succeed or fail on their own (:func:`predict_tasks`): a task whose image cannot be
-fetched or read gets an empty result and its reason is returned for the log and ``/health``, while
-the others get their predictions. Only a batch in which every task fails is answered with the first
+fetched or read gets an empty result, ``[]`` (Label Studio reads a list as the task's predictions:
+none is stored, so "Retrieve predictions" asks for it again later, where an empty prediction would
+mark it done with a score of 0), and its reason is returned for the log and ``/health``, while the
+others get their predictions. Only a batch in which every task fails is answered with the first
 task's error (a 4xx): there is nothing to show, and a single task's error reaches the user that way.
 """
 
@@ -81,8 +83,8 @@ class TaskFailure:
 
 
 def predict_tasks(tasks: list[Any], model: ServedModel, layout: ProjectLayout, images: LabelStudioImages,
-                  thresholds: Thresholds) -> tuple[list[dict[str, Any]], list[TaskFailure]]:
-    """One prediction per task, in order, and the tasks that failed (each with an empty result).
+                  thresholds: Thresholds) -> tuple[list[Any], list[TaskFailure]]:
+    """One prediction per task, in order (``[]`` for a task that failed), and the failures.
     Raises the first task's error when every task failed."""
     results, failures, first = [], [], None
     for task in tasks:
@@ -98,7 +100,7 @@ def predict_tasks(tasks: list[Any], model: ServedModel, layout: ProjectLayout, i
             failure, raised = TaskFailure(_task_id(task), 500, f"{type(error).__name__}: {error}"), error
         first = first or raised
         failures.append(failure)
-        results.append({"result": [], "score": 0.0, "model_version": model.version})
+        results.append([])
     if tasks and len(failures) == len(tasks):
         raise first
     return results, failures

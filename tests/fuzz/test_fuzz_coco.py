@@ -88,3 +88,19 @@ def test_control_characters_of_the_file_are_escaped_in_the_error(image_folder):
     # Was "... (found \x1f)" with the raw control character in the Error: line.
     succeeded, output = run_coco(json.dumps({"\x1f": None}).encode(), image_folder, [])
     assert not succeeded and "no 'images' and 'annotations' (found \\x1f)" in output
+
+
+def test_integer_of_5000_digits_is_refused_in_one_line(image_folder):
+    # Was a ValueError traceback (Python's limit on integer digits), found with the numeric extremes.
+    raw = json.dumps(BASE).replace('"width": 400', '"width": ' + "1" * 5000, 1).encode()
+    succeeded, output = run_coco(raw, image_folder, [])
+    assert not succeeded and "coco.json: invalid JSON number (Exceeds the limit (4300 digits)" in output
+
+
+def test_bbox_beyond_the_float_range_is_derived_from_the_keypoints(image_folder):
+    # Was an OverflowError traceback (10**400 in a bbox), found by `make fuzz` with the numeric extremes.
+    def edit(doc):
+        doc["annotations"][0]["bbox"][0] = 10**400
+    succeeded, output = run_coco(coco_bytes(edit), image_folder, [])
+    assert succeeded, output
+    assert "is not 4 numbers with w, h > 0; derived from the labelled keypoints" in output, output
