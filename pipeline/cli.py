@@ -59,10 +59,11 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except FdposeError as error:
             raise click.ClickException(str(error)) from None
-        except OSError as error:  # a write that failed outside the atomic helpers (they name the output)
+        except Exception as error:  # a write that failed outside the atomic helpers (they name the output)
             if not is_write_failure(error):
                 raise
-            raise click.ClickException(str(write_failure(error, error.filename or "output"))) from None
+            target = getattr(error, "filename", None) or ctx.invoked_subcommand or "output"
+            raise click.ClickException(str(write_failure(error, target))) from None
 
 
 COMMANDS = {

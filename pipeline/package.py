@@ -66,7 +66,7 @@ from pipeline.inference import (
     import_openvino,
     letterbox,
 )
-from pipeline.io import atomic_dir, atomic_write_bytes, read_json, sha256_file, write_json
+from pipeline.io import atomic_dir, read_json, sha256_file, stage_bytes, write_json
 from pipeline.metrics import data_fingerprint, format_number
 from pipeline.model_io import (
     ONNX_META_KEY,
@@ -765,10 +765,11 @@ def package(weights: str | Path, eval_dir: str | Path | None, out: str | Path, *
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         write_checksums(tmp)
         os.chmod(tmp / CHECKSUMS, 0o644)
-        archive = archive_bytes(tmp, out.name)
         files = _package_files(tmp) + [CHECKSUMS]
+        # The archive is written before the folder replaces the old one: a write that fails keeps both.
+        archive = stage_bytes(out.with_name(out.name + ".zip"), archive_bytes(tmp, out.name))
     archive_path = out.with_name(out.name + ".zip")
-    atomic_write_bytes(archive_path, archive)
+    os.replace(archive, archive_path)
     os.chmod(archive_path, 0o644)
     return PackageResult(out, archive_path, files, checks, notes, measured)
 

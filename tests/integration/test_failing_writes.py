@@ -50,14 +50,16 @@ def snapshot(root: Path) -> dict[str, str | None]:
 def check_failed_write(out: Path, before: dict, run: subprocess.CompletedProcess) -> str:
     assert run.returncode != 0, run.stdout + run.stderr
     assert "Traceback" not in run.stderr + run.stdout, run.stderr
+    # stderr: the stage's own notes (train names its device), then one Error: line, the last.
     lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), run.stderr
-    assert "File too large" in lines[0] and "unchanged" in lines[0], lines[0]
+    errors = [line for line in lines if line.startswith("Error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], run.stderr
+    assert "could not write (" in errors[0] and "unchanged" in errors[0], errors[0]
     after = snapshot(out)
     left = sorted(set(after) - set(before))
     assert not left, f"left behind: {left}"
     assert after == before, "the earlier output changed"
-    return lines[0]
+    return errors[0]
 
 
 def largest_file(folder: Path) -> int:
@@ -116,3 +118,15 @@ def test_a_write_failing_half_way_is_one_line_and_keeps_the_earlier_output(stage
     before = snapshot(out)
     run = fdpose(*stages[f"{stage}-args"], "--params", os.devnull, limit=limit)
     check_failed_write(out, before, run)
+
+
+def test_package_whose_archive_fails_keeps_the_earlier_folder_and_archive(stages):
+    # Every file of the folder fits (the zip holds them all, compressed, and is the largest file the
+    # command writes), the zip's last byte does not: neither the folder nor the zip may change.
+    out = stages["package"]
+    archive = out.with_name(out.name + ".zip")
+    limit = archive.stat().st_size - 1  # the build is deterministic: the new zip has the same size
+    assert largest_file(out) < limit
+    before = snapshot(out)
+    run = fdpose(*stages["package-args"], "--params", os.devnull, limit=limit)
+    assert f"{archive}: could not write" in check_failed_write(out, before, run)
