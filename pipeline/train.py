@@ -103,15 +103,17 @@ def dataset_layout(data_yaml: Path) -> Layout:
     """The keypoint shape and class names of a YOLO-pose ``data.yaml``; checks its train/val folders exist."""
     data, root = load_data_yaml(data_yaml)
     skeleton = Skeleton.from_data_yaml(data, source=data_yaml)
+    folders = {}
     for split in ("train", "val"):
         entry = data.get(split)
         if not entry:
             raise FdposeError(f"no '{split}' split (ultralytics needs train and val)", path=data_yaml)
-        folders = [root / folder for folder in (entry if isinstance(entry, list) else [entry])]
-        for folder in folders:
+        folders[split] = [root / folder for folder in (entry if isinstance(entry, list) else [entry])]
+        for folder in folders[split]:
             if not folder.exists():
                 raise FdposeError(f"'{split}' folder {folder} does not exist", path=data_yaml)
-        if all(folder.is_dir() for folder in folders) and not any(map(_holds_image, folders)):
+    for split, found in folders.items():
+        if all(folder.is_dir() for folder in found) and not any(map(_holds_image, found)):
             raise FdposeError(f"split '{split}' has no images (training needs train and val images; for a "
                               "handful of images: convert.fill_splits)", path=data_yaml)
     return Layout.of_skeleton(skeleton)
