@@ -34,12 +34,13 @@ _TORCH_WRITE_FAILURES = ("iostream error", "file write failed")
 def _write_failure_reason(error: BaseException | None) -> str | None:
     """The reason when ``error`` (or one it was raised from or during) is a failed write, else None."""
     seen = 0
-    while error is not None and seen < 8:
+    while error is not None and seen < 8 and not isinstance(error, FdposeError):  # that one is explained
         if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
             return error.strerror or os.strerror(error.errno)
         if isinstance(error, RuntimeError) and any(text in str(error) for text in _TORCH_WRITE_FAILURES):
             return f"a write failed: {str(error).splitlines()[0][:120]}"
-        error, seen = error.__cause__ or error.__context__, seen + 1
+        chained = None if error.__suppress_context__ else error.__context__
+        error, seen = error.__cause__ or chained, seen + 1
     return None
 
 

@@ -150,3 +150,11 @@ def test_label_file_and_data_yaml_with_a_byte_order_mark_convert(yolo_dataset, s
     labels = {name: bom + text.encode()}
     succeeded, output = run_yolo(yolo_dataset, bom + yolo_dataset.read_bytes(), labels, [], sandbox)
     assert succeeded, output
+
+
+def test_split_folder_named_by_a_control_character_is_escaped_in_the_error(yolo_dataset, sandbox):
+    # Was an Error: line broken in two by the raw newline of `train: "\n"` (found by `make fuzz`).
+    doc = yaml.safe_load(yolo_dataset.read_text())
+    doc["train"] = "\n"
+    succeeded, output = run_yolo(yolo_dataset, yaml.safe_dump(doc).encode(), {}, [], sandbox)
+    assert not succeeded and "split 'train' folder" in output and "\\n does not exist" in output, output
