@@ -38,7 +38,7 @@ demo: install
 	print("\neval ({} split, {} images): OKS mAP {:.3f}, OKS mAP50 {:.3f}, box mAP50 {:.3f}".format( \
 	m["split"], m["num_images"], m["oks_map"], m["oks_map50"], m["box_map50"]))'
 	@echo "report:  reports/eval/report.html (also report.md; metrics.json, plots/)"
-	@echo "package: models/package/ and models/package.zip (check: fdpose package --verify models/package.zip)"
+	@echo "package: models/package/ and models/package.zip (check: fdpose package verify models/package.zip)"
 	@echo "curves:  dvc plots show  (training curves and PR/PCK plots, written to dvc_plots/index.html)"
 
 # The whole test suite (slow and integration tests included).

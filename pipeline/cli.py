@@ -73,7 +73,7 @@ COMMANDS = {
                 "Keypoint-aware offline augmentation of a dataset's training split."),
     "train": ("pipeline.train:train_command", "Train a pose model with FDConv (YOLOv8, YOLO11, YOLO26)."),
     "eval": ("pipeline.evaluate:eval_command", "OKS mAP by the COCO protocol, with a report."),
-    "package": ("pipeline.package:package_command",
+    "package": ("pipeline.package.command:package_command",
                 "Package weights (pt, safetensors, ONNX) with a model card and checksums."),
     "predict": ("pipeline.predict:predict_command",
                 "Run a packaged model on images, folders or videos."),
@@ -96,6 +96,8 @@ BENCHMARKS = {
                "FDConv vs stock in PyTorch, onnxruntime and OpenVINO: latency, throughput, ratios."),
     "gpu": ("pipeline.bench.gpu:command", "FDConv vs stock on a CUDA GPU, AMP: speed, memory, FFT dtype."),
     "serve": ("pipeline.bench.serve:command", "fdpose serve under concurrent /predict clients."),
+    "package": ("pipeline.bench.package:command",
+                "A package's batch-1 latency: PyTorch, PyTorch fused, onnxruntime."),
 }
 
 

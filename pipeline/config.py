@@ -15,11 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.dataset import SPLITS
 from pipeline.errors import FdposeError
 from pipeline.io import read_yaml_mapping
 
 PARAMS_FILE = Path("cfg/params.yaml")  # relative to the folder a command runs in (the repository root)
-SPLITS = ("train", "val", "test")
 CONVERT_SOURCES = ("label-studio", "coco", "yolo")
 ANNOTATION_CHOICES = ("latest", "ground-truth", "all", "predictions")
 MAX_COPIES = 1000  # augmented variants per training image; more is a typo, not a dataset

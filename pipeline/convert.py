@@ -102,20 +102,20 @@ def _read(source: str, *, input_path: Path | None, images: Path | None, url: str
         if drop_unlabelled:
             _drop_unlabelled(dataset, input_path)
         return dataset
-    # Label Studio: the reader lives in its own module, imported only for this source.
-    from pipeline.formats import labelstudio
+    # Label Studio: the reader lives in its own package, imported only for this source.
+    from pipeline.labelstudio import reader
 
     if url is not None:
         if project is None or download_dir is None:
             raise FdposeError("--url needs --project ID", item="convert")
-        dataset = labelstudio.read_labelstudio_live(url, project, download_dir, skeleton=skeleton,
-                                                    annotation=annotation, strict=strict)
+        dataset = reader.read_labelstudio_live(url, project, download_dir, skeleton=skeleton,
+                                               annotation=annotation, strict=strict)
     else:
         if input_path is None or images is None:
             raise FdposeError("--from label-studio needs --input EXPORT.json and --images DIR, "
                               "or --url URL --project ID", item="convert")
-        dataset = labelstudio.read_labelstudio_export(input_path, images, label_config=label_config,
-                                                      skeleton=skeleton, annotation=annotation, strict=strict)
+        dataset = reader.read_labelstudio_export(input_path, images, label_config=label_config,
+                                                 skeleton=skeleton, annotation=annotation, strict=strict)
     if drop_unlabelled:
         _drop_unlabelled(dataset, input_path or url)
     return dataset

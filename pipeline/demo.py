@@ -52,8 +52,8 @@ from pipeline.figures import (
     sample_pose,
     scene_canvas,
 )
-from pipeline.formats.labelstudio import RegionStyle, instance_regions
 from pipeline.io import atomic_dir
+from pipeline.labelstudio.predictions import RegionStyle, instance_regions
 from pipeline.skeleton import COCO_PERSON_KEYPOINTS
 
 DEFAULT_OUT = Path("data/raw/demo")

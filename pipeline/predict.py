@@ -24,11 +24,11 @@ import numpy as np
 
 from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section
 from pipeline.errors import FdposeError
+from pipeline.images import IMAGE_SUFFIXES
 from pipeline.inference import Detection, ModelMeta, Runner, run_image
 from pipeline.io import atomic_dir
 from pipeline.model_io import BACKENDS, load_runner, model_version
 
-IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv"}
 
 
@@ -254,7 +254,7 @@ def upload_to_label_studio(uploads: list[tuple[Frame, list[Detection]]], images:
     Images matching no task (or several) are skipped by the uploader and listed on stderr.
     """
     from pipeline.dataset import ImageRecord, Instance, Report
-    from pipeline.formats.labelstudio import upload_predictions
+    from pipeline.labelstudio.predictions import upload_predictions
     from pipeline.uncertainty import task_score
 
     if not uploads:

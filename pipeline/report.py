@@ -9,15 +9,14 @@ beside it.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.document import Document, Figure, Section, Table, html_page, markdown
 from pipeline.io import atomic_write_bytes, atomic_write_text
 from pipeline.metrics import RECALL_POINTS, EvalResult, ModelEvaluation, format_number
 
@@ -274,7 +273,7 @@ def _slug(name: str) -> str:
 
 
 def _tables(result: EvalResult) -> list[tuple[str, list[str], list[list[str]], str]]:
-    """The report's tables as (title, header, rows, note); both documents render these."""
+    """The report's tables as (title, header, rows, note)."""
     labels = [e.label for e in result.models]
     with_delta = result.baseline is not None
     header = ["metric"] + labels + (["model - baseline"] if with_delta else [])
@@ -354,43 +353,14 @@ def _figure_sections(result: EvalResult, names: list[str]) -> list[tuple[str, st
     return [(title, name) for title, name in sections if name in names]
 
 
-def markdown(result: EvalResult, figure_names: list[str]) -> str:
-    """report.md: the tables, then the figures from ``figures/``."""
-    lines = [f"# Evaluation: {result.model.weights.name} on {result.data_yaml} ({result.split})", ""]
-    for title, header, rows, note in _tables(result):
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-        lines += ["", note, ""] if note else [""]
-    for title, name in _figure_sections(result, figure_names):
-        lines += [f"## {title}", "", f"![{title}](figures/{name})", ""]
-    return "\n".join(lines)
-
-
-def html_document(result: EvalResult, images: dict[str, bytes]) -> str:
-    """report.html: the same content with every figure embedded as a base64 PNG."""
-    e = html.escape
-    parts = [
-        "<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
-        f"<title>fdpose eval: {e(result.model.weights.name)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin-bottom:.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
-        "text-align:left;font-size:90%}th{background:#f0f0f0}img{max-width:100%}"
-        ".note{color:#555;font-size:85%}</style></head><body>",
-        f"<h1>Evaluation: {e(result.model.weights.name)} on {e(str(result.data_yaml))} "
-        f"({e(result.split)})</h1>",
-    ]
-    for title, header, rows, note in _tables(result):
-        cells = "".join(f"<th>{e(h)}</th>" for h in header)
-        parts.append(f"<h2>{e(title)}</h2><table><tr>{cells}</tr>")
-        parts += ["<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>" for row in rows]
-        parts.append("</table>")
-        if note:
-            parts.append(f"<p class='note'>{e(note)}</p>")
-    for title, name in _figure_sections(result, list(images)):
-        encoded = base64.b64encode(images[name]).decode("ascii")
-        parts.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{encoded}'>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+def document(result: EvalResult, images: dict[str, bytes]) -> Document:
+    """The report: the tables, then the figures (linked from ``figures/`` in Markdown, embedded in HTML)."""
+    sections = [Section(title, [Table(header, rows, note)]) for title, header, rows, note in _tables(result)]
+    sections += [Section(title, [Figure(title, f"figures/{name}", images[name])])
+                 for title, name in _figure_sections(result, list(images))]
+    name = result.model.weights.name
+    return Document(f"Evaluation: {name} on {result.data_yaml} ({result.split})", sections=sections,
+                    page_title=f"fdpose eval: {name}")
 
 
 def write_reports(result: EvalResult, folder: Path) -> None:
@@ -398,5 +368,6 @@ def write_reports(result: EvalResult, folder: Path) -> None:
     images = figures(result)
     for name, data in images.items():
         atomic_write_bytes(folder / "figures" / name, data)
-    atomic_write_text(folder / "report.md", markdown(result, list(images)))
-    atomic_write_text(folder / "report.html", html_document(result, images))
+    report = document(result, images)
+    atomic_write_text(folder / "report.md", markdown(report))
+    atomic_write_text(folder / "report.html", html_page(report))

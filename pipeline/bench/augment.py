@@ -7,15 +7,16 @@ timing covers the whole ``augment`` call (worker start-up, reading, augmenting, 
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import click
 import numpy as np
 
+from pipeline.bench.timing import time_once
 from pipeline.dataset import Dataset, ImageRecord, Instance
 from pipeline.skeleton import COCO_PERSON_KEYPOINTS, Skeleton
 
@@ -76,9 +77,8 @@ def bench_augment(images: int = 200, size: int = 256, copies: int = 2,
         outputs = []
         for count in dict.fromkeys([1, workers]):
             out = Path(tmp) / f"out-{count}"
-            start = time.perf_counter()
-            augment(data, out, copies=copies, seed=0, config=config, workers=count, progress=False)
-            seconds = time.perf_counter() - start
+            seconds, _ = time_once(functools.partial(augment, data, out, copies=copies, seed=0, config=config,
+                                                     workers=count, progress=False))
             result.rows.append({"workers": count, "seconds": round(seconds, 3),
                                 "images_per_s": round(images / seconds, 2),
                                 "variants_per_s": round(images * copies / seconds, 2)})

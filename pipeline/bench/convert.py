@@ -18,6 +18,7 @@ read is real, on a warm file cache.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -26,11 +27,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import click
 import numpy as np
+
+from pipeline.bench.timing import time_once
 
 IMAGE_SIZE = (64, 48)
 
@@ -113,10 +115,9 @@ def _measure(which: str, json_path: Path, images: Path, out: Path) -> dict:
         from pipeline.convert import convert
 
         before = _rss_mib()
-        start = time.perf_counter()
-        result = convert(source="coco", input_path=json_path, images=images, out=out, to="yolo",
-                         split="0.8,0.2", progress=False, params_path=os.devnull)  # built-in defaults
-        seconds = time.perf_counter() - start
+        seconds, result = time_once(functools.partial(
+            convert, source="coco", input_path=json_path, images=images, out=out, to="yolo", split="0.8,0.2",
+            progress=False, params_path=os.devnull))  # built-in defaults
         summary = result.report["summary"]
         written = {"images": summary["images"], "instances": summary["instances"],
                    "reported": len(result.report["details"]["items"])}
@@ -125,10 +126,8 @@ def _measure(which: str, json_path: Path, images: Path, out: Path) -> dict:
         from ultralytics.data.converter import convert_coco
 
         before = _rss_mib()
-        start = time.perf_counter()
-        convert_coco(labels_dir=str(json_path.parent), save_dir=str(out), use_keypoints=True,
-                     cls91to80=False)
-        seconds = time.perf_counter() - start
+        seconds, _ = time_once(functools.partial(convert_coco, labels_dir=str(json_path.parent),
+                                                 save_dir=str(out), use_keypoints=True, cls91to80=False))
         labels = list((out / "labels").rglob("*.txt"))
         written = {"label_files": len(labels)}
     return {"seconds": seconds, "peak_rss_mib": _memory_mib("VmHWM"), "rss_before_mib": before, **written}
@@ -154,10 +153,9 @@ def command(annotations: int, images: int, keypoints: int, workdir: Path | None,
     """fdpose convert vs ultralytics' convert_coco on one generated COCO file, in one run."""
     root = Path(tempfile.mkdtemp(prefix="fdpose-bench-convert-")) if workdir is None else workdir
     try:
-        start = time.perf_counter()
-        json_path = generate(root, annotations, images, keypoints)
+        seconds, json_path = time_once(functools.partial(generate, root, annotations, images, keypoints))
         click.echo(f"generated {annotations} annotations on {images} images ({keypoints} keypoints, "
-                   f"{json_path.stat().st_size / 2**20:.1f} MiB JSON) in {time.perf_counter() - start:.1f} s")
+                   f"{json_path.stat().st_size / 2**20:.1f} MiB JSON) in {seconds:.1f} s")
         ultralytics = _run("ultralytics", json_path, root / "images", root / "out-ultralytics")
         ours = _run("ours", json_path, root / "images", root / "out-fdpose")
     finally:

@@ -23,7 +23,6 @@ thread depending only on where its buffers happen to lie, which moves that case'
 from __future__ import annotations
 
 import functools
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.bench.timing import Ratio, Timing
 from pipeline.errors import FdposeError
 
 CASES: tuple[tuple[int, int], ...] = ((32, 80), (64, 40), (128, 20), (256, 20))
@@ -102,11 +102,11 @@ class BenchResult:
         return "\n".join(lines + self.verdicts())
 
 
-def _row(channels: int, size: int, mode: str, batch: int, times: tuple[list[float], list[float]]) -> BenchRow:
-    fd_ms, conv_ms = statistics.median(times[0]), statistics.median(times[1])
-    fd_min, conv_min = min(times[0]), min(times[1])
-    return BenchRow(channels, size, mode, batch, fd_ms, conv_ms, fd_ms / conv_ms, fd_min, conv_min,
-                    fd_min / conv_min, TARGETS[mode])
+def _row(channels: int, size: int, mode: str, batch: int, times: tuple[Timing, Timing]) -> BenchRow:
+    fd, conv = times
+    ratio = Ratio.of(fd, conv)
+    return BenchRow(channels, size, mode, batch, fd.median, conv.median, ratio.median, fd.minimum,
+                    conv.minimum, ratio.minimum, TARGETS[mode])
 
 
 def bench_fdconv(threads: int = 2, repeats: int = 20, json_path: str | Path | None = None,
@@ -122,9 +122,9 @@ def bench_fdconv(threads: int = 2, repeats: int = 20, json_path: str | Path | No
     import torch
     from torch import nn
 
+    from pipeline.bench.timing import time_pair
     from pipeline.io import write_json
     from pipeline.nn import FDConv
-    from pipeline.nn.info import time_pair
 
     layout = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
 

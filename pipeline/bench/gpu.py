@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,7 +44,7 @@ DEFAULT_JSON = "bench-gpu.json"
 
 
 @dataclass
-class ModelFigures:
+class GpuFigures:
     """One model's figures at one scale (``peak_memory_mb`` is None off CUDA)."""
 
     parameters: int
@@ -80,8 +79,8 @@ class ScaleResult:
     """Both models at one scale, their ratios (FDConv / stock) and FDConv's two checks."""
 
     scale: str
-    fdconv: ModelFigures
-    stock: ModelFigures
+    fdconv: GpuFigures
+    stock: GpuFigures
     ratios: dict[str, float | None]
     fft_check: FftCheck
     agreement: Agreement
@@ -274,11 +273,12 @@ def measure_scale(scale: str, dev: _Device, imgsz: int, batch: int, infer_batch:
     """Every figure and both checks for the FDConv model of ``cfg`` and its stock twin at ``scale``."""
     torch = dev.torch
     from pipeline.bench.model import pose_batch
-    from pipeline.nn.info import build, load_model_yaml, stock_twin, time_pair
+    from pipeline.bench.timing import time_pair
+    from pipeline.nn.info import build, load_model_yaml, stock_model_dict
 
     torch.manual_seed(seed)
     d = load_model_yaml(cfg, scale)
-    models = {"fdconv": build(d).to(dev.device), "stock": build(stock_twin(d)).to(dev.device)}
+    models = {"fdconv": build(d).to(dev.device), "stock": build(stock_model_dict(d)).to(dev.device)}
     data = pose_batch(batch, imgsz, list(d["kpt_shape"]), seed)
     data = {key: value.to(dev.device) for key, value in data.items()}
     fused = {name: copy.deepcopy(model).eval().fuse(verbose=False) for name, model in models.items()}
@@ -299,12 +299,12 @@ def measure_scale(scale: str, dev: _Device, imgsz: int, batch: int, infer_batch:
 
     figures = {}
     for index, name in enumerate(("fdconv", "stock")):
-        figures[name] = ModelFigures(
+        figures[name] = GpuFigures(
             parameters=sum(p.numel() for p in models[name].parameters()),
-            train_images_per_s=batch / (statistics.median(train[index]) / 1e3),
+            train_images_per_s=train[index].per_second(batch),
             peak_memory_mb=memory[name],
-            latency_ms=statistics.median(latency[index]),
-            throughput_images_per_s=infer_batch / (statistics.median(throughput[index]) / 1e3),
+            latency_ms=latency[index].median,
+            throughput_images_per_s=throughput[index].per_second(infer_batch),
         )
     fd, stock = figures["fdconv"], figures["stock"]
     ratios = {

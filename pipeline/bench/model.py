@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import copy
 import functools
-import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
 
+from pipeline.bench.timing import Ratio, Timing
 from pipeline.nn.ultralytics import MODEL_YAML, SCALES
 
 TRAIN_BATCH = 8
@@ -79,13 +79,12 @@ class ModelBenchResult:
         return "\n".join(lines)
 
 
-def _row(mode: str, imgsz: int, batch: int, times: tuple[list[float], list[float]]) -> ModelBenchRow:
+def _row(mode: str, imgsz: int, batch: int, times: tuple[Timing, Timing]) -> ModelBenchRow:
     """Medians, minima and their ratios of (C2f_FDConv, stock) timings."""
     fd, stock = times
-    fd_med, stock_med = statistics.median(fd), statistics.median(stock)
-    fd_min, stock_min = min(fd), min(stock)
-    return ModelBenchRow(mode, imgsz, batch, fd_med, stock_med, fd_med / stock_med, fd_min, stock_min,
-                         fd_min / stock_min, TARGETS[(mode, imgsz)])
+    ratio = Ratio.of(fd, stock)
+    return ModelBenchRow(mode, imgsz, batch, fd.median, stock.median, ratio.median, fd.minimum, stock.minimum,
+                         ratio.minimum, TARGETS[(mode, imgsz)])
 
 
 def pose_batch(batch: int, imgsz: int, kpt_shape: list[int], seed: int) -> dict:
@@ -116,13 +115,14 @@ def bench_model(scale: str = "n", threads: int = 2, repeats: int = 20, train_rep
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import PoseModel
 
+    from pipeline.bench.timing import time_pair
     from pipeline.io import write_json
-    from pipeline.nn.info import load_model_yaml, stock_twin, time_pair
+    from pipeline.nn.info import load_model_yaml, stock_model_dict
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     d = load_model_yaml(cfg, scale)
-    stock_d = stock_twin(d)  # the same YAML with stock blocks: same scale, nc and kpt_shape
+    stock_d = stock_model_dict(d)  # the same YAML with stock blocks: same scale, nc and kpt_shape
     models = {"fdconv": PoseModel(d, verbose=False), "stock": PoseModel(stock_d, verbose=False)}
 
     rows = []

@@ -27,6 +27,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from pipeline.bench.timing import Timing
+
 BENCH_KEY = "fdpose-bench-key"  # a throwaway key between two loopback processes of this benchmark
 CONFIG = """<View><Image name="img" value="$image"/>
 <RectangleLabels name="box" toName="img">{classes}</RectangleLabels>
@@ -198,9 +200,8 @@ def run_bench(model: Path, clients: int, requests: int, seconds: float, size: in
     bench.first_error = errors[0] if errors else None
     bench.requests_per_s = round(bench.requests / bench.seconds, 2) if bench.seconds else 0.0
     if latencies:
-        percentiles = np.percentile(np.array(latencies) * 1000, [50, 95, 99])
-        bench.latency_ms = {f"p{q}": round(float(v), 2)
-                            for q, v in zip((50, 95, 99), percentiles, strict=True)}
+        timing = Timing(tuple(seconds * 1000 for seconds in latencies))
+        bench.latency_ms = {f"p{q}": round(timing.percentile(q), 2) for q in (50, 95, 99)}
     return bench
 
 

@@ -3,16 +3,14 @@
 Parameters and GFLOPs are ultralytics' own counts (``get_num_params``, ``get_flops``) of the trained
 checkpoint (so ``nc`` and ``kpt_shape`` are the dataset's). Latency is measured here and now, for
 every run's checkpoint side by side: each model fused and in eval mode as ultralytics' predictor runs
-it, batch 1 at the eval image size, on a fixed number of torch threads; after a warm-up the models
-take turns call by call (round-robin), so machine noise hits all of them alike; each run's latency is
-the median of its calls.
+it, batch 1 at the eval image size, on a fixed number of torch threads, timed by the project's one
+harness (:mod:`pipeline.bench.timing`): after a warm-up the models take turns call by call, so machine
+noise hits all of them alike; each run's latency is the median of its calls.
 """
 
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,22 +39,17 @@ def model_cost(weights: Path, imgsz: int) -> ModelCost:
 
 def measure_latency(weights: list[Path], imgsz: int, repeats: int = 20, warmup: int = 3,
                     threads: int = 1) -> list[float]:
-    """Median batch-1 CPU latency (milliseconds) of each checkpoint, measured round-robin."""
+    """Median batch-1 CPU latency (milliseconds) of each checkpoint, the models taking turns call by
+    call (:func:`pipeline.bench.timing.time_interleaved`)."""
+    import functools
+
     import torch
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    from pipeline.bench.timing import time_interleaved, torch_threads
+
+    with torch_threads(threads), torch.no_grad():
         models = [copy.deepcopy(_torch_model(path)).cpu().eval().fuse(verbose=False) for path in weights]
         image = torch.linspace(0, 1, 3 * imgsz * imgsz).reshape(1, 3, imgsz, imgsz)
-        times: list[list[float]] = [[] for _ in models]
-        with torch.no_grad():
-            for round_ in range(warmup + repeats):
-                for model, bucket in zip(models, times, strict=True):
-                    start = time.perf_counter()
-                    model(image)
-                    if round_ >= warmup:
-                        bucket.append((time.perf_counter() - start) * 1e3)
-    finally:
-        torch.set_num_threads(previous)
-    return [statistics.median(bucket) for bucket in times]
+        timings = time_interleaved({str(index): functools.partial(model, image)
+                                    for index, model in enumerate(models)}, repeats, warmup)
+    return [timings[str(index)].median for index in range(len(models))]

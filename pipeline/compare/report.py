@@ -8,9 +8,7 @@ HTML reports and the JSON always agree.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +16,8 @@ from typing import Any
 
 from pipeline.compare.cost import ModelCost
 from pipeline.compare.runs import METRICS, RunRecord
+from pipeline.document import Block, Bullets, Document, Figure, Section, Table, html_page
+from pipeline.document import markdown as render_markdown
 from pipeline.io import atomic_write_bytes, atomic_write_text, write_json
 from pipeline.stats import PairedComparison, mean_std, paired_comparison
 
@@ -216,42 +216,22 @@ def _settings_line(summary: Summary) -> str:
             "split.")
 
 
-def markdown(summary: Summary) -> str:
+def document(summary: Summary, plot: bytes) -> Document:
+    """The report: settings, verdicts, the tables (the OKS mAP vs latency ``plot`` under Cost), notes."""
     a, b = summary.models
-    lines = [f"# Comparison: {a.label} vs {b.label}", "", _settings_line(summary), "", "## Verdict", ""]
-    lines += [f"- {summary.comparisons[k].verdict()}" for k in METRICS]
+    sections = [Section("Verdict", [Bullets([summary.comparisons[k].verdict() for k in METRICS])])]
     for title, header, rows in tables(summary):
-        lines += ["", f"## {title}", "", "| " + " | ".join(header) + " |",
-                  "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        blocks: list[Block] = [Table(header, rows)]
         if title == "Cost":
-            lines += ["", f"![OKS mAP vs latency]({PLOT_FILE})"]
-    lines += ["", "## Notes", ""] + [f"- {note}" for note in summary.notes]
-    return "\n".join(lines) + "\n"
+            blocks.append(Figure("OKS mAP vs latency", PLOT_FILE, plot))
+        sections.append(Section(title, blocks))
+    sections.append(Section("Notes", [Bullets(summary.notes)]))
+    return Document(f"Comparison: {a.label} vs {b.label}", [_settings_line(summary)], sections)
 
 
-def html_document(summary: Summary, plot_png: bytes) -> str:
-    a, b = summary.models
-    title = f"Comparison: {a.label} vs {b.label}"
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;"
-             "margin:1em 0}td,th{border:1px solid #bbb;padding:.25em .6em;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1><p>{html.escape(_settings_line(summary))}</p><h2>Verdict</h2><ul>"]
-    parts += [f"<li>{html.escape(summary.comparisons[k].verdict())}</li>" for k in METRICS]
-    parts.append("</ul>")
-    for name, header, rows in tables(summary):
-        parts.append(f"<h2>{html.escape(name)}</h2><table><tr>"
-                     + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
-        parts += ["<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows]
-        parts.append("</table>")
-        if name == "Cost":
-            encoded = base64.b64encode(plot_png).decode()
-            parts.append(f"<img alt='OKS mAP vs latency' src='data:image/png;base64,{encoded}'>")
-    notes = "".join(f"<li>{html.escape(note)}</li>" for note in summary.notes)
-    parts.append(f"<h2>Notes</h2><ul>{notes}</ul>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+def markdown(summary: Summary) -> str:
+    """report.md (the plot is linked as the file beside it)."""
+    return render_markdown(document(summary, b""))
 
 
 def plot_png(summary: Summary) -> bytes:
@@ -302,5 +282,5 @@ def write_reports(summary: Summary, out: Path) -> list[Path]:
     write_json(paths[1], summary.to_dict())
     atomic_write_bytes(paths[2], png)
     atomic_write_text(paths[3], markdown(summary))
-    atomic_write_text(paths[4], html_document(summary, png))
+    atomic_write_text(paths[4], html_page(document(summary, png)))
     return paths

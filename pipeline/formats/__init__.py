@@ -1,1 +1,2 @@
-"""Readers and writers at the edges of the dataset hub (Label Studio, COCO, YOLO-pose)."""
+"""Readers and writers at the COCO and YOLO-pose edges of the dataset hub (Label Studio has its own
+package, :mod:`pipeline.labelstudio`)."""

@@ -4,7 +4,8 @@ The stock twin of a model YAML is the same YAML with every FDConv block (``C2f_F
 ``C3k2_FDConv``) replaced by the stock block it converts (``C2f``, ``C3k2``): same scale, ``nc``
 and ``kpt_shape``, so the comparison isolates FDConv. ``--compare`` does this for the shipped
 model of each family (YOLOv8, YOLO11, YOLO26) at one scale and adds batch-1 CPU latency at 320 and
-640, stock and FDConv timed alternately in the same run (:func:`time_pair`). Figures come from
+640, stock and FDConv timed alternately in the same run (:func:`pipeline.bench.timing.time_pair`).
+Figures come from
 ultralytics' own ``model_info`` helpers (GFLOPs by thop; see :mod:`pipeline.nn.ultralytics` for how
 FDConv's convolution is counted).
 """
@@ -13,9 +14,6 @@ from __future__ import annotations
 
 import functools
 import re
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,7 +31,7 @@ COMPARE_SIZES = (320, 640)
 
 
 @dataclass
-class ModelFigures:
+class ModelSize:
     """One model's size: what ultralytics' model summary prints."""
 
     name: str
@@ -49,8 +47,8 @@ class ModelInfo:
     cfg: str
     scale: str
     imgsz: int
-    model: ModelFigures
-    stock: ModelFigures
+    model: ModelSize
+    stock: ModelSize
     fdconv_layers: list[dict] = field(default_factory=list)  # {layer, block, fdconv}: FDConv convs in it
 
     def to_dict(self) -> dict:
@@ -113,7 +111,7 @@ def load_model_yaml(cfg: str | Path, scale: str | None = None) -> dict:
     return d
 
 
-def stock_twin(d: dict) -> dict:
+def stock_model_dict(d: dict) -> dict:
     """The model dict ``d`` with every FDConv block replaced by the stock block it converts."""
     from pipeline.nn.blocks import FDCONV_BLOCKS
 
@@ -129,12 +127,12 @@ def build(d: dict):
     return PoseModel(copy.deepcopy(d), verbose=False)
 
 
-def figures(name: str, model, imgsz: int) -> ModelFigures:
+def figures(name: str, model, imgsz: int) -> ModelSize:
     """ultralytics' summary figures of a built model."""
     from ultralytics.utils.torch_utils import get_flops, get_num_params
 
     layers = sum(1 for m in model.modules() if next(m.children(), None) is None)  # leaves, as ultralytics
-    return ModelFigures(name=name, layers=layers, parameters=get_num_params(model),
+    return ModelSize(name=name, layers=layers, parameters=get_num_params(model),
                         gflops=get_flops(model, imgsz))
 
 
@@ -165,7 +163,7 @@ def model_info(cfg: str | Path, scale: str | None = None, imgsz: int = 640) -> M
     return ModelInfo(
         cfg=str(cfg), scale=scale, imgsz=imgsz,
         model=figures(name if guess_model_scale(name) else f"{name} ({scale})", model, imgsz),
-        stock=figures(twin_name(name, scale), build(stock_twin(d)), imgsz),
+        stock=figures(twin_name(name, scale), build(stock_model_dict(d)), imgsz),
         fdconv_layers=fdconv_layers(model),
     )
 
@@ -173,31 +171,13 @@ def model_info(cfg: str | Path, scale: str | None = None, imgsz: int = 640) -> M
 # --- --compare: the three families side by side ------------------------------------------------------
 
 
-def time_pair(first: Callable[[], object], second: Callable[[], object], repeats: int,
-              warmup: int, clock: Callable[[], float] = time.perf_counter) -> tuple[list[float], list[float]]:
-    """Milliseconds of every timed call of two callables, run alternately (noise hits both alike).
-
-    ``clock`` is the timer in seconds (wall time by default; ``time.process_time`` for CPU time).
-    """
-    for _ in range(warmup):
-        first()
-        second()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for fn, bucket in ((first, times[0]), (second, times[1])):
-            start = clock()
-            fn()
-            bucket.append((clock() - start) * 1e3)
-    return times
-
-
 @dataclass
 class FamilyRow:
     """One family at one scale: the FDConv model and its stock twin."""
 
     family: str
-    model: ModelFigures
-    stock: ModelFigures
+    model: ModelSize
+    stock: ModelSize
     latency_ms: dict[int, tuple[float, float]]  # imgsz -> (FDConv, stock) median ms, batch 1, CPU
 
 
@@ -209,28 +189,35 @@ def _infer(model, x) -> None:
 
 
 def compare_families(scale: str = "n", repeats: int = 10, threads: int | None = None) -> list[FamilyRow]:
-    """Parameters, GFLOPs@640 and batch-1 CPU latency (fused, eval) of every family at ``scale``."""
+    """Parameters, GFLOPs@640 and batch-1 CPU latency (fused, eval) of every family at ``scale``,
+    on ``threads`` torch threads (default: torch's own choice)."""
+    from pipeline.bench.timing import torch_threads
+
+    with torch_threads(threads):
+        return [_family_row(family, path, scale, repeats) for family, path in FAMILY_MODELS.items()]
+
+
+def _family_row(family: str, path: Path, scale: str, repeats: int) -> FamilyRow:
+    """One family: both models' figures and their batch-1 latency at each size, timed in turns
+    (:func:`pipeline.bench.timing.time_pair`)."""
     import copy
 
     import torch
 
-    if threads is not None:
-        torch.set_num_threads(threads)
-    rows = []
-    for family, path in FAMILY_MODELS.items():
-        d = load_model_yaml(path, scale)
-        models = {"fdconv": build(d), "stock": build(stock_twin(d))}
-        name = path.stem.replace(path.stem.split("-")[0], path.stem.split("-")[0] + scale, 1)
-        row = FamilyRow(family, figures(name, models["fdconv"], 640),
-                        figures(twin_name(name, scale), models["stock"], 640), {})
-        fused = {key: copy.deepcopy(model).eval().fuse(verbose=False) for key, model in models.items()}
-        for imgsz in COMPARE_SIZES:
-            x = torch.rand(1, 3, imgsz, imgsz)
-            fd, stock = time_pair(functools.partial(_infer, fused["fdconv"], x),
-                                  functools.partial(_infer, fused["stock"], x), repeats, warmup=1)
-            row.latency_ms[imgsz] = (statistics.median(fd), statistics.median(stock))
-        rows.append(row)
-    return rows
+    from pipeline.bench.timing import time_pair
+
+    d = load_model_yaml(path, scale)
+    models = {"fdconv": build(d), "stock": build(stock_model_dict(d))}
+    name = path.stem.replace(path.stem.split("-")[0], path.stem.split("-")[0] + scale, 1)
+    row = FamilyRow(family, figures(name, models["fdconv"], 640),
+                    figures(twin_name(name, scale), models["stock"], 640), {})
+    fused = {key: copy.deepcopy(model).eval().fuse(verbose=False) for key, model in models.items()}
+    for imgsz in COMPARE_SIZES:
+        x = torch.rand(1, 3, imgsz, imgsz)
+        fd, stock = time_pair(functools.partial(_infer, fused["fdconv"], x),
+                              functools.partial(_infer, fused["stock"], x), repeats, warmup=1)
+        row.latency_ms[imgsz] = (fd.median, stock.median)
+    return row
 
 
 def compare_table(rows: list[FamilyRow], scale: str) -> str:

@@ -39,14 +39,14 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.errors import FdposeError
+from pipeline.labelstudio.client import API_KEY_ENV, URL_ENV, ImageFetcher
+from pipeline.labelstudio.layout import ProjectLayout, match_label_config
 from pipeline.model_io import model_version
-from pipeline.serve.images import LabelStudioImages
-from pipeline.serve.labelconfig import ProjectLayout, match_label_config
 from pipeline.serve.models import ModelSlot, ServedModel
 from pipeline.serve.predictor import TaskFailure, Thresholds, predict_tasks
 from pipeline.serve.protocol import RequestError, check_known, field, parse_body, project_id
 from pipeline.serve.state import WorkFolder, now
-from pipeline.serve.training import API_KEY_ENV, URL_ENV, Trainer
+from pipeline.serve.training import Trainer
 
 log = logging.getLogger("fdpose.serve")
 AUTH_ENV = ("BASIC_AUTH_USER", "BASIC_AUTH_PASS")
@@ -80,7 +80,7 @@ class ServeSettings:
 @dataclass
 class ProjectSession:
     layout: ProjectLayout
-    images: LabelStudioImages
+    images: ImageFetcher
     source: tuple[str, str, str, str]  # (label config, URL, key, model version) it was made from
 
 
@@ -175,7 +175,8 @@ class Backend:
                 self.projects.move_to_end(project)
                 return session
         layout = self.layout(schema, f"project {project} label config")
-        images = LabelStudioImages(url, key, self.settings.download_timeout_s, self.settings.max_image_bytes)
+        images = ImageFetcher(url, key, timeout_s=self.settings.download_timeout_s,
+                              max_bytes=self.settings.max_image_bytes)
         with self._lock:
             old = self.projects.pop(project, None)
             self.projects[project] = session = ProjectSession(layout, images, source)

@@ -6,13 +6,12 @@ already connected backend (same URL) is kept. The key comes from ``LABEL_STUDIO_
 
 from __future__ import annotations
 
-import json
-import os
 import time
+from typing import Any
 
 from pipeline.errors import FdposeError
+from pipeline.labelstudio.client import api_call, sdk_client
 
-API_KEY_ENV = "LABEL_STUDIO_API_KEY"
 WAIT_S = 120.0  # how long to wait for the backend to answer /health
 
 
@@ -41,22 +40,17 @@ def connect(label_studio: str, project: int, backend_url: str, title: str = "fdp
             wait_s: float = WAIT_S) -> str:
     """Connect ``backend_url`` to ``project`` of the Label Studio server ``label_studio``; returns a
     one-line summary."""
-    from label_studio_sdk import LabelStudio
-    from label_studio_sdk.core.api_error import ApiError
-
-    key = os.environ.get(API_KEY_ENV)
-    if not key:
-        raise FdposeError(f"set {API_KEY_ENV} to a Label Studio API key (access token)", path=label_studio)
+    client = sdk_client(label_studio)  # before waiting for the backend: a missing key fails at once
     backend_url = backend_url.rstrip("/")
     health = wait_for_backend(backend_url, wait_s)
-    client = LabelStudio(base_url=label_studio.rstrip("/"), api_key=key)
-    try:
+
+    def connected() -> tuple[list[Any], Any]:
         known = [b for b in client.ml.list(project=project) if (b.url or "").rstrip("/") == backend_url]
-        backend = known[0] if known else client.ml.create(url=backend_url, project=project, title=title)
-    except ApiError as error:
-        detail = error.body if isinstance(error.body, str) else json.dumps(error.body)
-        raise FdposeError(f"connecting {backend_url} failed (HTTP {error.status_code}: {detail[:1000]})",
-                          path=label_studio, item=f"project {project}") from None
+        return known, known[0] if known else client.ml.create(url=backend_url, project=project, title=title)
+
+    # Label Studio's reason for refusing the backend (its /setup answer) can be long: keep it whole.
+    known, backend = api_call(label_studio, f"connecting {backend_url}", connected, item=f"project {project}",
+                              detail_chars=1000)
     verb = "already connected" if known else "connected"
     return (f"{verb}: ML backend {backend.id} ({backend_url}, model {health.get('model_version')}) serves "
             f"project {project} of {label_studio}")

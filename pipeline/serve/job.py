@@ -54,7 +54,7 @@ def run_job(url: str, project: int, served: Path, out: Path, models_dir: Path, p
     """Convert, train, evaluate against the served model, package if at least as good."""
     from pipeline.convert import convert
     from pipeline.evaluate import evaluate
-    from pipeline.package import package
+    from pipeline.package.stage import package
 
     data = convert(out=out / "data", source="label-studio", url=url, project=project, params_path=params_path)
     data_yaml = data.out / "data.yaml"
@@ -69,7 +69,7 @@ def run_job(url: str, project: int, served: Path, out: Path, models_dir: Path, p
               **decide(_numbers(metrics), _numbers(metrics["baseline"]), split, images)}
     if result["status"] == "accepted":
         staging = out / "package"
-        package(best, out / "eval", staging, data=data_yaml, params_path=params_path)
+        package(best, out / "eval", staging, load_section("package", params_path), data=data_yaml)
         version = model_version(staging)
         target = models_dir / version
         target.parent.mkdir(parents=True, exist_ok=True)

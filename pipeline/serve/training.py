@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.io import write_json
+from pipeline.labelstudio.client import API_KEY_ENV, URL_ENV
 from pipeline.serve.protocol import RequestError
 from pipeline.serve.state import WorkFolder, now
 
 log = logging.getLogger("fdpose.serve")
 ERROR_TAIL_LINES = 5  # lines of the job's stderr kept as the error in state.json
-API_KEY_ENV = "LABEL_STUDIO_API_KEY"
-URL_ENV = "LABEL_STUDIO_URL"
 
 
 class Trainer:

@@ -161,11 +161,14 @@ def test_unusable_checkpoints_are_one_clear_error(workspace, tmp_path):
                                          "yolo26n-pose-C3k2_FDConv.yaml"])
 def test_every_fdconv_family_packages_with_checked_onnx(workspace, family_yaml):
     """The package stage exports each family's FDConv model and onnxruntime agrees with PyTorch."""
-    from pipeline.package import package, verify
+    from pipeline.config import PackageParams
+    from pipeline.package.archive import verify
+    from pipeline.package.stage import package
 
     name = family_yaml.removesuffix(".yaml")
     weights = save_checkpoint(workspace["root"] / f"{name}.pt", family_yaml)
-    result = package(weights, None, workspace["root"] / f"package-{name}", data=workspace["data"], imgsz=64)
+    result = package(weights, None, workspace["root"] / f"package-{name}", PackageParams(imgsz=64),
+                     data=workspace["data"])
     assert (result.out / "model.onnx").is_file()
     onnx_check = next(check for check in result.checks if check.format == "ONNX")
     assert onnx_check.relative <= onnx_check.tolerance

@@ -17,7 +17,8 @@ from PIL import Image
 
 from pipeline.dataset import ImageRecord, Instance, Report
 from pipeline.errors import FdposeError
-from pipeline.formats.labelstudio import read_labelstudio_export, read_labelstudio_live, upload_predictions
+from pipeline.labelstudio.predictions import upload_predictions
+from pipeline.labelstudio.reader import read_labelstudio_export, read_labelstudio_live
 from pipeline.skeleton import Skeleton
 
 pytestmark = pytest.mark.integration

@@ -23,13 +23,15 @@ import torch
 from click.testing import CliRunner, Result
 
 from pipeline.cli import main
+from pipeline.config import PackageParams
 from pipeline.dataset import Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import read_yolo, write_yolo
 from pipeline.inference import OnnxRunner, TorchRunner, letterbox
 from pipeline.metrics import data_fingerprint
 from pipeline.model_io import load_packaged_model, read_onnx_meta
-from pipeline.package import package, verify
+from pipeline.package.archive import verify
+from pipeline.package.stage import package
 from pipeline.skeleton import Skeleton
 
 pytestmark = pytest.mark.slow
@@ -174,7 +176,7 @@ def test_checksums_verify_and_tampering_is_detected(trained, tmp_path):
     data[len(data) // 2] ^= 0x01  # one flipped bit
     (copy / "model.onnx").write_bytes(bytes(data))
     (copy / "notes.txt").write_text("added later")
-    bad = runner.invoke(main, ["package", "--verify", str(copy)])
+    bad = runner.invoke(main, ["package", "verify", str(copy)])
     assert bad.exit_code == 1
     last = bad.output.strip().splitlines()[-1]
     assert last.startswith("Error: ") and "checksum mismatch: model.onnx" in last and "notes.txt" in last
@@ -197,7 +199,7 @@ def test_onnx_above_tolerance_fails_and_keeps_the_previous_package(trained, tmp_
     out = tmp_path / "pkg"
     shutil.copytree(trained.package, out)
     with pytest.raises(FdposeError, match="ONNX output differs from PyTorch"):
-        package(trained.weights, trained.eval_dir, out, tolerance=0.0)
+        package(trained.weights, trained.eval_dir, out, PackageParams(onnx_tolerance=0.0))
     assert verify(out).ok  # untouched
     assert not (tmp_path / "pkg.zip").exists()
 
@@ -439,3 +441,18 @@ def _version(package_dir: Path) -> str:
 
     digest = hashlib.sha256((package_dir / "model.safetensors").read_bytes()).hexdigest()
     return f"fdpose-safetensors-{digest[:12]}"
+
+
+def test_bench_package_times_every_runner_and_the_old_option_still_works(trained, tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["--sizes", "64", "--runs", "1", "--threads", "1"]
+    result = CliRunner().invoke(main, ["bench", "package", str(trained.package), *args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["imgsz"] == 64 and row["batch"] == 1
+    assert all(row[f"{name}_ms"] > 0 for name in ("pytorch", "pytorch_fused", "onnxruntime"))
+    assert row["onnx_speedup_vs_fused"] == pytest.approx(row["pytorch_fused_ms"] / row["onnxruntime_ms"])
+    old = CliRunner().invoke(main, ["package", "--bench", str(trained.package), *args])
+    assert old.exit_code == 0 and "fused/onnx" in old.stdout
+    assert old.stderr.splitlines() == ["fdpose package --bench PATH is deprecated and goes in the next "
+                                       "release: use fdpose bench package PATH"]

@@ -78,7 +78,8 @@ def model(tmp_path_factory) -> Model:
     import torch
     from ultralytics.nn.tasks import PoseModel
 
-    from pipeline.package import package
+    from pipeline.config import load_section
+    from pipeline.package.stage import package
 
     root = tmp_path_factory.mktemp("serve-model")
     records = []
@@ -106,7 +107,7 @@ def model(tmp_path_factory) -> Model:
                   "workers": 0, "plots": False, "seed": 0, "hyp": {}},
         "eval": {"device": "cpu", "imgsz": SIZE, "conf": 0.5},
     }))
-    package(checkpoint, None, root / "pkg", data=data_yaml, params_path=params)
+    package(checkpoint, None, root / "pkg", load_section("package", params), data=data_yaml)
     return Model(root / "pkg", params, root)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.compare import labels_for, stock_twin
+from pipeline.compare import labels_for, stock_model_file
 from pipeline.compare.cost import ModelCost
 from pipeline.compare.report import markdown, pck_rows, summarize, write_reports
 from pipeline.compare.runs import RunRecord, RunSettings, RunSpec, eval_key, key_hash, run_folder, run_key
@@ -22,11 +22,11 @@ FDCONV_YAML = str(REPO / "cfg" / "models" / "yolov8n-pose-C2f_FDConv.yaml")
 
 
 def test_stock_twin_is_the_same_family_and_scale_without_fdconv():
-    assert stock_twin("yolov8n-pose-C2f_FDConv.yaml") == "yolov8n-pose.yaml"
-    assert stock_twin("cfg/models/yolov8s-pose-C2f_FDConv.yaml") == "yolov8s-pose.yaml"
-    assert stock_twin("yolo11m-pose-C3k2_FDConv.yaml") == "yolo11m-pose.yaml"
+    assert stock_model_file("yolov8n-pose-C2f_FDConv.yaml") == "yolov8n-pose.yaml"
+    assert stock_model_file("cfg/models/yolov8s-pose-C2f_FDConv.yaml") == "yolov8s-pose.yaml"
+    assert stock_model_file("yolo11m-pose-C3k2_FDConv.yaml") == "yolo11m-pose.yaml"
     with pytest.raises(FdposeError, match="stock twin"):
-        stock_twin("yolov8n-pose.yaml")
+        stock_model_file("yolov8n-pose.yaml")
 
 
 def test_labels_tell_duplicates_apart():

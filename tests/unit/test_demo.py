@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.demo import GENERATOR_VERSION, OCCLUSION_CHOICE, demo_data, demo_item, label_config_xml
-from pipeline.formats.labelstudio import read_labelstudio_export
+from pipeline.labelstudio.reader import read_labelstudio_export
 from pipeline.skeleton import COCO_PERSON_KEYPOINTS, Skeleton
 
 ROOT = Path(__file__).resolve().parents[2]

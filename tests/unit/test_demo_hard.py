@@ -16,7 +16,7 @@ from pipeline.demo import demo_data, draw_image
 from pipeline.demo_hard import HardSettings, articulate, hard_scene, scene_statistics
 from pipeline.errors import FdposeError
 from pipeline.figures import sample_pose
-from pipeline.formats.labelstudio import read_labelstudio_export
+from pipeline.labelstudio.reader import read_labelstudio_export
 from pipeline.skeleton import Skeleton
 
 SKELETON = Path(__file__).resolve().parents[2] / "cfg" / "skeletons" / "coco_person.yaml"

@@ -173,8 +173,8 @@ def test_closure_follows_nested_and_package_imports():
     """The analysis itself: function-level imports, parent packages and the ultralytics hook."""
     files, _ = closure("pipeline.convert")
     names = {module_name(path) for path in files}
-    # convert imports the Label Studio reader inside a function, and pipeline.formats runs its __init__
-    assert {"pipeline", "pipeline.formats", "pipeline.formats.labelstudio", "pipeline.convert"} <= names
+    # convert imports the Label Studio reader inside a function, and pipeline.labelstudio runs its __init__
+    assert {"pipeline", "pipeline.labelstudio", "pipeline.labelstudio.reader", "pipeline.convert"} <= names
     assert "pipeline.nn.ultralytics" not in names
     files, _ = closure("pipeline.train")
     assert "pipeline.nn.ultralytics" in {module_name(path) for path in files}

@@ -11,14 +11,12 @@ import pytest
 from PIL import Image, ImageOps
 
 from pipeline.errors import FdposeError
-from pipeline.formats.labelstudio import (
-    parse_label_config,
-    prediction_result,
-    read_labelstudio_export,
-    read_labelstudio_live,
-)
-from pipeline.formats.ls_images import FolderImages, ServerImages, UnresolvedImage, parse_image_ref
 from pipeline.images import orient_points
+from pipeline.labelstudio.client import ImageFetcher
+from pipeline.labelstudio.config import parse_label_config
+from pipeline.labelstudio.images import FolderImages, ServerImages, UnresolvedImage, parse_image_ref
+from pipeline.labelstudio.predictions import prediction_result
+from pipeline.labelstudio.reader import read_labelstudio_export, read_labelstudio_live
 from pipeline.skeleton import Skeleton
 
 CONFIG = """<View>
@@ -489,14 +487,16 @@ def test_live_read_from_an_unreachable_server_is_one_clear_error(tmp_path, monke
     assert "secret-key-123" not in str(info.value)
 
 
-def test_server_images_never_send_the_key_elsewhere(tmp_path):
+def test_server_images_never_send_the_key_elsewhere(tmp_path, monkeypatch):
     asked = []
-    images = ServerImages("http://127.0.0.1:8080", lambda: asked.append(1) or {}, tmp_path)
+    fetcher = ImageFetcher("http://127.0.0.1:8080", "secret-key-123")
+    monkeypatch.setattr(fetcher, "get", lambda url: asked.append(url) or b"")
+    images = ServerImages(fetcher, tmp_path)
     try:
         for reference in ("https://example.com/cat.jpg", "photos/cat.jpg",
                           "http://127.0.0.1:9999/data/upload/1/abcdef12-a.jpg"):
             with pytest.raises(UnresolvedImage, match="not served by http://127.0.0.1:8080; not downloaded"):
                 images.resolve(parse_image_ref(reference))
     finally:
-        images.close()
+        fetcher.close()
     assert asked == []

@@ -16,17 +16,9 @@ from pipeline.cli import main
 from pipeline.errors import FdposeError
 from pipeline.inference import ModelMeta
 from pipeline.nn.fdconv import FDConv
-from pipeline.package import (
-    DataInfo,
-    ExportCheck,
-    archive_bytes,
-    export_onnx,
-    export_openvino,
-    model_card,
-    runs_per_sample,
-    verify,
-    write_checksums,
-)
+from pipeline.package.archive import archive_bytes, verify, write_checksums
+from pipeline.package.card import DataInfo, model_card
+from pipeline.package.export import ExportCheck, export_onnx, export_openvino, runs_per_sample
 from pipeline.skeleton import Skeleton
 
 
@@ -62,7 +54,7 @@ def test_verify_names_what_is_wrong(tmp_path, damage, message):
     with pytest.raises(FdposeError) as error:
         verify(package)
     assert message in str(error.value)
-    result = CliRunner().invoke(main, ["package", "--verify", str(package)])
+    result = CliRunner().invoke(main, ["package", "verify", str(package)])
     assert result.exit_code == 1 and result.output.startswith("Error: ") and message in result.output
 
 
@@ -214,3 +206,14 @@ def test_openvino_ir_has_a_dynamic_batch_matches_pytorch_and_is_reproducible(tmp
         actual = runner(x)
         assert actual.shape == expected.shape
         assert np.abs(actual - expected).max() / np.abs(expected).max() < 1e-4
+
+
+def test_verify_subcommand_and_the_deprecated_option_both_check_a_package(tmp_path):
+    package = _package_dir(tmp_path / "pkg")
+    result = CliRunner().invoke(main, ["package", "verify", str(package)])
+    assert result.exit_code == 0 and result.output.startswith("OK: 3 files match SHA256SUMS")
+    assert "deprecated" not in result.output
+    old = CliRunner().invoke(main, ["package", "--verify", str(package)])
+    assert old.exit_code == 0 and "OK: 3 files match SHA256SUMS" in old.stdout
+    assert old.stderr.splitlines() == ["fdpose package --verify PATH is deprecated and goes in the next "
+                                       "release: use fdpose package verify PATH"]

@@ -8,8 +8,8 @@ import pytest
 
 from pipeline.errors import FdposeError
 from pipeline.inference import Detection
-from pipeline.serve.images import image_url
-from pipeline.serve.labelconfig import match_label_config
+from pipeline.labelstudio.layout import match_label_config
+from pipeline.serve.predictor import image_url
 from pipeline.serve.protocol import RequestError, field, parse_body, project_id
 from pipeline.serve.state import WorkFolder
 from pipeline.uncertainty import detection_certainty, task_score

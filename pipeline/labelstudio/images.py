@@ -12,8 +12,9 @@ Step 2 or 3 matching several files is ambiguous and reported, never guessed; so 
 A relative path that would leave the folder (``../``, absolute paths) is never followed.
 
 :class:`ServerImages` downloads references that point at the Label Studio server itself
-(``/data/upload/...``, ``/data/local-files/...``) with the API key's ``Authorization`` header and a
-timeout; it never sends the key to another host, so images hosted elsewhere are reported, not fetched.
+(``/data/upload/...``, ``/data/local-files/...``) through the server's
+:class:`~pipeline.labelstudio.client.ImageFetcher` (the key, a timeout, a size limit); it never sends
+the key to another host, so images hosted elsewhere are reported, not fetched.
 """
 
 from __future__ import annotations
@@ -22,17 +23,16 @@ import os
 import posixpath
 import re
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pipeline.errors import FdposeError
 from pipeline.images import image_size, safe_relative_name
+from pipeline.labelstudio.client import FetchError, ImageFetcher
 
 # Label Studio stores uploads as ``<uuid4()[:8]>-<original name>``.
 UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-(?P<name>.+)$")
-DOWNLOAD_TIMEOUT_S = 30.0
 
 
 class UnresolvedImage(Exception):
@@ -128,25 +128,16 @@ class FolderImages:
 class ServerImages:
     """Download the images a Label Studio server serves (uploads, local files) into ``out_dir``.
 
-    ``headers`` returns the request headers carrying the key (the SDK's own, so a personal access
-    token is exchanged for an access token exactly as for API calls). Files land at
-    ``out_dir/<file name>`` for uploads (unique thanks to the upload prefix) and at
+    ``fetcher`` is the server's :class:`~pipeline.labelstudio.client.ImageFetcher` (it carries the key).
+    Files land at ``out_dir/<file name>`` for uploads (unique thanks to the upload prefix) and at
     ``out_dir/<d path>`` for local files; a file already fetched by an earlier task is reused.
     """
 
-    def __init__(self, base_url: str, headers: Callable[[], dict[str, str]], out_dir: Path,
-                 timeout_s: float = DOWNLOAD_TIMEOUT_S):
-        import httpx  # a label-studio-sdk dependency; imported here to keep module import cheap
-
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, fetcher: ImageFetcher, out_dir: Path):
+        self.fetcher = fetcher
+        self.base_url = fetcher.base_url
         self.host = urlsplit(self.base_url).netloc
         self.out_dir = Path(out_dir)
-        self._headers = headers
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=False)
-        self._httpx = httpx
-
-    def close(self) -> None:
-        self._client.close()
 
     def resolve(self, ref: ImageRef) -> tuple[Path, str]:
         if ref.server_path is None or (ref.host is not None and ref.host != self.host):
@@ -162,15 +153,13 @@ class ServerImages:
 
     def _download(self, url: str, target: Path, ref: ImageRef) -> None:
         try:
-            response = self._client.get(url, headers=self._headers())
-        except self._httpx.HTTPError as error:
-            raise UnresolvedImage(f"download of {ref.raw!r} failed ({type(error).__name__})") from None
-        if response.status_code != 200:
-            raise UnresolvedImage(f"download of {ref.raw!r} failed (HTTP {response.status_code})")
+            data = self.fetcher.get(url)
+        except FetchError as error:
+            raise UnresolvedImage(f"{ref.raw!r}: {error}") from None
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(response.content)
+            handle.write(data)
         try:
             image_size(tmp)
         except FdposeError as error:

@@ -1,5 +1,5 @@
-"""A project's label config against the served model: which label each model keypoint and class
-becomes, checked once when Label Studio calls ``/setup``.
+"""A project's label config against a model: which label each model keypoint and class becomes
+(``fdpose serve`` checks it once, when Label Studio calls ``/setup``).
 
 Rules (a mismatch is a :class:`pipeline.errors.FdposeError` naming what is missing):
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from pipeline.errors import FdposeError
-from pipeline.formats.labelstudio import LabelConfig, parse_label_config
+from pipeline.labelstudio.config import LabelConfig, parse_label_config
 from pipeline.skeleton import Skeleton
 
 
