@@ -104,8 +104,9 @@ def _resize(draw: Any, node: Any) -> Any:
     if isinstance(node, str):
         return node[:draw(st.integers(0, len(node)))] + draw(st.sampled_from(["", "x", "/", ".."]))
     if isinstance(node, (int, float)) and not isinstance(node, bool):
-        smaller = node / 1000 if isinstance(node, float) else node // 1000  # 10**400 / 1000 overflows
-        return draw(st.sampled_from([-node, node * 1000, smaller, node + 0.5, node - 1]))
+        if isinstance(node, int):  # integer arithmetic: 10**400 / 1000 or + 0.5 would overflow a float
+            return draw(st.sampled_from([-node, node * 1000, node // 1000, node + 1, node - 1]))
+        return draw(st.sampled_from([-node, node * 1000, node / 1000, node + 0.5, node - 1]))
     return node
 
 
