@@ -169,6 +169,7 @@ class Variant:
     instances_dropped: int
     keypoints_made_invisible: int
     mirrored: bool
+    skipped: bool = False  # mirrored, but the dataset's flip is unknown: not written
 
 
 def augment_instances(compose: A.Compose, image: np.ndarray, instances: list[Instance],
@@ -250,10 +251,11 @@ def read_rgb(path: Path, width: int, height: int) -> np.ndarray:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(transforms: list[dict[str, Any]], source: str, flip_permutation: list[int],
+def _init_worker(transforms: list[dict[str, Any]], source: str, flip_permutation: list[int], mirror: bool,
                  staging: str, seed: int, copies: int) -> None:
     cv2.setNumThreads(1)  # parallelism comes from processes; threads would oversubscribe the cores
-    _WORKER.update(compose=build_pipeline(transforms, source), flip=list(flip_permutation),
+    # mirror False: the dataset's left/right pairs are unknown, so mirrored variants are skipped.
+    _WORKER.update(compose=build_pipeline(transforms, source), mirror=mirror, flip=list(flip_permutation),
                    staging=Path(staging), seed=seed, copies=copies)
 
 
@@ -269,6 +271,9 @@ def _augment_one(image: ImageRecord) -> list[Variant]:
                 variant_seed(state["seed"], image.file_name, copy))
         except FdposeError as error:
             raise FdposeError(str(error), path=image.path, item=f"copy {copy}") from None
+        if mirrored and not state["mirror"]:
+            variants.append(Variant(name, image.path, 0, 0, [], 0, 0, mirrored, skipped=True))
+            continue
         target = state["staging"] / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(encode_image(result, PurePosixPath(name).suffix))
@@ -407,6 +412,7 @@ class AugmentResult:
     mirrored_variants: int
     report_path: Path
     preview_path: Path | None
+    mirrored_skipped: int = 0  # mirrored variants not written: the dataset's flip is unknown
     dataset: dict[str, Any] = field(default_factory=dict)  # the output's counts (Dataset.summary)
 
     def summary(self) -> str:
@@ -416,7 +422,9 @@ class AugmentResult:
         return (f"images in {self.images_in}, images out {self.images_out}, "
                 f"instances dropped {self.instances_dropped}, "
                 f"keypoints made invisible {self.keypoints_made_invisible}, "
-                f"mirrored variants {self.mirrored_variants}\n{files}")
+                f"mirrored variants {self.mirrored_variants}"
+                + (f", mirrored variants skipped {self.mirrored_skipped} (the dataset's left/right pairs are "
+                   "unknown: no flip_idx)" if self.mirrored_skipped else "") + f"\n{files}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -427,6 +435,7 @@ class AugmentResult:
             "instances_dropped": self.instances_dropped,
             "keypoints_made_invisible": self.keypoints_made_invisible,
             "mirrored_variants": self.mirrored_variants,
+            "mirrored_skipped": self.mirrored_skipped,
         }
 
 
@@ -473,8 +482,10 @@ def augment(data: str | Path, out: str | Path, copies: int = 1, seed: int = 0,
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
-        init_args = (transforms, str(config), skeleton.flip_permutation, str(staging), seed, copies)
-        variants = _run_all(train, workers, init_args, progress) if copies else [[] for _ in train]
+        init_args = (transforms, str(config), skeleton.flip_permutation, skeleton.mirror, str(staging), seed,
+                     copies)
+        drawn = _run_all(train, workers, init_args, progress) if copies else [[] for _ in train]
+        variants = [[v for v in per_image if not v.skipped] for per_image in drawn]
         variants_of = {id(image): per_image for image, per_image in zip(train, variants, strict=True)}
         augmented = Dataset(skeleton, report=dataset.report)
         for image in dataset.images:
@@ -494,6 +505,7 @@ def augment(data: str | Path, out: str | Path, copies: int = 1, seed: int = 0,
             instances_dropped=sum(v.instances_dropped for v in flat),
             keypoints_made_invisible=sum(v.keypoints_made_invisible for v in flat),
             mirrored_variants=sum(v.mirrored for v in flat),
+            mirrored_skipped=sum(v.skipped for per_image in drawn for v in per_image),
             report_path=out / "report.json",
             preview_path=out / "preview.png" if train else None,
             dataset=augmented.summary(),

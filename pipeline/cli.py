@@ -81,9 +81,19 @@ COMMANDS = {
               "Label Studio ML backend: pre-annotate keypoints, train from the labelling UI."),
     "demo-data": ("pipeline.demo:demo_data_command",
                   "Generate the bundled demo dataset (Label Studio export)."),
+    "demo-video": ("pipeline.video.clip:demo_video_command",
+                   "Render the demo clip (figures crossing, turning, corrupted frames) with ground truth."),
+    "frames": ("pipeline.video.frames:frames_command",
+               "Pick diverse video frames worth labelling (k-means), with a Label Studio import file."),
+    "outliers": ("pipeline.video.outliers_command:outliers_command",
+                 "Rank tracked video frames by how likely the model is wrong there; send the top ones."),
     "model": ("pipeline.nn.info:model_command", "Inspect model configurations (layers, params, GFLOPs)."),
     "compare": ("pipeline.compare:compare_command",
                 "Two models over seeds: accuracy with confidence intervals, and cost."),
+    "skeleton": ("pipeline.skeleton.command:skeleton_group",
+                 "Keypoint layouts: infer one to edit, check a file, write its Label Studio config."),
+    "sigmas": ("pipeline.sigmas:sigmas_command",
+               "Estimate OKS sigmas from repeated annotations (COCO's definition) into a skeleton file."),
     "bench": ("pipeline.cli:bench", "Benchmarks: print figures and ratios, write JSON."),
 }
 
@@ -98,6 +108,8 @@ BENCHMARKS = {
     "serve": ("pipeline.bench.serve:command", "fdpose serve under concurrent /predict clients."),
     "package": ("pipeline.bench.package:command",
                 "A package's batch-1 latency: PyTorch, PyTorch fused, onnxruntime."),
+    "video": ("pipeline.bench.video:command",
+              "Tracking, smoothing and outlier ranking on the demo clip vs its ground truth; speed."),
 }
 
 

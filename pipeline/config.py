@@ -87,6 +87,13 @@ def _mapping(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(key, str) for key in value)
 
 
+def _class_mapping(value: Any) -> bool:
+    """``{input class: output class}`` or a list of classes to keep, names as text."""
+    if isinstance(value, list):
+        return bool(value) and all(_text(v) for v in value)
+    return isinstance(value, dict) and bool(value) and all(_text(k) and _text(v) for k, v in value.items())
+
+
 def setting(default: Any, check: Check, expected: str) -> Any:
     """A section field: its default, a check of a value, and what the check expects (in errors)."""
     metadata = {"check": check, "expected": expected}
@@ -118,6 +125,11 @@ class ConvertParams:
     strict: bool = setting(False, _bool, "true or false")
     annotation: str = setting("latest", _one_of(ANNOTATION_CHOICES),
                               f"one of {', '.join(ANNOTATION_CHOICES)}")
+    classes: dict[str, str] | list[str] | None = setting(None, _optional(_class_mapping),
+                                                         "a mapping {input class: output class}, a list of "
+                                                         "classes to keep, or null")
+    merge_classes: str | None = setting(None, _optional(_text), "a class name or null")
+    keep_unused_classes: bool = setting(False, _bool, "true or false")
 
 
 @dataclasses.dataclass
@@ -179,6 +191,7 @@ class PackageParams:
     imgsz: int | None = setting(None, _optional(_positive_int), "a positive integer or null")
     opset: int = setting(17, _positive_int, "a positive integer")
     onnx_tolerance: float = setting(1.0e-4, lambda v: _is_number(v) and v > 0, "a positive number")
+    comparison: str | None = setting(None, *PATH_OR_NULL)  # an fdpose compare report folder, for the card
     predict: PredictParams = dataclasses.field(default_factory=PredictParams,
                                                metadata={"check": _mapping, "expected": "a mapping"})
 
@@ -195,7 +208,8 @@ def _seeds(value: Any) -> bool:
 @dataclasses.dataclass
 class CompareParams:
     """``compare:``: two models (one FDConv model: its stock twin is the second), seeds, the shared
-    training settings, the evaluation size, the bootstrap and the latency measurement."""
+    training settings, the evaluation size, the statistics (t interval and sign-flip test over seeds,
+    an effect to plan for, the image bootstrap of evaluation noise) and the latency measurement."""
 
     models: list[str] = setting(["yolov8n-pose-C2f_FDConv.yaml"], _models, "a list of one or two models")
     seeds: list[int] = setting([0, 1, 2], _seeds, "a list of distinct integers")
@@ -209,7 +223,10 @@ class CompareParams:
     eval_imgsz: int | None = setting(None, _optional(_positive_int), "a positive integer or null")
     runs: str = setting("models/compare", _text, "a folder")
     confidence: float = setting(0.95, lambda v: _fraction(v) and 0 < v < 1, "a number in (0, 1)")
-    resamples: int = setting(10000, _positive_int, "a positive integer")
+    permutations: int = setting(100000, _positive_int, "a positive integer")  # sign patterns enumerated
+    effect: float | None = setting(None, _optional(lambda v: _is_number(v) and v > 0),
+                                   "a positive number or null")
+    resamples: int = setting(100, _non_negative_int, "an integer >= 0")  # image bootstrap; 0: none
     bootstrap_seed: int = setting(0, _is_int, "an integer")
     latency_repeats: int = setting(20, _positive_int, "a positive integer")
     latency_threads: int = setting(1, _positive_int, "a positive integer")

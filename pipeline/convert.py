@@ -31,6 +31,7 @@ from typing import Any
 
 import click
 
+from pipeline.classes import map_classes, parse_classes
 from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section
 from pipeline.dataset import Dataset, ImageRecord, enforce_invariant
 from pipeline.errors import FdposeError
@@ -42,7 +43,8 @@ SOURCES = ("coco", "label-studio", "yolo")
 TARGETS = ("yolo", "coco")
 # Keys of the params' ``convert:`` section that describe the input (what to read, and its layout); used
 # only when the command names no input format itself (the DVC pipeline's way: cfg/params.yaml alone).
-INPUT_KEYS = ("from", "input", "images", "label_config", "url", "project", "skeleton")
+INPUT_KEYS = ("from", "input", "images", "label_config", "url", "project", "skeleton", "classes",
+              "merge_classes")
 
 
 @dataclass
@@ -59,15 +61,20 @@ class ConvertResult:
         False) and every warning."""
         summary = self.report["summary"]
         visibility = summary["keypoints_by_visibility"]
+        classes = self.report["classes"]
         lines = [
             f"wrote {self.out} ({self.to})",
             f"images {summary['images']}, instances {summary['instances']}, "
             f"kpt_shape {summary['kpt_shape']}, "
-            f"classes {len(self.report['skeleton']['classes'])}",
+            f"classes {len(classes['output'])}: {', '.join(classes['output'][:8])}"
+            + (", ..." if len(classes["output"]) > 8 else ""),
             "splits " + ", ".join(f"{name} {s['images']} images / {s['instances']} instances"
                                   for name, s in summary["splits"].items()),
             f"keypoints: {visibility['2']} visible, {visibility['1']} occluded, {visibility['0']} unlabelled",
+            *self.report["layout"],
         ]
+        if classes["dropped_unused"]:
+            lines.append(f"{len(classes['dropped_unused'])} classes without instances dropped (see report)")
         details = self.report["details"]
         for reason, count in details["counts"].items():
             lines.append(f"{count} x {reason}")
@@ -213,8 +220,9 @@ def convert(*, out: str | Path, source: str | None = None, to: str = "yolo",
             label_config: str | Path | None = None, skeleton: str | Path | None = None,
             split: str | list[float] | None = None, split_file: str | Path | None = None,
             seed: int | None = None, fill_splits: bool | None = None, drop_unlabelled: bool | None = None,
-            strict: bool | None = None,
-            annotation: str | None = None, progress: bool = False,
+            strict: bool | None = None, annotation: str | None = None,
+            classes: str | dict | list | None = None,
+            merge_classes: str | None = None, keep_unused_classes: bool | None = None, progress: bool = False,
             params_path: str | Path = PARAMS_FILE) -> ConvertResult:
     """Convert keypoint labels from ``source`` to ``to`` at ``out``; arguments left None come from the
     ``convert:`` section of ``params_path`` (:func:`pipeline.config.load_section`).
@@ -222,6 +230,10 @@ def convert(*, out: str | Path, source: str | None = None, to: str = "yolo",
     The input (:data:`INPUT_KEYS`: format, file or server, images, label config, skeleton) comes from
     the params only when ``source`` is None, each key unless given; a caller that names ``source``
     describes its input completely, so a params file set up for other data never leaks into it.
+
+    Classes (:func:`pipeline.classes.map_classes`): ``classes`` (``"a=x,b=x,c"``, a mapping or a list)
+    keeps, renames or merges; ``merge_classes`` puts every class into one; classes without instances
+    are dropped unless ``keep_unused_classes``.
 
     Splits: a ``split_file`` wins; else ``split`` ratios (or, for ``source='yolo'`` without ``split``,
     the dataset's own splits are kept); else the params' ratios. Raises :class:`FdposeError` for
@@ -231,8 +243,9 @@ def convert(*, out: str | Path, source: str | None = None, to: str = "yolo",
         raise FdposeError(f"unknown target {to!r}; expected one of {', '.join(TARGETS)}", item="--to")
     inputs = {"input": input_path, "images": images, "label_config": label_config, "url": url,
               "project": project, "skeleton": skeleton}
+    inputs.update(classes=parse_classes(classes), merge_classes=merge_classes)
     options = {"seed": seed, "fill_splits": fill_splits, "strict": strict, "annotation": annotation,
-               "drop_unlabelled": drop_unlabelled}
+               "drop_unlabelled": drop_unlabelled, "keep_unused_classes": keep_unused_classes}
     settings = _settings(params_path, source, inputs, options)
     source = settings["from"]
     if source not in SOURCES:
@@ -257,6 +270,13 @@ def convert(*, out: str | Path, source: str | None = None, to: str = "yolo",
                 skeleton=skeleton_obj, skeleton_source=skeleton, annotation=settings["annotation"],
                 drop_unlabelled=bool(settings["drop_unlabelled"]), strict=bool(settings["strict"]),
                 progress=progress, download_dir=download_dir)
+            class_info = map_classes(dataset, input_path or url, mapping=parse_classes(settings["classes"]),
+                                     merge=settings["merge_classes"],
+                                     keep_unused=bool(settings["keep_unused_classes"]))
+            if not dataset.skeleton.mirror:
+                dataset.report.warn(f"{dataset.skeleton.flip_problem}: the dataset is written without "
+                                    "flip_idx, so training and augment never mirror it; give a skeleton "
+                                    "with flip_pairs (fdpose skeleton infer, then edit) to allow it")
             # The hub's invariant, once for every reader: what a reader let through is skipped here.
             enforce_invariant(dataset, input_path or url, strict=bool(settings["strict"]))
             split_info = _assign_splits(dataset, split_file, ratios, int(settings["seed"]),
@@ -264,7 +284,7 @@ def convert(*, out: str | Path, source: str | None = None, to: str = "yolo",
             if not any(image.instances for image in dataset.images):
                 raise FdposeError("no instances to write", path=input_path or url)
             return _write(dataset, out, to, source=source, input_path=input_path or url, images=images,
-                          split_info=split_info, progress=progress)
+                          split_info=split_info, class_info=class_info, progress=progress)
     finally:
         if download_dir is not None and to == "yolo":
             shutil.rmtree(download_dir, ignore_errors=True)
@@ -281,11 +301,13 @@ def _counts(dataset: Dataset) -> dict[str, Any]:
 
 
 def _write(dataset: Dataset, out: Path, to: str, *, source: str, input_path: object, images: Path | None,
-           split_info: dict[str, Any], progress: bool) -> ConvertResult:
+           split_info: dict[str, Any], class_info: dict[str, Any], progress: bool) -> ConvertResult:
     report: dict[str, Any] = {
         "source": {"format": source, "input": str(input_path)},
         "split": split_info,
+        "classes": class_info,
         "skeleton": dataset.skeleton.to_dict(),
+        "layout": dataset.skeleton.describe(),
         "summary": dataset.summary(),
         "details": dataset.report.to_dict(),
         "counts": _counts(dataset),
@@ -341,6 +363,12 @@ def _write(dataset: Dataset, out: Path, to: str, *, source: str, input_path: obj
 @click.option("--annotation", type=click.Choice(["latest", "ground-truth", "all", "predictions"]),
               help="Label Studio: which annotation of a task counts (predictions: the model's "
                    "pre-annotations, e.g. to check an upload).")
+@click.option("--classes", help="Classes to keep, rename or merge: NAME[=CLASS],... (e.g. "
+                                "cat=animal,dog=animal,horse); instances of other classes are skipped and "
+                                "counted.")
+@click.option("--merge-classes", metavar="NAME", help="Put every class into one class NAME.")
+@click.option("--keep-unused-classes/--drop-unused-classes", default=None,
+              help="Keep classes no instance uses (dropped and listed in report.json by default).")
 @click.option("--params", "params_path", type=click.Path(path_type=Path), default=PARAMS_FILE,
               show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-item listing.")

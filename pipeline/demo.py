@@ -39,7 +39,7 @@ import click
 import cv2
 import numpy as np
 
-from pipeline.demo_hard import draw_hard_image
+from pipeline.demo_hard import draw_hard_image, draw_pretrain_image
 from pipeline.errors import FdposeError
 from pipeline.figures import (
     OCCLUDABLE,
@@ -226,7 +226,7 @@ class DemoItem:
 
 # Preset -> the function drawing its images.
 PRESETS: dict[str, Callable[[int, int, int], tuple[np.ndarray, list[Figure]]]] = {
-    "default": draw_image, "hard": draw_hard_image}
+    "default": draw_image, "hard": draw_hard_image, "hard-pretrain": draw_pretrain_image}
 
 
 def image_drawer(preset: str) -> Callable[[int, int, int], tuple[np.ndarray, list[Figure]]]:
@@ -307,7 +307,8 @@ def demo_data(out: str | Path = DEFAULT_OUT, images: int = 300, seed: int = 0, s
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--size", type=int, default=256, show_default=True, help="Longer image side, pixels.")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
-              help="hard: crowded, occluded, small, truncated, blurred figures on cluttered backgrounds.")
+              help="hard: crowded, occluded, small, truncated, blurred figures on cluttered backgrounds; "
+                   "hard-pretrain: the same in a milder style, a pretraining corpus for the hard target.")
 def demo_data_command(out: Path, images: int, seed: int, size: int, preset: str) -> None:
     """Generate the bundled demo dataset (Label Studio export)."""
     click.echo(demo_data(out, images=images, seed=seed, size=size, preset=preset).summary())

@@ -209,9 +209,23 @@ def _scene(canvas: np.ndarray, placed: list[tuple[np.ndarray, np.ndarray]], cove
     return scene
 
 
+# ``--preset hard-pretrain``: the same world in another style, for a pretraining corpus whose images
+# are not the target's (compare/dvc.yaml pretrains on it, then fine-tunes on ``hard``): fewer and
+# larger figures, less clutter and degradation, stiffer poses.
+PRETRAIN_STYLE = HardSettings(
+    figure_weights=(0.3, 0.3, 0.2, 0.12, 0.08, 0.0), smallest=0.25, largest=0.95, occluder=0.25, tilt=8.0,
+    swing=30.0, bend=40.0, distractors=(1, 5), blur=0.15, low_contrast=0.15, noise=0.15)
+
+
 def draw_hard_image(seed: int, index: int, size: int) -> tuple[np.ndarray, list[Figure]]:
     """Pixels and figures of hard image ``index``: the drawing function ``fdpose demo-data`` uses."""
     scene = hard_scene(seed, index, size)
+    return scene.pixels, scene.figures
+
+
+def draw_pretrain_image(seed: int, index: int, size: int) -> tuple[np.ndarray, list[Figure]]:
+    """Pixels and figures of image ``index`` of the ``hard-pretrain`` style (:data:`PRETRAIN_STYLE`)."""
+    scene = hard_scene(seed, index, size, PRETRAIN_STYLE)
     return scene.pixels, scene.figures
 
 

@@ -336,6 +336,7 @@ class EvalResult:
         out.update({
             "split": self.split,
             "sigmas": list(self.sigmas),
+            "sigma_sources": list(self.dataset.skeleton.sigma_sources),
             "area_rule": AREA_RULE,
             "match_oks": self.settings["match_oks"],
             "settings": {k: self.settings[k] for k in ("conf", "iou", "imgsz", "max_det")},

@@ -22,15 +22,13 @@ from typing import Any
 import click
 import numpy as np
 
-from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section
+from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section, overridden
 from pipeline.errors import FdposeError
 from pipeline.images import IMAGE_SUFFIXES
 from pipeline.inference import Detection, ModelMeta, Runner, run_image
 from pipeline.io import atomic_dir
 from pipeline.model_io import BACKENDS, load_runner, model_version
-
-VIDEO_SUFFIXES = {".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv"}
-
+from pipeline.video.videoio import VIDEO_SUFFIXES
 
 # --- drawing -------------------------------------------------------------------------------------
 
@@ -280,6 +278,21 @@ def upload_to_label_studio(uploads: list[tuple[Frame, list[Detection]]], images:
     return created
 
 
+def predict_tracked(model: Path, source: Path, out: Path, *, tracker: str, smooth: bool, backend: str,
+                    params_path: Path, imgsz: int | None, **overrides: Any) -> str:
+    """``--track``: poses linked into tracks and smoothed per track (:mod:`pipeline.video.analyse`)."""
+    from pipeline.video.analyse import TrackSettings, check_sources, predict_tracks
+    from pipeline.video.smooth import SmoothParams
+
+    sources = check_sources(source)  # unusable videos fail before the model loads
+    given = overridden(load_section("package", params_path).predict, **overrides)
+    runner = load_runner(model, backend)
+    smoothing = SmoothParams(kpt_conf=given.kpt_conf) if smooth else None
+    settings = TrackSettings(input_size(runner, imgsz, model), given.conf, given.iou, given.max_det,
+                             given.kpt_conf, tracker, smoothing)
+    return predict_tracks(runner, sources, out, settings, model, coco_categories(runner.meta)).summary()
+
+
 def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -306,10 +319,25 @@ def _write_json(path: Path, obj: Any) -> None:
 @click.option("--params", "params_path", default=PARAMS_FILE, show_default=True,
               type=click.Path(dir_okay=False, path_type=Path),
               help="Parameters file (section package.predict).")
+@click.option("--track", is_flag=True,
+              help="Videos: link poses into tracks, smooth keypoints per track (One Euro); writes tracks.csv/"
+                   ".parquet, COCO results with track_id and drawn/*.mp4 (pipeline.video.analyse).")
+@click.option("--tracker", default="bytetrack", show_default=True,
+              help="With --track: bytetrack, botsort, ocsort (ultralytics' trackers) or a tracker YAML.")
+@click.option("--smooth/--no-smooth", default=True, show_default=True, help="With --track: smooth keypoints.")
 def predict_command(model: Path, source: Path, out: Path, conf: float | None, iou: float | None,
                     imgsz: int | None, max_det: int | None, kpt_conf: float | None, backend: str,
-                    to_label_studio: str | None, project: int | None, params_path: Path) -> None:
+                    to_label_studio: str | None, project: int | None, params_path: Path, track: bool,
+                    tracker: str, smooth: bool) -> None:
     """Run a model on an image, a folder or a video: drawn images and COCO results in --out."""
+    if track:
+        if to_label_studio is not None:
+            raise FdposeError("--to-label-studio uploads still images; for video frames use fdpose outliers "
+                              "or fdpose frames", item="--track")
+        click.echo(predict_tracked(model, source, out, tracker=tracker, smooth=smooth, backend=backend,
+                                   params_path=params_path, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det,
+                                   kpt_conf=kpt_conf))
+        return
     result = predict(model, source, out, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, kpt_conf=kpt_conf,
                      backend=backend, to_label_studio=to_label_studio, project=project,
                      params_path=params_path)

@@ -144,7 +144,7 @@ def load_pretrained_into(model: nn.Module, stock: str | Path | nn.Module,
         name = f"model.{i}"
         cls = FDCONV_BLOCKS.get(type(layer).__name__)
         if cls is not None and type(stock_layer).__name__ == cls.STOCK:
-            stock_layer = cls.from_stock(copy.deepcopy(stock_layer))
+            stock_layer = cls.from_stock(copy.deepcopy(stock_layer), **row_options(model, i))
             report.converted.append(name)
         skip = _changed_branches(layer, stock_layer) if layer is head else ()
         report.reinitialised += [f"{name}.{branch}" for branch in skip]
@@ -154,6 +154,16 @@ def load_pretrained_into(model: nn.Module, stock: str | Path | nn.Module,
     if report.source_nc == report.target_nc:
         model.names = dict(stock_model.names)
     return report
+
+
+def row_options(model: nn.Module, index: int) -> dict:
+    """The FDConv options (``kernel_num``, ``convs``, ...) the model's YAML gives layer ``index``: the
+    trailing mapping of its row's arguments, so that a converted stock block is built like the model's
+    own (``{kernel_num: 64}`` included); ``{}`` when the row has none."""
+    d = getattr(model, "yaml", None) or {}
+    rows = list(d.get("backbone") or []) + list(d.get("head") or [])
+    args = rows[index][3] if index < len(rows) and len(rows[index]) > 3 else []
+    return dict(args[-1]) if isinstance(args, list) and args and isinstance(args[-1], dict) else {}
 
 
 def _changed_branches(head: nn.Module, stock_head: nn.Module) -> list[str]:

@@ -19,6 +19,7 @@ import numpy as np
 from pipeline.document import Document, Figure, Section, Table, html_page, markdown
 from pipeline.io import atomic_write_bytes, atomic_write_text
 from pipeline.metrics import RECALL_POINTS, EvalResult, ModelEvaluation, format_number
+from pipeline.skeleton import PLACEHOLDER_SIGMA
 
 HEADLINE = [
     ("oks_map", "OKS mAP@[.50:.95]"), ("oks_map50", "OKS mAP@.50"), ("oks_map75", "OKS mAP@.75"),
@@ -313,8 +314,14 @@ def _tables(result: EvalResult) -> list[tuple[str, list[str], list[list[str]], s
         ["evaluator", "faster-coco-eval COCOeval_faster (same numbers as pycocotools COCOeval)"],
         ["data sha256", result.data_fingerprint],
     ] + [[f"{e.label} weights", f"{e.weights} (sha256 {e.fingerprint})"] for e in result.models]
-    sigma_rows = [[name, f"{sigma:g}"] for name, sigma in zip(result.keypoint_names, result.sigmas,
-                                                               strict=True)]
+    sources = result.dataset.skeleton.sigma_sources
+    sigma_rows = [[name, f"{sigma:g}", SIGMA_SOURCE_TEXT[source]]
+                  for name, sigma, source in zip(result.keypoint_names, result.sigmas, sources, strict=True)]
+    placeholders = sources.count("placeholder")
+    sigma_note = (f"{placeholders} of {len(sources)} sigmas are placeholders ({PLACEHOLDER_SIGMA}, not "
+                  "measured): "
+                  "OKS on those keypoints is not comparable with published numbers; estimate them with "
+                  "fdpose sigmas." if placeholders else "")
 
     keypoint_tables = []
     for class_name in _keypoint_classes(result):
@@ -341,8 +348,12 @@ def _tables(result: EvalResult) -> list[tuple[str, list[str], list[list[str]], s
                        "way (padded rectangular batches), matches per image without COCO's top-20 limit and "
                        "interpolates precision differently, so its numbers differ from the COCO ones above."))
     tables += [("Settings", ["setting", "value"], settings_rows, ""),
-               ("OKS sigmas", ["keypoint", "sigma"], sigma_rows, "")]
+               ("OKS sigmas", ["keypoint", "sigma", "source"], sigma_rows, sigma_note)]
     return tables + keypoint_tables
+
+
+SIGMA_SOURCE_TEXT = {"coco": "COCO", "file": "skeleton file", "estimated": "estimated (fdpose sigmas)",
+                     "placeholder": "PLACEHOLDER"}
 
 
 def _figure_sections(result: EvalResult, names: list[str]) -> list[tuple[str, str]]:

@@ -67,6 +67,7 @@ from pipeline.model_io import Layout, check_fits, load_model
 from pipeline.nn.ultralytics import install_guards, model_argument
 from pipeline.pretrained import check_start
 from pipeline.skeleton import Skeleton
+from pipeline.weights import resolve_weights
 
 # Arguments train() sets itself; the params file's ``hyp:`` may set any other ultralytics train argument.
 _MANAGED_ARGS = {"model", "data", "epochs", "imgsz", "batch", "device", "seed", "workers", "plots", "resume",
@@ -121,6 +122,20 @@ def dataset_layout(data_yaml: Path) -> Layout:
 
 def _holds_image(folder: Path) -> bool:
     return any(path.suffix.lower() in IMAGE_SUFFIXES for path in folder.rglob("*"))
+
+
+def mirror_overrides(data_yaml: Path, hyp: dict[str, Any]) -> dict[str, Any]:
+    """``fliplr: 0, flipud: 0`` for a dataset whose flip is unknown (its data.yaml has no ``flip_idx``:
+    mirroring would teach left as right); asking for a flip there is an error."""
+    data, _ = load_data_yaml(data_yaml)
+    if data.get("flip_idx"):
+        return {}
+    asked = [key for key in ("fliplr", "flipud") if hyp.get(key)]
+    if asked:
+        raise FdposeError("the dataset has no flip_idx (its left/right pairs are unknown), so it must not be "
+                          f"mirrored; drop {', '.join(asked)} or convert with a skeleton that has flip_pairs",
+                          path=data_yaml, item=f"train.hyp.{asked[0]}")
+    return {"fliplr": 0.0, "flipud": 0.0}
 
 
 def check_checkpoint_fits(checkpoint: Path, data_yaml: Path, data: Layout, role: str) -> list[str]:
@@ -379,6 +394,7 @@ def train(data: str | Path, out: str | Path, model: str | Path | None = None, *,
     device_arg, device_line = resolve_device(device)
     click.echo(f"fdpose train: {device_line}", err=True)
     extra = _hyp_overrides(hyp, params_source)
+    no_mirror = mirror_overrides(data, extra)
     warnings: list[str] = []
 
     if resume:
@@ -404,8 +420,8 @@ def train(data: str | Path, out: str | Path, model: str | Path | None = None, *,
             ("model", model), ("epochs", epochs), ("imgsz", imgsz), ("batch", batch), ("seed", seed),
             ("workers", workers), ("plots", plots))}
         model_arg = model_argument(settings.pop("model"))
-        if pretrained is not None:
-            pretrained = Path(pretrained).resolve()
+        if pretrained is not None:  # a file, an official pose weight name or a URL (pipeline.weights)
+            pretrained = resolve_weights(pretrained)
         # A checkpoint to start from (--model X.pt, --pretrained) may have another keypoint layout or
         # classes than the dataset (the head branches that follow them are re-initialised); it must be
         # a pose model of the model's family and scale.
@@ -415,7 +431,7 @@ def train(data: str | Path, out: str | Path, model: str | Path | None = None, *,
                        "(use --resume to continue it)", err=True)
             shutil.rmtree(staging)
         overrides = {
-            **extra, **settings,
+            **extra, **no_mirror, **settings,
             "model": model_arg, "data": str(data), "device": device_arg, "deterministic": True,
             "project": str(staging.parent), "name": staging.name, "exist_ok": True,
             # ultralytics' pretrained=True: "the weights of a .pt model"; a path: "start from these".
@@ -469,16 +485,17 @@ def train(data: str | Path, out: str | Path, model: str | Path | None = None, *,
 @click.option("--workers", type=int, default=None,
               help="Dataloader workers (0 on CPU).  [params: train.workers]")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in OUT.partial from its last.pt.")
-@click.option("--pretrained", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--pretrained", default=None,
               help="Pose checkpoint to start from: stock or FDConv, the model's family and scale, any "
-                   "keypoints and classes (head branches that follow them restart).  "
+                   "keypoints and classes (head branches that follow them restart). A file, an official "
+                   "name (yolov8n-pose.pt) or an http(s) URL (optionally #sha256=<hex>).  "
                    "[params: train.pretrained]")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
               default=PARAMS_FILE, show_default=True,
               help="Params file whose train: section sets the defaults.")
 def train_command(data: Path, model: str | None, out: Path, epochs: int | None, imgsz: int | None,
                   batch: int | None, device: str | None, seed: int | None, workers: int | None, resume: bool,
-                  pretrained: Path | None, params_file: Path) -> None:
+                  pretrained: str | None, params_file: Path) -> None:
     """Train the C2f_FDConv YOLOv8-pose model; options default to the params file's train: section."""
     params = as_dict(load_section("train", params_file))
     if resume:  # the run's own settings, but for what this command line changes

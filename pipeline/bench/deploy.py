@@ -8,7 +8,7 @@ not change the cost), and run in each format, both exported the same way:
 - ``pytorch``: eval mode, no grad, as a package's ``model.safetensors`` runs (``TorchRunner``);
 - ``pytorch-fused``: the same with Conv+BN fused, as ultralytics' predictor runs it;
 - ``onnxruntime``: the ONNX file ``fdpose package`` writes (:func:`pipeline.package.export.export_onnx`:
-  dynamic batch; the FDConv graph runs one sample at a time in an ONNX ``Loop``);
+  dynamic batch; FDConv's per-sample kernels run as one batched matrix product, no ``Loop``);
 - ``openvino``: that ONNX file as an OpenVINO IR (:func:`pipeline.package.export.export_openvino`), when
   the ``fdpose[openvino]`` extra is installed.
 

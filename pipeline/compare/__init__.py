@@ -6,8 +6,10 @@ run is evaluated by the eval stage on the same split. With a single FDConv model
 (:func:`stock_model_file`) is the second. Runs are cached one folder per (model, seed)
 (:mod:`pipeline.compare.runs`): more seeds train only the new runs, an interrupted compare resumes.
 The report (:mod:`pipeline.compare.report`) gives per-model mean and standard deviation, the paired
-difference per seed (first - second) with a bootstrap interval and a verdict, cost beside accuracy
-(:mod:`pipeline.compare.cost`) and per-keypoint PCK.
+difference per seed (first - second) with a t interval, a sign-flip p-value, the effect it could
+detect and a verdict (:mod:`pipeline.stats`), the evaluation noise from a bootstrap over the val
+images (:mod:`pipeline.compare.images`), cost beside accuracy (:mod:`pipeline.compare.cost`) and
+per-keypoint PCK.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 import click
 
 from pipeline.compare.cost import measure_latency, model_cost
-from pipeline.compare.report import Summary, pck_rows, summarize, write_reports
+from pipeline.compare.images import ImageNoise, image_bootstrap, run_predictions
+from pipeline.compare.report import StatsSettings, Summary, pck_rows, summarize, write_reports
 from pipeline.compare.runs import (
     RunRecord,
     RunSettings,
@@ -28,11 +31,13 @@ from pipeline.compare.runs import (
     execute,
     model_code_fingerprint,
 )
-from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section
+from pipeline.config import PARAMS_FILE, CompareParams, EvalParams, as_dict, load_section, overridden
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import load_data_yaml
+from pipeline.io import write_json
 from pipeline.skeleton import Skeleton
 from pipeline.train import resolve_device
+from pipeline.weights import resolve_weights
 
 _FDCONV_BLOCK = re.compile(r"-[A-Za-z0-9]+_FDConv(?=\.ya?ml$)")  # yolov8n-pose-C2f_FDConv.yaml
 
@@ -63,6 +68,36 @@ def labels_for(models: list[str]) -> list[str]:
     return labels
 
 
+def image_noise(records: list[RunRecord], labels: list[str], data: Path, runs: Path, resamples: int,
+                seed: int) -> ImageNoise | None:
+    """The image bootstrap of the seeds' OKS mAP differences (:mod:`pipeline.compare.images`), cached in
+    ``runs`` under a hash of the runs, their evaluation and the bootstrap settings; None when
+    ``resamples`` is 0 or no seed has both runs."""
+    import hashlib
+    import json
+
+    by_seed = {label: {r.seed: r for r in records if r.label == label} for label in labels}
+    seeds = sorted(set(by_seed[labels[0]]) & set(by_seed[labels[1]]))
+    if not resamples or not seeds:
+        return None
+    pairs = [(by_seed[labels[0]][s], by_seed[labels[1]][s]) for s in seeds]
+    key = json.dumps([[a.key, a.eval_key, b.key, b.eval_key] for a, b in pairs] + [resamples, seed])
+    cache = runs / f"image-noise-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+    if cache.is_file():
+        values = json.loads(cache.read_text(encoding="utf-8"))
+        values["per_seed"] = {int(k): v for k, v in values["per_seed"].items()}
+        return ImageNoise(**values)
+    gt = None
+    predictions = {}
+    for s, (a, b) in zip(seeds, pairs, strict=True):
+        gt, first = run_predictions(Path(a.folder) / f"eval-{a.eval_key}")
+        predictions[s] = (first, run_predictions(Path(b.folder) / f"eval-{b.eval_key}")[1])
+    sigmas = list(Skeleton.from_data_yaml(load_data_yaml(data)[0], source=data).sigmas)
+    noise = image_bootstrap(gt, predictions, sigmas, resamples, seed)
+    write_json(cache, noise.to_dict())
+    return noise
+
+
 @dataclass
 class CompareResult:
     """A finished comparison: where it wrote its reports and what it ran now."""
@@ -81,63 +116,65 @@ class CompareResult:
             lines.append(f"{model.label}: OKS mAP {model.mean['oks_map']:.4f} ± {model.std['oks_map']:.4f}, "
                          f"latency {model.latency_ms:.2f} ms, {model.parameters:,} parameters")
         lines.append(self.report.comparisons["oks_map"].verdict())
+        if self.report.noise is not None:
+            lines.append(self.report.noise.note())
         lines.append(f"wrote {self.out}: runs.csv, summary.json, report.md, report.html")
         return "\n".join(lines)
 
 
-def _settings(data: Path, params: dict, eval_params: dict) -> RunSettings:
-    device, _ = resolve_device(params["device"])
-    eval_imgsz = params["eval_imgsz"] or params["imgsz"]
+def _settings(data: Path, params: CompareParams, eval_params: dict) -> RunSettings:
+    device, _ = resolve_device(params.device)
+    eval_imgsz = params.eval_imgsz or params.imgsz
     eval_settings = {k: v for k, v in eval_params.items() if k not in ("split", "imgsz")}
-    return RunSettings(data=data, epochs=params["epochs"], imgsz=params["imgsz"], batch=params["batch"],
-                       device=device, hyp=dict(params["hyp"]), split=params["split"], eval_imgsz=eval_imgsz,
+    return RunSettings(data=data, epochs=params.epochs, imgsz=params.imgsz, batch=params.batch,
+                       device=device, hyp=dict(params.hyp), split=params.split, eval_imgsz=eval_imgsz,
                        eval_params=eval_settings, code_sha256=model_code_fingerprint())
 
 
-def compare(data: str | Path, out: str | Path, models: list[str] | None = None,
-            seeds: list[int] | None = None, *, runs: str | Path | None = None,
-            params_path: str | Path = PARAMS_FILE, **overrides) -> CompareResult:
+def compare(data: str | Path, out: str | Path, params: CompareParams | None = None,
+            eval_params: EvalParams | None = None) -> CompareResult:
     """Train and evaluate two models on every seed (cached per run), then write the reports into ``out``.
 
-    Settings left None come from the ``compare:`` section of ``params_path``; ``overrides``: ``epochs``,
-    ``imgsz``, ``batch``, ``device``, ``pretrained``, ``eval_imgsz``, ``hyp``.
+    ``params``: the ``compare:`` section (default: its built-in defaults); ``eval_params``: the
+    ``eval:`` section, whose scoring settings every run's evaluation uses.
     """
-    params = apply_overrides(as_dict(load_section("compare", params_path)), models=models, seeds=seeds,
-                             runs=runs, **overrides)
-    models = [str(m) for m in params["models"]]
+    params = params or CompareParams()
+    eval_params = eval_params or EvalParams()
+    models = [str(m) for m in params.models]
     if len(models) == 1:
         models.append(stock_model_file(models[0]))
     if len(models) != 2:
         raise FdposeError(f"compare takes one or two models, got {len(models)}", item="--models")
-    if len(set(params["seeds"])) != len(params["seeds"]):
-        raise FdposeError(f"seeds repeat: {params['seeds']}", item="--seeds")
+    if len(set(params.seeds)) != len(params.seeds):
+        raise FdposeError(f"seeds repeat: {params.seeds}", item="--seeds")
     given, data = str(data), Path(data).resolve()
     if not data.is_file():
         raise FdposeError("data.yaml not found", path=data)
-    pretrained = str(Path(params["pretrained"]).resolve()) if params["pretrained"] else None
-    if pretrained and not Path(pretrained).is_file():
-        raise FdposeError("pretrained checkpoint not found", path=pretrained)
-    settings = _settings(data, params, as_dict(load_section("eval", params_path)))
+    pretrained = str(resolve_weights(params.pretrained)) if params.pretrained else None
+    settings = _settings(data, params, as_dict(eval_params))
     labels = labels_for(models)
     data_hash = dataset_fingerprint(data)
     records: list[RunRecord] = []
-    for seed in params["seeds"]:  # seed by seed: an interrupted compare leaves complete pairs behind
+    for seed in params.seeds:  # seed by seed: an interrupted compare leaves complete pairs behind
         for label, model in zip(labels, models, strict=True):
             spec = RunSpec(label, model, seed, pretrained)
-            records.append(execute(spec, settings, Path(params["runs"]), data_hash))
+            records.append(execute(spec, settings, Path(params.runs), data_hash))
     costs = {label: model_cost(next(r.weights for r in records if r.label == label), settings.eval_imgsz)
              for label in labels}
     latency = measure_latency([r.weights for r in records], settings.eval_imgsz,
-                              repeats=params["latency_repeats"], threads=params["latency_threads"])
-    report_settings = {"data": given, "models": models, "seeds": list(params["seeds"]),
+                              repeats=params.latency_repeats, threads=params.latency_threads)
+    report_settings = {"data": given, "models": models, "seeds": list(params.seeds),
                        "epochs": settings.epochs, "imgsz": settings.imgsz, "batch": settings.batch,
-                       "device": settings.device, "hyp": settings.hyp, "pretrained": pretrained,
+                       "device": settings.device, "hyp": settings.hyp, "pretrained": params.pretrained,
                        "split": settings.split, "eval_imgsz": settings.eval_imgsz,
-                       "latency_threads": params["latency_threads"], "runs": str(params["runs"])}
+                       "latency_threads": params.latency_threads, "runs": str(params.runs)}
     pck = pck_rows(labels, records, keypoint_names(data), settings.eval_params["pck_thresholds"])
+    noise = image_noise(records, labels, data, Path(params.runs), params.resamples,
+                        params.bootstrap_seed)
     summary = summarize(report_settings, labels, models, records, costs,
                         {Path(r.folder).name: ms for r, ms in zip(records, latency, strict=True)}, pck,
-                        params["confidence"], params["resamples"], params["bootstrap_seed"])
+                        StatsSettings(params.confidence, params.permutations, params.bootstrap_seed,
+                                      params.effect), noise)
     out = Path(out)
     files = write_reports(summary, out)
     return CompareResult(out, summary, files, [Path(r.folder).name for r in records if not r.cached])
@@ -167,16 +204,23 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
 @click.option("--eval-imgsz", type=int, default=None, help="Eval and latency size (default: --imgsz).")
 @click.option("--batch", type=int, default=None, help="[params: compare.batch]")
 @click.option("--device", default=None, help="auto | cpu | 0 | 0,1  [params: compare.device]")
-@click.option("--pretrained", type=click.Path(dir_okay=False), default=None,
-              help="Stock pose checkpoint both models start from (converted for the FDConv one).")
+@click.option("--pretrained", default=None,
+              help="Stock pose checkpoint both models start from (converted for the FDConv one): a file, an "
+                   "official name (yolov8n-pose.pt) or an http(s) URL (optionally #sha256=<hex>).")
+@click.option("--effect", type=float, default=None,
+              help="A difference worth finding (e.g. 0.01 OKS mAP): the report says how many seeds detect it "
+                   "with 80% power.  [params: compare.effect]")
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path), default=PARAMS_FILE,
               show_default=True, help="Params file whose compare: section sets the defaults.")
 def compare_command(data: Path, models: str | None, seeds: str | None, out: Path, runs: Path | None,
                     epochs: int | None, imgsz: int | None, eval_imgsz: int | None, batch: int | None,
-                    device: str | None, pretrained: str | None, params_path: Path) -> None:
+                    device: str | None, pretrained: str | None, effect: float | None,
+                    params_path: Path) -> None:
     """Train two models on several seeds; report accuracy with confidence intervals, and cost."""
     model_list = [part.strip() for part in models.split(",") if part.strip()] if models else None
-    result = compare(data, out, model_list, _int_list(seeds, "--seeds"), runs=runs, params_path=params_path,
-                     epochs=epochs, imgsz=imgsz, eval_imgsz=eval_imgsz, batch=batch, device=device,
-                     pretrained=pretrained)
+    params = overridden(load_section("compare", params_path), models=model_list,
+                        seeds=_int_list(seeds, "--seeds"), runs=str(runs) if runs is not None else None,
+                        epochs=epochs, imgsz=imgsz, eval_imgsz=eval_imgsz, batch=batch, device=device,
+                        pretrained=pretrained, effect=effect)
+    result = compare(data, out, params, load_section("eval", params_path))
     click.echo(result.summary())

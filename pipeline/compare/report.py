@@ -1,8 +1,9 @@
 """The comparison's numbers and files: ``runs.csv``, ``summary.json``, ``report.md``, ``report.html``.
 
 :func:`summarize` turns the run records and the measured costs into a :class:`Summary` (per-model
-mean and standard deviation over seeds, the paired differences with their bootstrap intervals and
-verdicts, cost ratios, per-keypoint PCK); the writers render that one summary, so the Markdown and
+mean and standard deviation over seeds, the paired differences with their t intervals, sign-flip
+p-values, detectable effects and verdicts, the image bootstrap of evaluation noise, cost ratios,
+per-keypoint PCK); the writers render that one summary, so the Markdown and
 HTML reports and the JSON always agree.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.compare.cost import ModelCost
+from pipeline.compare.images import ImageNoise
 from pipeline.compare.runs import METRICS, RunRecord
 from pipeline.document import Block, Bullets, Document, Figure, Section, Table, html_page
 from pipeline.document import markdown as render_markdown
@@ -25,6 +27,16 @@ METRIC_NAMES = {"oks_map": "OKS mAP", "oks_map50": "OKS mAP50", "oks_map75": "OK
                 "box_map": "box mAP", "box_map50": "box mAP50"}
 RUN_COLUMNS = ["model", "seed", *METRICS, "train_seconds", "epochs", "latency_ms", "run"]
 PLOT_FILE = "oks_map_vs_latency.png"
+
+
+@dataclass(frozen=True)
+class StatsSettings:
+    """How the seeds' paired differences are tested (:func:`pipeline.stats.paired_comparison`)."""
+
+    confidence: float = 0.95
+    permutations: int = 100_000
+    seed: int = 0
+    effect: float | None = None
 
 
 @dataclass
@@ -54,20 +66,25 @@ class Summary:
     pck: list[dict[str, Any]]  # per keypoint: mean PCK of each model at each threshold
     runs: list[RunRecord]
     latencies: dict[str, float]  # run folder name -> median ms
+    noise: ImageNoise | None = None  # the image bootstrap of the OKS mAP differences
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """summary.json: headline numbers first (what ``dvc metrics show`` lists), then the details."""
         a, b = self.models
         headline = {name: {"difference": c.mean, "ci_low": c.ci_low, "ci_high": c.ci_high,
-                           "significant": c.significant, a.label: a.mean[name], b.label: b.mean[name]}
+                           "p_value": c.p_value, "detectable": c.detectable, "significant": c.significant,
+                           a.label: a.mean[name], b.label: b.mean[name]}
                     for name, c in self.comparisons.items()}
+        if self.noise is not None:
+            headline["oks_map"]["image_sd"] = self.noise.mean_sd
         return {
             **headline,
             "ratios": self.ratios,
             "verdict": self.comparisons["oks_map"].verdict(),
             "models": [asdict(m) for m in self.models],
             "comparisons": {name: c.to_dict() for name, c in self.comparisons.items()},
+            "image_noise": self.noise.to_dict() if self.noise is not None else None,
             "pck": self.pck,
             "runs": [{**run.to_dict(), "latency_ms": self.latencies[Path(run.folder).name]}
                      for run in self.runs],
@@ -109,17 +126,17 @@ def pck_rows(labels: list[str], runs: list[RunRecord], keypoint_names: list[str]
 
 def summarize(settings: dict[str, Any], labels: list[str], models: list[str], runs: list[RunRecord],
               costs: dict[str, ModelCost], latencies: dict[str, float], pck: list[dict[str, Any]],
-              confidence: float = 0.95, resamples: int = 10_000, seed: int = 0) -> Summary:
+              stats: StatsSettings = StatsSettings(), noise: ImageNoise | None = None) -> Summary:
     """The summary of two models' runs: ``costs`` by label, ``latencies`` by run folder name, ``pck``
-    from :func:`pck_rows`."""
+    from :func:`pck_rows`, ``noise`` from :func:`pipeline.compare.images.image_bootstrap`."""
     summaries = []
     for label, model in zip(labels, models, strict=True):
         own = sorted((run for run in runs if run.label == label), key=lambda run: run.seed)
-        stats = {name: mean_std([run.metrics[name] for run in own]) for name in METRICS}
+        spread = {name: mean_std([run.metrics[name] for run in own]) for name in METRICS}
         summaries.append(ModelSummary(
             label=label, model=model, seeds=[run.seed for run in own],
-            mean={name: value[0] for name, value in stats.items()},
-            std={name: value[1] for name, value in stats.items()},
+            mean={name: value[0] for name, value in spread.items()},
+            std={name: value[1] for name, value in spread.items()},
             parameters=costs[label].parameters, gflops=costs[label].gflops,
             latency_ms=float(_median([latencies[Path(run.folder).name] for run in own])),
             train_seconds=float(mean_std([run.train_seconds for run in own])[0]),
@@ -129,21 +146,26 @@ def summarize(settings: dict[str, Any], labels: list[str], models: list[str], ru
     common = sorted(set(by_seed[a]) & set(by_seed[b]))
     comparisons = {name: paired_comparison(METRIC_NAMES[name], a, b,
                                            {s: (by_seed[a][s].metrics[name], by_seed[b][s].metrics[name])
-                                            for s in common}, confidence, resamples, seed)
+                                            for s in common}, stats.confidence, stats.permutations,
+                                           stats.seed, stats.effect)
                    for name in METRICS}
     first, second = summaries
     ratios = {"parameters": _ratio(first.parameters, second.parameters),
               "gflops": _ratio(first.gflops, second.gflops),
               "latency": _ratio(first.latency_ms, second.latency_ms),
               "train_time": _ratio(first.train_seconds, second.train_seconds)}
-    notes = [f"Paired difference = {a} - {b} on the same seed. Interval: percentile bootstrap of the mean "
-             f"difference over seeds ({resamples} resamples, seed {seed}; exact enumeration when there are "
-             "fewer possible resamples). With few seeds the interval cannot be wider than the range of the "
-             "differences: read it as a lower bound on the uncertainty.",
+    notes = [f"Paired difference = {a} - {b} on the same seed. Interval: paired Student-t interval of the "
+             "mean difference over seeds (n - 1 degrees of freedom). p: two-sided sign-flip permutation test "
+             f"(exact over all 2^n sign patterns up to {stats.permutations:,}, else that many seeded draws); "
+             "it cannot go below 2 / 2^n, so fewer than 6 seeds never reach 0.05. Significant: the interval "
+             "excludes zero and p < 1 - confidence. Detectable: the true difference the t-test finds with "
+             "80% power at the observed spread of the differences.",
+             *([noise.note()] if noise is not None else
+               ["Evaluation noise: not measured (compare.resamples 0)."]),
              "Latency: batch 1 on the CPU at the eval image size, fused models, measured side by side in "
              "this run (round-robin over all runs' checkpoints); each run's figure is the median of its "
              "calls."]
-    return Summary(settings, summaries, comparisons, ratios, pck, runs, latencies, notes)
+    return Summary(settings, summaries, comparisons, ratios, pck, runs, latencies, noise, notes)
 
 
 def _median(values: list[float]) -> float:
@@ -179,8 +201,15 @@ def tables(summary: Summary) -> list[tuple[str, list[str], list[list[str]]]]:
               for i, s in enumerate(seeds)]
     paired.append(["mean", *(f"{summary.comparisons[k].mean:+.4f}" for k in METRICS)])
     level = f"{summary.comparisons['oks_map'].confidence:.0%}"
-    paired.append([f"{level} CI", *("n/a" if c.ci_low is None else f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
-                                    for c in (summary.comparisons[k] for k in METRICS))])
+    comparisons = [summary.comparisons[k] for k in METRICS]
+    intervals = ("n/a" if c.ci_low is None else f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]" for c in comparisons)
+    paired.append([f"{level} t interval", *intervals])
+    paired.append(["sign-flip p", *(_fmt(c.p_value, 3) for c in comparisons)])
+    paired.append(["detectable (80% power)", *("none" if c.detectable is None else f"±{c.detectable:.4f}"
+                                              for c in comparisons)])
+    if comparisons[0].effect is not None:
+        paired.append([f"seeds for {comparisons[0].effect:g}",
+                       *(_fmt(c.seeds_for_effect) for c in comparisons)])
     imgsz = summary.settings["eval_imgsz"]
     threads = summary.settings["latency_threads"]
     cost_header = ["model", "parameters", f"GFLOPs@{imgsz}", f"CPU latency ms@{imgsz} ({threads} thr)",
@@ -197,10 +226,21 @@ def tables(summary: Summary) -> list[tuple[str, list[str], list[list[str]]]]:
     runs = [[run.label, str(run.seed), *(_fmt(run.metrics[k]) for k in METRICS), f"{run.train_seconds:.1f}",
              str(run.epochs), f"{summary.latencies[Path(run.folder).name]:.2f}", Path(run.folder).name]
             for run in summary.runs]
+    noise = summary.noise
+    noise_rows = [] if noise is None else [
+        [str(s), f"{v['difference']:+.4f}", f"{v['sd']:.4f}", f"[{v['ci_low']:+.4f}, {v['ci_high']:+.4f}]"]
+        for s, v in sorted(noise.per_seed.items())] + [
+        ["mean over seeds", f"{comparisons[0].mean:+.4f}", f"{noise.mean_sd:.4f}",
+         f"[{noise.mean_low:+.4f}, {noise.mean_high:+.4f}]"]]
+    noise_table = [] if noise is None else [
+        (f"Evaluation noise: OKS mAP difference, paired bootstrap over the {noise.images} val images "
+         f"({noise.resamples} resamples)", ["seed", "difference", "bootstrap sd", "95% of resamples"],
+         noise_rows)]
     return [
         (f"Accuracy: mean ± standard deviation over seeds (eval split: {summary.settings['split']})",
          ["model", "seeds", *(METRIC_NAMES[k] for k in METRICS)], accuracy),
         (f"Paired difference per seed ({a.label} - {b.label}), {n} seeds", paired_header, paired),
+        *noise_table,
         ("Cost", cost_header, cost),
         ("Per-keypoint PCK (mean over seeds)", ["keypoint", *pck_keys], pck),
         ("Runs", ["model", "seed", *(METRIC_NAMES[k] for k in METRICS), "train s", "epochs", "latency ms",

@@ -29,6 +29,7 @@ from pipeline.errors import FdposeError, printable
 from pipeline.images import ImageInfo, image_info, orient_points, safe_relative_name
 from pipeline.io import read_json, write_json
 from pipeline.skeleton import Skeleton
+from pipeline.skeleton.shipped import shipped_matching, shipped_name
 
 
 def box_area(instance: Instance) -> float:
@@ -216,22 +217,28 @@ def _rows(items: list[Any], width: int) -> tuple[np.ndarray, np.ndarray]:
         return out, ok
 
 
-def _edges(raw_edges: list, k: int, report: Report) -> list[tuple[int, int]]:
+def _edges(raw_edges: list, names: list[str], source: Path, report: Report) -> list[tuple[int, int]]:
     """A category's ``skeleton`` as 0-based edges. COCO's are 1-based; some files use 0-based indices
-    (an index 0 and none equal to K tells them apart). Edges naming no keypoint are left out, warned."""
+    (an index 0 and none equal to K tells them apart). When any edge is not a pair of this layout's
+    keypoints, the edges belong to another layout (CrowdPose's files carry COCO's 17-point skeleton):
+    all are dropped, with one warning, since the ones in range would join the wrong joints."""
+    k = len(names)
     pairs = [tuple(e) for e in raw_edges
-             if isinstance(e, list) and len(e) == 2 and all(isinstance(v, int) for v in e)]
+             if isinstance(e, list) and len(e) == 2 and all(type(v) is int for v in e)]
     flat = [v for pair in pairs for v in pair]
     base = 0 if flat and min(flat) == 0 and max(flat) < k else 1
-    if base == 0:
-        report.warn("the categories' skeleton edges are 0-based (COCO's are 1-based); read as 0-based")
-    edges = []
-    for edge in raw_edges:
-        if isinstance(edge, list) and tuple(edge) in pairs and all(base <= v < k + base for v in edge):
-            edges.append((edge[0] - base, edge[1] - base))
-        else:
-            report.warn(f"skeleton edge {edge!r} names no keypoint of {k}; left out")
-    return edges
+    foreign = [e for e in raw_edges if not (isinstance(e, list) and tuple(e) in pairs
+                                            and all(base <= v < k + base for v in e))]
+    if foreign:
+        match = shipped_matching(names)
+        hint = f"; the shipped {shipped_name(match)} has this layout's edges" if match else ""
+        report.warn(f"{source}: its skeleton edges do not fit its {k} keypoints (e.g. {foreign[0]!r}): "
+                    f"a skeleton of another layout, all {len(raw_edges)} edges dropped{hint}")
+        return []
+    if base == 0 and pairs:
+        report.warn(f"{source}: the categories' skeleton edges are 0-based (COCO's are 1-based); "
+                    "read as 0-based")
+    return [(a - base, b - base) for a, b in pairs]
 
 
 def _format_indices(indices: np.ndarray) -> str:
@@ -391,8 +398,9 @@ def _layout(categories: list[dict], annotations: list[Any], source: Path, skelet
             out_skeleton = replace(skeleton, class_names=class_names, keypoint_names=keypoint_names)
         else:
             raw_edges = (class_categories[0].get("skeleton") if class_categories else None) or []
-            edges = _edges(raw_edges, k, report)
-            out_skeleton = Skeleton(keypoint_names, class_names=class_names, edges=edges)
+            edges = _edges(raw_edges, keypoint_names, source, report)
+            out_skeleton = Skeleton(keypoint_names, class_names=class_names, edges=edges,
+                                    edges_source=f"file {source}" if edges else "none")
     except FdposeError as error:  # e.g. a keypoint named twice: the file's categories are at fault
         raise FdposeError(str(error).removeprefix("skeleton: "), path=source, item="categories") from None
     return _Layout(out_skeleton, k, permutation, class_of, bool(class_categories))

@@ -161,6 +161,27 @@ class ImageFetcher:
                                  f"from {url}") from None
         raise FetchError(f"Label Studio refused the key for {url} (HTTP 401)")
 
+    def post_files(self, path: str, files: list[tuple[str, bytes]], what: str) -> Any:
+        """POST ``files`` (name, bytes) as a multipart form to ``path`` on this server (Label Studio's file
+        import, which the SDK's typed API lacks); the JSON answer, or one error line naming ``what``."""
+        url = f"{self.base_url}{path}"
+        form = [(f"file{i}", (name, data)) for i, (name, data) in enumerate(files)]  # one field per file
+        for renew in (False, True):
+            try:
+                response = self._client.post(url, files=form, headers=self._headers(renew))
+            except self._httpx.HTTPError as error:
+                raise FdposeError(f"{what} failed ({type(error).__name__}: {error})",
+                                  path=self.base_url) from None
+            except FetchError as error:
+                raise FdposeError(f"{what} failed ({error.message})", path=self.base_url) from None
+            if response.status_code == 401 and not renew:
+                continue
+            if response.status_code not in (200, 201):
+                raise FdposeError(f"{what} failed (HTTP {response.status_code}: {response.text[:200]})",
+                                  path=self.base_url)
+            return response.json()
+        raise FdposeError(f"{what} failed: Label Studio refused the key (HTTP 401)", path=self.base_url)
+
     def _read(self, response: Any, url: str) -> bytes:
         """The body, within ``max_bytes`` and ``timeout_s`` in all (not only between two reads)."""
         deadline = time.monotonic() + self.timeout_s

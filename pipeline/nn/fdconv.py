@@ -67,13 +67,20 @@ The fast paths, in the order a forward runs them:
   a hand-written backward keeps the number of full-size temporaries low.
 * Convolution: one grouped convolution with ``groups = B`` for all per-sample kernels.
 * FBM: low-passes as separable projections (a few GEMMs) up to ``FBM_FFT_MIN_SIZE``, masked FFTs
-  above; always projections under ONNX export / tracing, where the eval-mode basis is a constant
-  too, so the exported graph has no FFT. Inference (no autograd) works in an ``(H, W, B*Cin)``
+  above. Inference (no autograd) works in an ``(H, W, B*Cin)``
   layout instead, where every product is one GEMM or one broadcast batch of them with no
   transposed copies: ``ca`` is folded into the one copy of the input into that layout (none for a
   channels-last batch of 1), the bands are accumulated in place through one reused low-pass
   buffer, and the grouped convolution reads the result as a channels-last tensor. (With autograd
   that layout is slower: training keeps the NCHW form.) The output has the input's memory format.
+
+Export (ONNX export or TorchScript tracing) records a graph with no FFT and a symbolic batch axis:
+the FBM low-passes are always projections; the basis kernels are rebuilt from ``D`` by real
+DFT-matrix products that ONNX Runtime and OpenVINO fold once at load (:meth:`FDConv._graph_basis`),
+so a file stores ``D`` (about one static kernel) instead of ``r * n`` basis kernels; and the
+per-sample kernels are applied by :func:`batched_conv` (batched matrix products over the shifted
+views of the input, ``EXPORT_CONV_FORM``), since an ONNX ``Conv``'s group count cannot follow the
+batch. One exported graph therefore runs every batch size as one batched operation, without ``Loop``.
 
 Allocator note: above glibc's 32 MB mmap threshold every freshly allocated tensor is page-faulted
 in again, which makes training steps of wide layers at large batches (e.g. 256 channels at batch
@@ -92,7 +99,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FDConv", "StarReLU", "frequency_groups", "band_keep", "real_fourier_basis"]
+__all__ = ["FDConv", "StarReLU", "batched_conv", "frequency_groups", "band_keep", "real_fourier_basis"]
 
 _GLOBAL_ACTS = ("sigmoid", "tanh", "softmax")
 _LOCAL_ACTS = ("sigmoid", "tanh")
@@ -175,6 +182,10 @@ class StarReLU(nn.Module):
 # one CPU thread (32 channels, three bands): projections take 1.2 / 3.3 / 7.5 / 11.7 ms at
 # 80 / 120 / 160 / 240 px where the FFTs take 2.2 / 4.9 / 14.3 / 13.1 ms; at 320 px FFTs win.
 FBM_FFT_MIN_SIZE = 288
+
+
+# How an export applies the per-sample kernels (see :func:`batched_conv`): "im2col" or "taps".
+EXPORT_CONV_FORM = "im2col"
 
 
 def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -321,6 +332,10 @@ class FDConv(nn.Module):
         # Position of each stored cell in the (kernel_num * grid) stack of per-group spectra.
         target = torch.from_numpy(group * grid + cells)
         self.register_buffer("_fdw_target", target.to(factory["device"]), persistent=False)
+        if self.param_reduction == 1.0 and n <= 127:
+            # For the export's in-graph basis (:meth:`_graph_basis`): each cell's group, one byte a cell.
+            self.register_buffer("_fdw_group", torch.from_numpy(group.reshape(rows, -1).astype(np.int8))
+                                 .to(factory["device"]), persistent=False)
 
     def _init_ksm(self, reduction: float, factory: dict) -> None:
         """KSM (section 2): the global branch's MLP and fused heads, the local branch's 1-D conv."""
@@ -482,6 +497,54 @@ class FDConv(nn.Module):
         # M[o*k + i, c*k + j] -> (group, o, c, i*k + j): the layout the grouped convolution reads.
         return basis.reshape(r * n, cout, k, cin, k).permute(0, 1, 3, 2, 4).reshape(r * n, cout, cin, k * k)
 
+    def _graph_basis(self) -> torch.Tensor:
+        """:meth:`_compute_basis` as graph operations an exporter records and a runtime folds at load.
+
+        An exported file then stores ``D`` (about one static kernel's worth) instead of the ``r * n``
+        basis kernels, and ONNX Runtime / OpenVINO rebuild the basis once, when they load the model,
+        by constant folding. The inverse FFT becomes real DFT-matrix products (exporters have no
+        ``irfft2``): along the rows a complex inverse DFT, along the columns the half-spectrum
+        inverse with weights 1, 2, ..., 2 (1 at Nyquist), whose sine column at DC and Nyquist
+        ignores the imaginary parts as ``irfft`` does. The group masks and the DFT matrices are
+        built from ``arange``s matrix-multiplied by a ``(1, 1)`` one derived from a parameter: the
+        TorchScript exporter inlines buffers and Python constants and folds every operation on
+        them, but it folds no ``MatMul`` over an initializer, so those large products are not
+        stored in the file; the runtimes fold everything.
+        """
+        cout, cin, k = self.out_channels, self.in_channels, self.kernel_size[0]
+        rows, cols = cout * k, cin * k
+        half = cols // 2 + 1
+        r, n = self.param_ratio, self.kernel_num
+        # A (1, 1) one the exporter folds from a parameter into an initializer, not into the MatMuls.
+        unit = (self.ksm_act.scale.float() * 0.0 + 1.0).reshape(1, 1)
+
+        def indices(count: int) -> torch.Tensor:  # (count, 1): 0 .. count-1, not foldable by the exporter
+            return torch.matmul(torch.arange(count, dtype=torch.float32).reshape(count, 1), unit)
+
+        def angles(first: torch.Tensor, second: torch.Tensor, period: int) -> torch.Tensor:
+            # (u * x) mod period first: exact in float32 (products below 2**24), so the angle is too.
+            return torch.remainder(first * second.t(), period) * (2.0 * math.pi / period)
+
+        masks = self._fdw_group.float() == indices(n).reshape(n, 1, 1)  # (n, rows, half)
+        spectra = self.dft_weight.float().reshape(r, 1, rows, half, 2) * masks.float().unsqueeze(-1)
+        spectra = spectra.reshape(r * n, rows, half, 2) * (1.0 / (rows * cols))  # backward norm
+        # Along the rows: [Yr; Yi] = [[C, -S], [S, C]] @ [Sr; Si].
+        row_angle = angles(indices(rows), indices(rows), rows)
+        cos, sin = torch.cos(row_angle), torch.sin(row_angle)
+        row_dft = torch.cat([torch.cat([cos, -sin], 1), torch.cat([sin, cos], 1)], 0)  # (2 rows, 2 rows)
+        stacked = torch.cat([spectra[..., 0], spectra[..., 1]], 1)  # (r*n, 2 rows, half)
+        inner = torch.matmul(row_dft, stacked)
+        # Along the columns: M = [Yr, Yi] @ [w cos; -w sin].
+        col_angle = angles(indices(half), indices(cols), cols)
+        weight = torch.full((half, 1), 2.0)
+        weight[0] = 1.0
+        if cols % 2 == 0:
+            weight[-1] = 1.0
+        col_dft = torch.cat([torch.cos(col_angle) * weight, torch.sin(col_angle) * -weight], 0)
+        joined = torch.cat([inner[:, :rows], inner[:, rows:]], 2)  # (r*n, rows, 2 half)
+        basis = torch.matmul(joined, col_dft)  # (r*n, rows, cols)
+        return basis.reshape(r * n, cout, k, cin, k).permute(0, 1, 3, 2, 4).reshape(r * n, cout, cin, k * k)
+
     def _basis(self, cin_last: bool = False) -> torch.Tensor:
         """Basis kernels: recomputed while training (autograd), cached in inference.
 
@@ -585,20 +648,20 @@ class FDConv(nn.Module):
         Every product is one 2-D GEMM over all samples, channels and rows (the small basis matrix on
         the right) rather than many tiny batched ones.
         """
-        batch, channels, height, width = (int(size) for size in x.shape)
-        planes = batch * channels
+        # Only the static sizes become Python ints: the batch stays symbolic in an exported graph.
+        channels, height, width = (int(size) for size in x.shape[1:])
         u, u_t = self._projections(height, x.device)
         v, v_t = self._projections(width, x.device)
         kh_max, kw_max = u.shape[1], v.shape[1]
-        rows = torch.mm(x.reshape(planes * height, width), v)  # x V: (N*H, kW)
-        rows = rows.reshape(planes, height, kw_max).transpose(1, 2).reshape(planes * kw_max, height)
-        coeffs_t = torch.mm(rows, u).reshape(planes, kw_max, kh_max)  # (U^T x V)^T: (N, kW, kH)
+        rows = torch.mm(x.reshape(-1, width), v)  # x V: (N*H, kW)
+        rows = rows.reshape(-1, height, kw_max).transpose(1, 2).reshape(-1, height)
+        coeffs_t = torch.mm(rows, u).reshape(-1, kw_max, kh_max)  # (U^T x V)^T: (N, kW, kH)
         lows = []
         for f in self.k_list:
             kh, kw = 1 + 2 * ((height - 1) // (2 * f)), 1 + 2 * ((width - 1) // (2 * f))
-            part = torch.mm(coeffs_t[:, :kw, :kh].reshape(planes * kw, kh), u_t[:kh])  # (N*kw, H)
-            part = part.reshape(planes, kw, height).transpose(1, 2).reshape(planes * height, kw)
-            lows.append(torch.mm(part, v_t[:kw]).reshape(batch, channels, height, width))
+            part = torch.mm(coeffs_t[:, :kw, :kh].reshape(-1, kh), u_t[:kh])  # (N*kw, H)
+            part = part.reshape(-1, kw, height).transpose(1, 2).reshape(-1, kw)
+            lows.append(torch.mm(part, v_t[:kw]).reshape(-1, channels, height, width))
         return lows
 
     def _coefficients_of(self, band_logits: torch.Tensor) -> torch.Tensor:
@@ -642,6 +705,11 @@ class FDConv(nn.Module):
             if channel_scale is not None:
                 out = out * _as(channel_scale, f32).reshape(batch, channels, 1, 1)
         return _as(out, x.dtype)
+
+    def _batched_conv(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+        """:func:`batched_conv` with this layer's geometry and bias (the export form)."""
+        bias = None if self.bias is None else _as(self.bias, x.dtype)
+        return batched_conv(x, kernels, bias, self.stride, self.padding, self.dilation, EXPORT_CONV_FORM)
 
     def _planes_low_passes(self, planes: torch.Tensor) -> Iterator[torch.Tensor]:
         """Inference's :meth:`_projected_low_passes` for ``(H, W, N)`` float32 planes, one ``f`` at a time.
@@ -729,7 +797,9 @@ class FDConv(nn.Module):
                 kernels = _inference_kernels(a, self._basis(cin_last=True), local_input, taps, factor,
                                              kernel_ca, slope)
             else:
-                args = (a, self._basis(), local_input, taps, factor, kernel_ca, slope)
+                in_graph = _exporting() and hasattr(self, "_fdw_group")
+                basis = self._graph_basis() if in_graph else self._basis()
+                args = (a, basis, local_input, taps, factor, kernel_ca, slope)
                 if torch.is_grad_enabled() and not _exporting():
                     kernels = _AssembleKernels.apply(*args)
                 else:
@@ -737,6 +807,13 @@ class FDConv(nn.Module):
                 kernels = kernels.reshape(batch * cout, cin, k, k)
 
         activation_ca = None if kernel_side_ca else ca
+        if _exporting():
+            # Batch-native export: the batch stays a symbolic axis (an ONNX Conv's group count could not).
+            if self.fbm_conv is not None:
+                x = self._fbm(x, activation_ca)
+            elif activation_ca is not None:
+                x = x * _as(activation_ca.reshape(batch, cin, 1, 1), x.dtype)
+            return self._batched_conv(x, _as(kernels, x.dtype).reshape(batch, cout, cin, k * k))
         if fast_fbm:
             planes = _as(self._fbm_inference(x, activation_ca), x.dtype)
             x = planes.reshape(1, height, width, batch * cin).permute(0, 3, 1, 2)  # channels-last view
@@ -758,6 +835,53 @@ class FDConv(nn.Module):
         # The output keeps the input's memory format, as nn.Conv2d's does (no copy for a batch of 1).
         out = out.reshape(batch, cout, out.shape[-2], out.shape[-1])
         return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _padding_of(padding: tuple[int, int] | str, k: int,
+                dilation: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``F.pad`` amounts (left, right, top, bottom) of a convolution's ``padding`` (or same/valid)."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        total_h, total_w = dilation[0] * (k - 1), dilation[1] * (k - 1)
+        return (total_w // 2, total_w - total_w // 2, total_h // 2, total_h - total_h // 2)
+    return (padding[1], padding[1], padding[0], padding[0])
+
+
+def batched_conv(x: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor | None,
+                 stride: tuple[int, int], padding: tuple[int, int] | str, dilation: tuple[int, int],
+                 form: str = "im2col") -> torch.Tensor:
+    """Sample ``b`` of ``x`` ``(B, Cin, H, W)`` convolved with its own kernels ``(B, Cout, Cin, k*k)``.
+
+    The export form of the per-sample convolution: batched matrix products over the ``k*k`` shifted
+    views of the padded input, so the batch stays an ordinary (symbolic) axis, which ONNX Runtime
+    and OpenVINO run as one operation for the whole batch. ``im2col`` stacks the views into
+    ``(B, Cin*k*k, Ho*Wo)`` columns for one product; ``taps`` sums ``k*k`` products of
+    ``(B, Cout, Cin) @ (B, Cin, Ho*Wo)`` (no stacked copy).
+    """
+    _, cin, height, width = x.shape
+    cout, kk = kernels.shape[1], kernels.shape[3]
+    k = math.isqrt(kk)
+    left, right, top, bottom = _padding_of(padding, k, dilation)
+    if left or right or top or bottom:
+        x = F.pad(x, (left, right, top, bottom))
+    rows = (int(height) + top + bottom - dilation[0] * (k - 1) - 1) // stride[0] + 1
+    cols = (int(width) + left + right - dilation[1] * (k - 1) - 1) // stride[1] + 1
+    span_h, span_w = (rows - 1) * stride[0] + 1, (cols - 1) * stride[1] + 1
+    views = [x[:, :, i * dilation[0]: i * dilation[0] + span_h: stride[0],
+               j * dilation[1]: j * dilation[1] + span_w: stride[1]].reshape(-1, cin, rows * cols)
+             for i in range(k) for j in range(k)]
+    if form == "im2col":
+        columns = torch.stack(views, dim=2).reshape(-1, cin * kk, rows * cols)
+        out = torch.matmul(kernels.reshape(-1, cout, cin * kk), columns)
+    else:
+        out = None
+        for tap, view in enumerate(views):
+            part = torch.matmul(kernels[:, :, :, tap], view)
+            out = part if out is None else out + part
+    if bias is not None:
+        out = out + bias.reshape(1, cout, 1)
+    return out.reshape(-1, cout, rows, cols)
 
 
 def _local_logits(q: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:

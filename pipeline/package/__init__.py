@@ -10,11 +10,12 @@
   :func:`pipeline.model_io.load_packaged_model` reads them with ``yaml.safe_load`` and
   ``safetensors``: no pickled code runs;
 * ``model.onnx`` — exported from the safetensors model by the TorchScript exporter in eval mode, so
-  FDConv's cached basis kernels and FFT-free FBM projections enter the graph as constants (the input
-  size is fixed, ``meta.imgsz`` in ``model.yaml``); any batch size (a model with FDConv runs its
-  batch-1 graph once per sample in an ONNX ``Loop``). Checked with onnxruntime against PyTorch on a
-  real image and its mirror image; packaging fails when the max abs difference of the raw outputs
-  over their max abs value exceeds the tolerance (``package.onnx_tolerance``, 1e-4);
+  FDConv's export form enters the graph (FFT-free FBM projections, so the input size is fixed,
+  ``meta.imgsz`` in ``model.yaml``; its basis rebuilt from the Fourier parameter at load; per-sample
+  kernels as batched matrix products); any batch size, run as one batch (no ONNX ``Loop``).
+  Checked with onnxruntime against PyTorch on a real image and its mirror image; packaging fails
+  when the max abs difference of the raw outputs over their max abs value exceeds the tolerance
+  (``package.onnx_tolerance``, 1e-4);
 * ``model.xml`` + ``model.bin`` — with the ``fdpose[openvino]`` extra installed, the ONNX model as an
   OpenVINO IR (float32), checked against PyTorch the same way; without it, packaging says so in one
   line and leaves it out;

@@ -39,9 +39,10 @@ LATENCY_RUNS = 5  # timed batch-1 runs per format for the card's latency (after 
 def model_card(*, weights_name: str, weights_sha256: str, checkpoint: dict[str, Any], meta: ModelMeta,
                architecture: dict[str, Any], parameters: int, data: DataInfo, metrics: dict[str, Any] | None,
                report: str | None, checks: list[ExportCheck], opset: int,
-               latency: dict[str, float] | None = None) -> str:
+               latency: dict[str, float] | None = None, comparison: dict[str, Any] | None = None) -> str:
     """The MODEL_CARD.md text: only facts from the inputs, nothing location-dependent (and nothing
-    time-dependent unless ``latency``, measured at packaging time, is given)."""
+    time-dependent unless ``latency``, measured at packaging time, is given). ``comparison``: the
+    ``summary.json`` of an ``fdpose compare`` report packaged under ``comparison/``, or None."""
     uses_fdconv = "C2f_FDConv" in json.dumps(architecture)
     title = "# Model card: YOLOv8-pose" + (" with C2f_FDConv (Frequency Dynamic Convolution)" if uses_fdconv
                                            else "")
@@ -52,6 +53,7 @@ def model_card(*, weights_name: str, weights_sha256: str, checkpoint: dict[str, 
     lines += _card_data(data, meta)
     lines += _card_training(checkpoint.get("train_args") or {})
     lines += _card_evaluation(metrics, data, report)
+    lines += _card_comparison(comparison)
     lines += _card_versions_and_limits(meta)
     return "\n".join(lines)
 
@@ -83,8 +85,8 @@ def _card_model(weights_name: str, weights_sha256: str, checkpoint: dict[str, An
            if any(check.format == "OpenVINO" for check in checks) else "") + ".",
     ]
     if "_FDConv" in json.dumps(architecture):
-        lines.append("- FDConv gives every sample its own kernels, so the exported graph runs one sample at "
-                     "a time: an ONNX `Loop` over the batch.")
+        lines.append("- FDConv gives every sample its own kernels: the exported graph applies them as "
+                     "batched matrix products, so a batch runs as one batch (no ONNX `Loop`).")
     runtime = {"ONNX": "onnxruntime", "OpenVINO": "OpenVINO"}
     for check in checks:
         lines.append(f"- {check.format} check: {runtime.get(check.format, check.format)} vs PyTorch on "
@@ -173,6 +175,24 @@ def _card_evaluation(metrics: dict[str, Any] | None, data: DataInfo, report: str
     lines.append(evaluated + ". OKS mAP by the COCO protocol with the sigmas above "
                  "(`eval/metrics.json`)." + (f" Full report: [{report}]({report})." if report else ""))
     return lines
+
+
+def _card_comparison(summary: dict[str, Any] | None) -> list[str]:
+    """## Comparison: whether ``fdpose compare`` measured this architecture against its stock twin, and
+    its verdict (with the effect size it could have missed) and report, packaged under ``comparison/``."""
+    lines = ["", "## Comparison with the stock model", ""]
+    if summary is None:
+        return lines + ["No comparison was run for this package: nothing here says whether FDConv beats the "
+                        "stock model on this data. `fdpose compare` measures it over seeds (README, \"Does "
+                        "FDConv pay?\"); `fdpose package --comparison REPORT_DIR` links its verdict here."]
+    settings = summary.get("settings") or {}
+    models = " against ".join(f"`{m}`" for m in settings.get("models") or [])
+    start = f"from `{settings['pretrained']}`" if settings.get("pretrained") else "from scratch"
+    seeds = len(settings.get("seeds") or [])
+    return lines + [f"A comparison was run: {models}, {seeds} paired seeds, {start}, on "
+                    f"`{settings.get('data', '?')}`. Verdict: {summary.get('verdict', '?')}",
+                    "", "Full report: [comparison/report.md](comparison/report.md) (numbers in "
+                    "`comparison/summary.json`)."]
 
 
 def _card_versions_and_limits(meta: ModelMeta) -> list[str]:

@@ -33,6 +33,9 @@ def _deprecated(old: str, new: str) -> None:
 @click.option("--latency", is_flag=True, default=False,
               help="Measure each format's batch-1 latency into the model card (the package then differs "
                    "from build to build).")
+@click.option("--comparison", type=click.Path(file_okay=False), default=None,
+              help="An `fdpose compare` report folder (summary.json, report.md): the model card links its "
+                   "verdict.  [params: package.comparison]")
 @click.option("--params", "params_path", default=PARAMS_FILE, show_default=True,
               type=click.Path(dir_okay=False, path_type=Path), help="Parameters file (section package).")
 @click.option("--verify", "verify_path", type=click.Path(path_type=Path), default=None,
@@ -47,8 +50,9 @@ def _deprecated(old: str, new: str) -> None:
 @click.pass_context
 def package_command(ctx: click.Context, weights: Path | None, eval_dir: Path | None, out: Path | None,
                     data: Path | None, image: Path | None, imgsz: int | None, latency: bool,
-                    params_path: Path, verify_path: Path | None, bench_path: Path | None, sizes: str,
-                    runs: int, threads: int | None, bench_json: Path | None) -> None:
+                    comparison: str | None, params_path: Path, verify_path: Path | None,
+                    bench_path: Path | None, sizes: str, runs: int, threads: int | None,
+                    bench_json: Path | None) -> None:
     """Package weights as model.pt, model.safetensors + model.yaml, model.onnx (and model.xml + model.bin
     with fdpose[openvino]), MODEL_CARD.md, SHA256SUMS."""
     if ctx.invoked_subcommand is not None:
@@ -67,8 +71,8 @@ def package_command(ctx: click.Context, weights: Path | None, eval_dir: Path | N
     params = load_section("package", params_path)  # a bad params file stops packaging before anything is read
     if weights is None or eval_dir is None or out is None:
         raise click.UsageError("--weights, --eval and --out are required (or use `fdpose package verify`)")
-    result = package(weights, eval_dir, out, overridden(params, "--imgsz", imgsz=imgsz), data=data,
-                     image=image, latency=latency)
+    params = overridden(params, "command line", imgsz=imgsz, comparison=comparison)
+    result = package(weights, eval_dir, out, params, data=data, image=image, latency=latency)
     click.echo(result.summary())
 
 

@@ -179,6 +179,20 @@ def _copy_eval(eval_dir: Path, tmp: Path) -> str | None:
     return "eval/report.html"
 
 
+def read_comparison(folder: Path) -> dict[str, Any]:
+    """The ``summary.json`` of an ``fdpose compare`` report folder (with its ``report.md`` beside it)."""
+    summary_path = folder / "summary.json"
+    if not summary_path.is_file() or not (folder / "report.md").is_file():
+        raise FdposeError("not an fdpose compare report folder (summary.json and report.md)", path=folder)
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FdposeError(f"unreadable summary: {error}", path=summary_path) from None
+    if not isinstance(summary, dict) or "verdict" not in summary or "settings" not in summary:
+        raise FdposeError("not a compare summary (no verdict or settings)", path=summary_path)
+    return summary
+
+
 def package(weights: str | Path, eval_dir: str | Path | None, out: str | Path,
             params: PackageParams | None = None, *, data: str | Path | None = None,
             image: str | Path | None = None, latency: bool = False) -> PackageResult:
@@ -206,6 +220,8 @@ def package(weights: str | Path, eval_dir: str | Path | None, out: str | Path,
         raise FdposeError("no real image for the ONNX check: the training data was not found; pass --image "
                           "or --data", path=weights)
     metrics = read_eval_metrics(Path(eval_dir), weights) if eval_dir is not None else None
+    comparison = Path(params.comparison) if params.comparison else None
+    summary = read_comparison(comparison) if comparison is not None else None
     opset = params.opset
     with atomic_dir(out) as tmp:
         os.chmod(tmp, 0o755)
@@ -221,7 +237,11 @@ def package(weights: str | Path, eval_dir: str | Path | None, out: str | Path,
                           checkpoint=checkpoint, meta=meta, architecture=architecture,
                           parameters=sum(p.numel() for p in model.parameters()), data=data,
                           metrics=metrics, report=report_name, checks=checks, opset=opset,
-                          latency=measured)
+                          latency=measured, comparison=summary)
+        if comparison is not None:  # the card links these
+            (tmp / "comparison").mkdir()
+            for name in ("summary.json", "report.md"):
+                shutil.copyfile(comparison / name, tmp / "comparison" / name)
         (tmp / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         for path in tmp.rglob("*"):
             os.chmod(path, 0o755 if path.is_dir() else 0o644)

@@ -75,12 +75,12 @@ class LabelStudioServer:
             return "(no log)"
 
 
-def _personal_access_token(url: str) -> str:
+def _personal_access_token(url: str, email: str = USERNAME, password: str = PASSWORD) -> str:
     """Sign in through the web form (CSRF cookie first) and create a personal access token."""
     with httpx.Client(base_url=url, timeout=30.0, trust_env=False) as web:  # loopback: no proxy
         web.get("/user/login/").raise_for_status()
         csrf = web.cookies.get("csrftoken")
-        response = web.post("/user/login/", data={"email": USERNAME, "password": PASSWORD,
+        response = web.post("/user/login/", data={"email": email, "password": password,
                                                   "csrfmiddlewaretoken": csrf},
                             headers={"Referer": f"{url}/user/login/", "X-CSRFToken": csrf})
         if response.status_code != 302:
@@ -89,6 +89,23 @@ def _personal_access_token(url: str) -> str:
                                                     "Referer": f"{url}/"})
         response.raise_for_status()
         return response.json()["token"]
+
+
+def second_annotator(url: str, headers: dict[str, str], email: str, password: str) -> str:
+    """Sign up another user of the server's organisation through its invite link (``headers``: an
+    authenticated API client's, e.g. the SDK's), as a person would, and return their personal access
+    token, so that annotations can be made by a second annotator."""
+    invite = httpx.get(f"{url}/api/invite", headers=headers, timeout=30.0, trust_env=False)
+    invite.raise_for_status()
+    signup = invite.json()["invite_url"]
+    with httpx.Client(base_url=url, timeout=30.0, trust_env=False) as web:
+        web.get(signup).raise_for_status()
+        csrf = web.cookies.get("csrftoken")
+        response = web.post(signup, data={"email": email, "password": password, "csrfmiddlewaretoken": csrf},
+                            headers={"Referer": f"{url}{signup}", "X-CSRFToken": csrf})
+        if response.status_code != 302:
+            raise RuntimeError(f"Label Studio sign-up failed (HTTP {response.status_code})")
+    return _personal_access_token(url, email, password)
 
 
 def start_server(data_dir: Path) -> LabelStudioServer:

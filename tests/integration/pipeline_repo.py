@@ -2,8 +2,8 @@
 
 The copy holds what git would check out (tracked files plus untracked, not ignored ones, so that work
 in progress is tested too), its own ``git init`` with one commit (``dvc exp run`` needs one) and the
-``.dvc/`` state that is committed (``.dvc/config``). :func:`shrink` makes it cheap: the root pipeline
-only, a tiny demo dataset written by ``fdpose demo-data`` in place of ``data/raw/demo`` and a params
+``.dvc/`` state that is committed (``.dvc/config``, ``compare/.dvc/config``). :func:`shrink` makes it
+cheap: a tiny demo dataset written by ``fdpose demo-data`` in place of ``data/raw/demo`` and a params
 override (one epoch, 64 px, one augmented copy). Nothing is written into the real repository.
 """
 
@@ -90,19 +90,9 @@ def set_params(repo: Path, overrides: dict[str, dict]) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
 
-def only_root_pipeline(repo: Path) -> None:
-    """Leave out the repository's other DVC pipelines (``compare/dvc.yaml``: its own dataset and many
-    trainings): the tiny copy runs the root one only, and DVC would list the others' outputs as missing
-    in every `dvc status`, `dvc pull` and `dvc metrics show`."""
-    for dvcfile in repo.rglob("dvc.yaml"):
-        if dvcfile.parent != repo and ".dvc" not in dvcfile.relative_to(repo).parts:
-            dvcfile.unlink()
-            (dvcfile.parent / "dvc.lock").unlink(missing_ok=True)
-
-
 def shrink(repo: Path, images: int = TINY_IMAGES) -> None:
-    """The root pipeline only, a tiny demo dataset in place of data/raw/demo, the tiny params override."""
-    only_root_pipeline(repo)
+    """A tiny demo dataset in place of data/raw/demo and the tiny params override. The comparison
+    pipeline stays: it is its own DVC project (compare/), which the root's commands do not see."""
     run(repo, "fdpose", "demo-data", "--out", "data/raw/demo", "--images", str(images), "--size", "128")
     set_params(repo, TINY_PARAMS)
 

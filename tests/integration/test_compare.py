@@ -16,6 +16,7 @@ from click.testing import CliRunner
 import pipeline.compare.runs as runs_module
 from pipeline.cli import main
 from pipeline.compare import compare
+from pipeline.config import CompareParams, load_section, overridden
 from pipeline.convert import convert
 from pipeline.demo import demo_data
 from pipeline.skeleton import COCO_PERSON_KEYPOINTS
@@ -26,6 +27,12 @@ REPO = Path(__file__).resolve().parents[2]
 FDCONV_YAML = str(REPO / "cfg" / "models" / "yolov8n-pose-C2f_FDConv.yaml")
 SKELETON = REPO / "cfg" / "skeletons" / "coco_person.yaml"
 TINY = {"epochs": 1, "imgsz": 64, "batch": 4, "device": "cpu"}
+
+
+def tiny(params_file: Path, seeds: list[int], runs: Path) -> CompareParams:
+    """The test's compare: section with the FDConv model, ``seeds``, ``runs`` and the tiny settings."""
+    return overridden(load_section("compare", params_file), models=[FDCONV_YAML], seeds=seeds, runs=str(runs),
+                      **TINY)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +48,7 @@ def data_yaml(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def params_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("params") / "params.yaml"
-    path.write_text(yaml.safe_dump({"compare": {"latency_repeats": 2, "resamples": 2000, "hyp": {}}}))
+    path.write_text(yaml.safe_dump({"compare": {"latency_repeats": 2, "resamples": 10, "hyp": {}}}))
     return path
 
 
@@ -73,8 +80,7 @@ def first(tmp_path_factory, data_yaml, params_file):
     root = tmp_path_factory.mktemp("compare")
     with pytest.MonkeyPatch.context() as patch:
         calls = Calls(patch)
-        result = compare(data_yaml, root / "report", [FDCONV_YAML], [0, 1], runs=root / "runs",
-                         params_path=params_file, **TINY)
+        result = compare(data_yaml, root / "report", tiny(params_file, [0, 1], root / "runs"))
     return root, result, calls
 
 
@@ -108,8 +114,14 @@ def test_writes_every_file(first):
         "oks_map"] for s in (0, 1)]
     comparison = summary["comparisons"]["oks_map"]
     assert comparison["differences"] == pytest.approx(difference)
-    assert min(difference) <= comparison["ci_low"] <= comparison["mean"] <= comparison["ci_high"] \
-        <= max(difference)
+    # The t interval of two differences (1 degree of freedom) is far wider than their range; the
+    # sign-flip test of two pairs gives 0.5 (same sign) or 1.0: never significant.
+    assert comparison["ci_low"] <= min(difference) <= comparison["mean"] <= max(difference) \
+        <= comparison["ci_high"]
+    assert comparison["p_value"] in (0.5, 1.0) and not comparison["significant"]
+    noise = summary["image_noise"]
+    assert noise["resamples"] == 10 and noise["images"] > 0 and set(noise["per_seed"]) == {"0", "1"}
+    assert noise["per_seed"]["0"]["difference"] == pytest.approx(difference[0], abs=1e-6)
     assert summary["ratios"]["latency"] == pytest.approx(fd["latency_ms"] / stock["latency_ms"])
     assert summary["ratios"]["train_time"] > 0
     assert [row["keypoint"] for row in summary["pck"]] == COCO_PERSON_KEYPOINTS
@@ -127,8 +139,7 @@ def test_a_new_seed_trains_only_its_runs(first, tmp_path, data_yaml, params_file
     shutil.copytree(root / "runs", tmp_path / "runs")
     with pytest.MonkeyPatch.context() as patch:
         calls = Calls(patch)
-        again = compare(data_yaml, tmp_path / "report", [FDCONV_YAML], [0, 1, 2], runs=tmp_path / "runs",
-                        params_path=params_file, **TINY)
+        again = compare(data_yaml, tmp_path / "report", tiny(params_file, [0, 1, 2], tmp_path / "runs"))
     assert sorted(path.parent.name.split("-seed")[1][0] for path in calls.train) == ["2", "2"]
     assert len(calls.eval) == 2
     assert len(read_csv(tmp_path / "report" / "runs.csv")) == 6
@@ -144,15 +155,13 @@ def test_an_interrupted_compare_resumes(first, tmp_path, data_yaml, params_file)
     shutil.rmtree(tmp_path / "runs" / stock_1)
     with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
         Calls(patch, interrupt_eval_at=1)  # killed after that run's training, before its evaluation
-        compare(data_yaml, tmp_path / "report", [FDCONV_YAML], [0, 1], runs=tmp_path / "runs",
-                params_path=params_file, **TINY)
+        compare(data_yaml, tmp_path / "report", tiny(params_file, [0, 1], tmp_path / "runs"))
     half = tmp_path / "runs" / stock_1
     assert (half / "train" / "weights" / "best.pt").is_file() and not list(half.glob("run-*.json"))
     assert not (tmp_path / "report").exists()
     with pytest.MonkeyPatch.context() as patch:
         calls = Calls(patch)
-        resumed = compare(data_yaml, tmp_path / "report", [FDCONV_YAML], [0, 1], runs=tmp_path / "runs",
-                          params_path=params_file, **TINY)
+        resumed = compare(data_yaml, tmp_path / "report", tiny(params_file, [0, 1], tmp_path / "runs"))
     assert calls.train == [] and [path.parent.name for path in calls.eval] == [stock_1]  # evaluated only
     assert len(read_csv(tmp_path / "report" / "runs.csv")) == 4
     assert resumed.trained == [stock_1]
@@ -165,13 +174,16 @@ def test_two_identical_models_show_no_significant_difference(first, tmp_path, pa
     done = runner.invoke(main, [
         "compare", "--data", str(data_yaml), "--models", "yolov8n-pose.yaml,yolov8n-pose.yaml",
         "--seeds", "0,1", "--out", str(tmp_path / "report"), "--runs", str(tmp_path / "runs"),
-        "--epochs", "1", "--imgsz", "64", "--batch", "4", "--device", "cpu", "--params", str(params_file)])
+        "--epochs", "1", "--imgsz", "64", "--batch", "4", "--device", "cpu", "--effect", "0.01",
+        "--params", str(params_file)])
     assert done.exit_code == 0, done.output
     assert "0 run now, 4 cached" in done.output  # the stock runs of the first compare, reused
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     comparison = summary["comparisons"]["oks_map"]
     assert comparison["differences"] == [0.0, 0.0] and not comparison["significant"]
     assert "no significant difference" in comparison["verdict"]
+    assert "a difference of 0.01 cannot be planned for" in comparison["verdict"]  # no spread to go by
+    assert summary["image_noise"]["mean_sd"] == 0.0
     assert "no significant difference" in (tmp_path / "report" / "report.md").read_text()
 
 

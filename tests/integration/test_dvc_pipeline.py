@@ -51,10 +51,20 @@ def test_second_run_does_nothing(repo):
     assert "Data and pipelines are up to date." in output
 
 
+def test_status_is_clean_with_the_comparison_project_shipped(repo):
+    """The repository as shipped holds the comparison's own DVC project (compare/, never run here):
+    after the demo pipeline the root's `dvc status` has nothing to do."""
+    assert (repo / "compare" / "dvc.yaml").is_file() and (repo / "compare" / ".dvc" / "config").is_file()
+    status = run(repo, "dvc", "status").stdout
+    assert status.strip() == "Data and pipelines are up to date.", status
+
+
 def test_metrics_and_plots_are_declared(repo):
     metrics = run(repo, "dvc", "metrics", "show", "--json").stdout
     shown = json.loads(metrics)
     files = next(iter(shown.values()))["data"]
+    # The demo's metrics only: the comparison's summaries (compare/reports) belong to its own project.
+    assert set(files) == {"models/train/metrics.json", "reports/eval/metrics.json"}
     assert "oks_map50" in files["reports/eval/metrics.json"]["data"]
     plots = json.loads(run(repo, "dvc", "plots", "show", "--json").stdout)["data"]
     assert {"OKS precision-recall (eval split)", "PCK@0.05 per keypoint (eval split)",

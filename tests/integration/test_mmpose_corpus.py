@@ -29,7 +29,7 @@ CONVERTS = {
     "aflw/test_aflw.json": (2, 2, 19, 1),
     "aic/test_aic.json": (3, 9, 14, 1),
     "animalpose/test_animalpose.json": (2, 2, 20, 1),
-    "ap10k/test_ap10k.json": (2, 2, 17, 54),  # 54 species sharing one layout: 54 classes
+    "ap10k/test_ap10k.json": (2, 2, 17, 2),  # 54 species listed, 2 annotated: unused ones dropped
     "atrw/test_atrw.json": (2, 2, 15, 1),  # 0-based skeleton edges
     "coco/test_coco.json": (4, 14, 17, 1),  # num_keypoints == 0 kept as boxes
     "coco/test_coco_wholebody.json": (4, 14, 17, 1),
@@ -139,7 +139,10 @@ def test_file_converts_or_fails_clearly(name, tmp_path):
     summary = result.report["summary"]
     assert (summary["images"], summary["instances"], summary["kpt_shape"]) == (images, instances, [k, 3])
     data = yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())
-    assert len(data["names"]) == classes and len(data["flip_idx"]) == len(data["kpt_oks_sigmas"]) == k
+    assert len(data["names"]) == classes and len(data["kpt_oks_sigmas"]) == k
+    # flip_idx only where the left/right pairs are known (absent: never mirrored, and a warning says so)
+    mirror_warned = any("never mirror" in w for w in result.report["details"]["warnings"])
+    assert ("flip_idx" not in data) == mirror_warned and len(data.get("flip_idx", [0] * k)) == k
     lines = [
         line for p in (tmp_path / "out" / "labels").rglob("*.txt") for line in p.read_text().splitlines()
     ]
@@ -176,7 +179,8 @@ def test_label_lines_match_source_coordinates(name, tmp_path):
         split="1,0",
     )
     coco = json.loads((CORPUS / name).read_text())
-    category_index = {c["id"]: i for i, c in enumerate(coco["categories"])}
+    used = {a["category_id"] for a in coco["annotations"] if not a.get("iscrowd")}
+    category_index = {c["id"]: i for i, c in enumerate(c for c in coco["categories"] if c["id"] in used)}
     checked = 0
     for image in coco["images"]:
         w, h = image["width"], image["height"]

@@ -3,6 +3,7 @@ across runs and worker counts, config errors, report and preview."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -219,3 +220,19 @@ def test_transform_that_cannot_run_on_pose_data_names_the_image(tmp_path):
     with pytest.raises(FdposeError, match=r"img0\.png: copy 1: augmentation failed: .*mask"):
         augment(data, tmp_path / "out", config=config, workers=1, progress=False)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))  # no staging left
+
+
+def test_a_dataset_with_unknown_pairs_gets_no_mirrored_variant(tmp_path):
+    """Without flip_idx in data.yaml (left/right pairs unknown) a mirrored variant is never written: it
+    is counted as skipped; unmirrored variants are kept."""
+    data = make_dataset(tmp_path / "in", train_images=4)
+    spec = yaml.safe_load(data.read_text())
+    del spec["flip_idx"]
+    data.write_text(yaml.safe_dump(spec))
+    config = write_config(tmp_path / "augment.yaml", [{"HorizontalFlip": {"p": 0.5}}])
+    result = augment(data, tmp_path / "out", copies=4, seed=0, config=config, workers=1, progress=False)
+    assert result.mirrored_variants == 0 and result.mirrored_skipped > 0
+    assert result.images_out == 4 + 16 - result.mirrored_skipped
+    written = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert written["mirrored_skipped"] == result.mirrored_skipped and "skipped" in result.summary()
+    assert "flip_idx" not in yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())

@@ -99,13 +99,14 @@ def test_pck_rows_average_over_seeds_and_keep_every_keypoint():
 
 
 def make_summary():
-    runs = [record("fd", s, 0.60 + 0.01 * s, {"nose": 0.5}, f"fd-seed{s}") for s in range(3)]
-    runs += [record("stock", s, 0.55 + 0.012 * s, {"nose": 0.4}, f"stock-seed{s}") for s in range(3)]
+    # Six seeds: the fewest with which the sign-flip test can reach p < 0.05.
+    runs = [record("fd", s, 0.60 + 0.01 * s, {"nose": 0.5}, f"fd-seed{s}") for s in range(6)]
+    runs += [record("stock", s, 0.55 + 0.012 * s, {"nose": 0.4}, f"stock-seed{s}") for s in range(6)]
     latencies = {run.folder: (12.0 if run.label == "fd" else 10.0) + 0.1 * run.seed for run in runs}
     costs = {"fd": ModelCost(3_400_000, 9.6), "stock": ModelCost(3_300_000, 9.2)}
-    settings_ = {"data": "d/data.yaml", "models": ["fd.yaml", "stock.yaml"], "seeds": [0, 1, 2], "epochs": 15,
-                 "imgsz": 192, "batch": 16, "device": "cpu", "hyp": {}, "pretrained": None, "split": "val",
-                 "eval_imgsz": 192, "latency_threads": 1, "runs": "r"}
+    settings_ = {"data": "d/data.yaml", "models": ["fd.yaml", "stock.yaml"], "seeds": list(range(6)),
+                 "epochs": 15, "imgsz": 192, "batch": 16, "device": "cpu", "hyp": {}, "pretrained": None,
+                 "split": "val", "eval_imgsz": 192, "latency_threads": 1, "runs": "r"}
     pck = pck_rows(["fd", "stock"], runs, ["nose"], [0.05, 0.1])
     return summarize(settings_, ["fd", "stock"], ["fd.yaml", "stock.yaml"], runs, costs, latencies, pck)
 
@@ -113,13 +114,15 @@ def make_summary():
 def test_summary_means_differences_and_ratios():
     summary = make_summary()
     fd, stock = summary.models
-    assert fd.mean["oks_map"] == pytest.approx(0.61) and fd.std["oks_map"] == pytest.approx(0.01)
-    assert fd.latency_ms == pytest.approx(12.1) and stock.latency_ms == pytest.approx(10.1)
-    assert summary.ratios["latency"] == pytest.approx(12.1 / 10.1)
+    assert fd.mean["oks_map"] == pytest.approx(0.625)
+    assert fd.std["oks_map"] == pytest.approx(0.01 * 1.8708287)  # 0.01 x the sd of 0..5
+    assert fd.latency_ms == pytest.approx(12.25) and stock.latency_ms == pytest.approx(10.25)
+    assert summary.ratios["latency"] == pytest.approx(12.25 / 10.25)
     assert summary.ratios["parameters"] == pytest.approx(34 / 33)
     assert summary.ratios["train_time"] == pytest.approx(1.0)
     comparison = summary.comparisons["oks_map"]
-    assert comparison.differences == pytest.approx([0.05, 0.048, 0.046])
+    assert comparison.differences == pytest.approx([0.05, 0.048, 0.046, 0.044, 0.042, 0.04])
+    assert comparison.p_value == pytest.approx(2 / 64) and comparison.ci_low > 0
     assert comparison.significant and "significantly higher" in comparison.verdict()
 
 
@@ -129,15 +132,17 @@ def test_reports_agree_with_the_summary(tmp_path):
     assert [path.name for path in files] == ["runs.csv", "summary.json", "oks_map_vs_latency.png",
                                              "report.md", "report.html"]
     rows = list(csv.DictReader(io.StringIO((tmp_path / "runs.csv").read_text())))
-    assert len(rows) == 6 and rows[0]["oks_map"] == "0.600000" and rows[0]["latency_ms"] == "12.000"
+    assert len(rows) == 12 and rows[0]["oks_map"] == "0.600000" and rows[0]["latency_ms"] == "12.000"
     data = json.loads((tmp_path / "summary.json").read_text())
-    assert data["oks_map"]["difference"] == pytest.approx(0.048)
-    assert data["oks_map"]["fd"] == pytest.approx(0.61)
+    assert data["oks_map"]["difference"] == pytest.approx(0.045)
+    assert data["oks_map"]["p_value"] == pytest.approx(2 / 64)
+    assert data["oks_map"]["fd"] == pytest.approx(0.625)
     assert data["verdict"] == summary.comparisons["oks_map"].verdict()
     text = markdown(summary)
     assert (tmp_path / "report.md").read_text() == text
-    assert "| fd | 3 | 0.6100 ± 0.0100 |" in text and "| ratio fd / stock | 1.0303 | 1.0435 | 1.198 |" in text
-    assert "| 0 | +0.0500 |" in text and "95% CI" in text
+    assert "| fd | 6 | 0.6250 ± 0.0187 |" in text and "| ratio fd / stock | 1.0303 | 1.0435 | 1.195 |" in text
+    assert "| 0 | +0.0500 |" in text and "| 95% t interval | [+0.0411, +0.0489] |" in text
+    assert "| sign-flip p | 0.031 |" in text and "Evaluation noise: not measured" in text
     assert (tmp_path / "oks_map_vs_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
 

@@ -86,7 +86,9 @@ def test_coco_to_yolo_labels_match_source_coordinates(tmp_path):
     assert data["kpt_shape"] == [5, 3] and data["names"] == {0: "person"}
     assert data["flip_idx"] == [0, 2, 1, 4, 3]
     assert data["kpt_names"] == {0: NAMES} and data["skeleton"] == [[0, 1], [0, 2]]
-    assert data["kpt_oks_sigmas"] == [0.2] * 5 and "path" not in data
+    # COCO keypoint names get COCO's sigmas (not 1/K)
+    assert data["kpt_oks_sigmas"] == [0.026, 0.025, 0.025, 0.035, 0.035] and "path" not in data
+    assert data["kpt_oks_sigmas_source"] == ["coco"] * 5
     coco = json.loads(source.read_text())
     for entry in coco["images"]:
         split = split_of(entry["file_name"], (0.5, 0.5, 0.0), 0)

@@ -194,3 +194,30 @@ def test_relative_data_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = prepare("data/data.yaml", "eval", resolve_settings())
     assert len(result.images) == 3 and all(image.path.is_file() for image in result.images)
+
+
+def test_reports_mark_placeholder_sigmas(tmp_path):
+    """A layout whose names are not COCO's gets placeholder sigmas: the report's sigma table says so per
+    keypoint and in its note, and metrics.json lists each sigma's source."""
+    rng = np.random.default_rng(5)
+    skeleton = Skeleton(["left_shoulder", "right_shoulder", "head", "neck"], class_names=["person"])
+    dataset = Dataset(skeleton)
+    (tmp_path / "src").mkdir()
+    for index in range(2):
+        path = tmp_path / "src" / f"img{index}.png"
+        Image.new("RGB", (100, 100)).save(path)
+        keypoints = np.c_[rng.uniform(20, 80, 4), rng.uniform(20, 80, 4), [2, 2, 2, 2]]
+        instance = Instance(0, [10, 10, 90, 90], keypoints)
+        dataset.images.append(ImageRecord(path, path.name, 100, 100, [instance],
+                                          split="train" if index == 0 else "val"))
+    data_yaml = write_yolo(dataset, tmp_path / "data")
+    result = prepare(data_yaml, tmp_path / "eval", resolve_settings(grid_images=1))
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"model")
+    result.add_model("model", weights, noisy_predictions(result.gt, 1.0, seed=1)[:-1])
+    write_outputs(result)
+    markdown = (tmp_path / "eval" / "report.md").read_text()
+    assert "| left_shoulder | 0.079 | COCO |" in markdown and "| neck | 0.067 | PLACEHOLDER |" in markdown
+    assert "2 of 4 sigmas are placeholders" in markdown
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["sigma_sources"] == ["coco", "coco", "placeholder", "placeholder"]

@@ -325,7 +325,9 @@ def test_inference_cache_is_reused_and_invalidated_by_optimizer_steps_and_load_s
     layer.eval()
     with torch.no_grad():
         stepped = layer(x)
-        assert rel_err(stepped, oracle_forward(layer, x)) < 1e-5
+        # After a large step (lr 0.5) the weights and outputs grow and float32 against the float64 oracle
+        # reaches 1.6e-5 on some CPUs' kernels (AMX/AVX-512 oneDNN); a stale cache is off by > 1e-3.
+        assert rel_err(stepped, oracle_forward(layer, x)) < 5e-5
         assert rel_err(stepped, first) > 1e-3
 
     state = perturb(copy.deepcopy(layer), seed=3).state_dict()
@@ -383,6 +385,63 @@ def test_onnx_export_is_fft_free_and_matches_onnxruntime(tmp_path):
     with torch.no_grad():
         expected = layer(x)
     assert rel_err(torch.from_numpy(result), expected) < 1e-5
+
+
+@pytest.mark.parametrize(("cin", "cout", "k", "options"), [
+    (24, 32, 3, {}), (33, 40, 3, {}), (48, 24, 1, {}), (24, 32, 3, {"param_ratio": 2})])
+def test_graph_basis_is_the_fft_basis(cin, cout, k, options):
+    """The export's in-graph basis (DFT-matrix products from D) equals the irfft2 basis."""
+    layer = perturb(FDConv(cin, cout, k, padding=k // 2, **options), seed=3).eval()
+    with torch.no_grad():
+        expected = layer._compute_basis()
+        assert rel_err(layer._graph_basis(), expected) < 2e-6
+
+
+@pytest.mark.parametrize("form", ["im2col", "taps"])
+@pytest.mark.parametrize("options", [{"padding": 1}, {"padding": "same", "dilation": 2},
+                                     {"padding": (1, 0), "stride": 2}, {"padding": "valid"}])
+def test_batched_conv_is_the_per_sample_convolution(form, options):
+    stride, dilation = options.get("stride", 1), options.get("dilation", 1)
+    padding = options["padding"] if isinstance(options["padding"], str) else nn.modules.utils._pair(
+        options["padding"])
+    x, kernels, bias = torch.randn(3, 5, 11, 9), torch.randn(3, 7, 5, 9), torch.randn(7)
+    expected = torch.cat([nn.functional.conv2d(x[b:b + 1], kernels[b].reshape(7, 5, 3, 3), bias, stride,
+                                               options["padding"], dilation) for b in range(3)])
+    actual = fdconv.batched_conv(x, kernels, bias, (stride, stride), padding, (dilation, dilation), form)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:Constant folding")
+@pytest.mark.parametrize("form", ["im2col", "taps"])
+def test_onnx_export_is_batch_native_without_loop_and_stores_no_basis(tmp_path, monkeypatch, form):
+    """One graph for every batch size (symbolic batch axis, no Loop), agreeing with PyTorch at 1, 3, 8,
+    and a file that holds D rather than the kernel_num basis kernels."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(fdconv, "EXPORT_CONV_FORM", form)
+    layer = perturb(FDConv(48, 48, 3, padding=1), seed=7).eval()
+    path = tmp_path / "fdconv.onnx"
+    torch.onnx.export(layer, (torch.randn(1, 48, 10, 12),), str(path), opset_version=17, dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    proto = onnx.load(str(path))
+    assert not {node.op_type for node in proto.graph.node} & {"Loop", "DFT", "STFT"}
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    stored = sum(onnx.numpy_helper.to_array(t).nbytes for t in proto.graph.initializer)
+    stored += sum(onnx.numpy_helper.to_array(node.attribute[0].t).nbytes for node in proto.graph.node
+                  if node.op_type == "Constant" and node.attribute[0].type == onnx.AttributeProto.TENSOR)
+    basis_bytes = layer._compute_basis().numel() * 4
+    assert stored < basis_bytes / 4  # 16 basis kernels would be 16x the static kernel, D is about 1x
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3, 8):
+        x = torch.randn(batch, 48, 10, 12)
+        (result,) = session.run(None, {"x": x.numpy()})
+        with torch.no_grad():
+            expected = layer(x)
+        assert rel_err(torch.from_numpy(result), expected) < 1e-5, batch
+    # Samples keep their own kernels: swapping two samples swaps their outputs.
+    (swapped,) = session.run(None, {"x": x[[1, 0, 2, 3, 4, 5, 6, 7]].numpy()})
+    assert rel_err(torch.from_numpy(swapped[0]), expected[1]) < 1e-5
 
 
 # ---------------------------------------------------------------- benchmark command

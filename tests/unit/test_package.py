@@ -18,7 +18,7 @@ from pipeline.inference import ModelMeta
 from pipeline.nn.fdconv import FDConv
 from pipeline.package.archive import archive_bytes, verify, write_checksums
 from pipeline.package.card import DataInfo, model_card
-from pipeline.package.export import ExportCheck, export_onnx, export_openvino, runs_per_sample
+from pipeline.package.export import ExportCheck, export_onnx, export_openvino
 from pipeline.skeleton import Skeleton
 
 
@@ -132,7 +132,7 @@ def test_card_lists_every_format_with_its_measured_latency():
                  "measured at packaging time on the packaging machine",
                  "`model.xml` + `model.bin` (the ONNX model",
                  "OpenVINO check: OpenVINO vs PyTorch on `i.png` and its mirror image (batch 2)",
-                 "**2.000e-07**", "an ONNX `Loop` over the batch"):
+                 "**2.000e-07**", "a batch runs as one batch (no ONNX `Loop`)"):
         assert fact in card, fact
     assert "No OpenVINO IR" not in card
 
@@ -156,19 +156,19 @@ TINY_META = ModelMeta(Skeleton(["a"], class_names=["person"], kpt_dims=3), imgsz
 
 
 @pytest.mark.parametrize("fdconv", [True, False])
-def test_onnx_export_has_a_dynamic_batch_and_matches_pytorch_at_batch_1_and_3(tmp_path, fdconv):
+def test_onnx_export_is_batch_native_and_matches_pytorch_at_batch_1_3_and_8(tmp_path, fdconv):
     import onnx
     import onnxruntime
 
     model = TinyPose(fdconv).eval()
-    assert runs_per_sample(model) is fdconv
     path = export_onnx(model, TINY_META, 32, tmp_path / "model.onnx")
     graph = onnx.load(str(path)).graph
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:]] == [3, 32, 32]
-    assert ("Loop" in [node.op_type for node in graph.node]) is fdconv
+    # One graph for the whole batch: no Loop (nor any other control flow) anywhere.
+    assert not {node.op_type for node in graph.node} & {"Loop", "If", "Scan"}
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for batch in (1, 3):
+    for batch in (1, 3, 8):
         x = np.random.default_rng(batch).random((batch, 3, 32, 32), dtype=np.float32)
         with torch.no_grad():
             expected = model(torch.from_numpy(x)).numpy()
@@ -177,6 +177,8 @@ def test_onnx_export_has_a_dynamic_batch_and_matches_pytorch_at_batch_1_and_3(tm
         assert np.abs(actual - expected).max() / np.abs(expected).max() < 1e-4
     if fdconv:  # per-sample kernels really differ, so a batch that mixed samples up would fail above
         assert not np.allclose(expected[0], session.run(None, {"images": x[[1, 0, 2]]})[0][0], atol=1e-3)
+        assert not any(node.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in node.attribute)
+                       for node in graph.node)  # the batch is not folded into a fixed group count
     again = export_onnx(model, TINY_META, 32, tmp_path / "again.onnx")
     assert again.read_bytes() == path.read_bytes()
 
@@ -199,7 +201,8 @@ def test_openvino_ir_has_a_dynamic_batch_matches_pytorch_and_is_reproducible(tmp
     assert read_openvino_meta(first) == TINY_META
     runner = OpenVinoRunner(first, TINY_META)
     assert runner.fixed_imgsz == 32 and runner.kind == "openvino"
-    for batch in (1, 3):
+    assert "Loop" not in first.read_text()
+    for batch in (1, 3, 8):
         x = np.random.default_rng(batch).random((batch, 3, 32, 32), dtype=np.float32)
         with torch.no_grad():
             expected = model(torch.from_numpy(x)).numpy()

@@ -1,0 +1,1 @@
+"""Video: a generated test clip, frames worth labelling, tracked and smoothed poses, outlier frames."""
