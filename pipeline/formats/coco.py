@@ -222,6 +222,10 @@ def _edges(raw_edges: list, names: list[str], source: Path, report: Report) -> l
     (an index 0 and none equal to K tells them apart). When any edge is not a pair of this layout's
     keypoints, the edges belong to another layout (CrowdPose's files carry COCO's 17-point skeleton):
     all are dropped, with one warning, since the ones in range would join the wrong joints."""
+    if not isinstance(raw_edges, list):  # e.g. NaN: the category's skeleton is no list of pairs at all
+        report.warn(f"{source}: its skeleton is not a list of keypoint pairs ({type(raw_edges).__name__}); "
+                    "the dataset is written without edges")
+        return []
     k = len(names)
     pairs = [tuple(e) for e in raw_edges
              if isinstance(e, list) and len(e) == 2 and all(type(v) is int for v in e)]

@@ -104,3 +104,11 @@ def test_bbox_beyond_the_float_range_is_derived_from_the_keypoints(image_folder)
     succeeded, output = run_coco(coco_bytes(edit), image_folder, [])
     assert succeeded, output
     assert "is not 4 numbers with w, h > 0; derived from the labelled keypoints" in output, output
+
+
+def test_category_skeleton_that_is_a_number_is_warned_about(image_folder):
+    # Was a TypeError traceback ('float' object is not iterable), found by `make fuzz` (seed 1796515130).
+    def edit(doc):
+        doc["categories"][0]["skeleton"] = float("nan")
+    succeeded, output = run_coco(coco_bytes(edit), image_folder, [])
+    assert succeeded and "its skeleton is not a list of keypoint pairs (float)" in output, output
