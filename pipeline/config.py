@@ -165,9 +165,13 @@ class EvalParams:
     split: str = setting("val", _one_of(SPLITS), f"one of {', '.join(SPLITS)}")
     conf: float = setting(0.001, *FRACTION)  # COCO practice: AP integrates over nearly every detection
     iou: float = setting(0.7, *FRACTION)  # NMS IoU, ultralytics' validation default
-    imgsz: int = setting(640, _positive_int, "a positive integer")
+    # null: the size the model records (a checkpoint's training size, a package's export size)
+    imgsz: int | None = setting(None, _optional(_positive_int), "a positive integer or null")
     max_det: int = setting(300, _positive_int, "a positive integer")
     device: str = setting("cpu", _device, "a device name")
+    # Largest |fdpose OKS mAP - ultralytics val pose mAP| accepted (pipeline.evaluate.cross_check, which
+    # states the measurements behind 0.1).
+    crosscheck_tolerance: float = setting(0.1, *FRACTION)
     match_oks: float = setting(0.5, *FRACTION)
     pck_thresholds: list[float] = setting([0.05, 0.1], _thresholds, "a non-empty list of numbers in (0, 1]")
     grid_images: int = setting(4, _positive_int, "a positive integer")

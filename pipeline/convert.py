@@ -322,7 +322,7 @@ def _write(dataset: Dataset, out: Path, to: str, *, source: str, input_path: obj
         text = json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         write_yolo(dataset, out, progress=progress, extra_files={"report.json": text.encode("utf-8")})
         return ConvertResult(out, to, out / "report.json", report)
-    from pipeline.formats.coco import write_coco
+    from pipeline.formats.coco_write import write_coco
 
     root = _images_root(dataset, images)
     report["images_root"] = str(root)

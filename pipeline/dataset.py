@@ -3,7 +3,8 @@
 Coordinates are pixels of the image as stored on disk (after EXIF orientation); normalisation
 happens only at the YOLO edge. Keypoints are ``(K, 3)`` float64 arrays ``x, y, v`` with visibility
 0 (not labelled; then ``x = y = 0``), 1 (labelled, occluded) or 2 (labelled, visible). Boxes are
-``x0, y0, x1, y1`` in pixels.
+``x0, y0, x1, y1`` in pixels. A model's prediction is an :class:`Instance` too, with a ``score``; its
+keypoints' third column is then the model's keypoint confidence in [0, 1] (1.0 for a model without one).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Instance:
-    """One labelled object: class, box and keypoints."""
+    """One object: class, box and keypoints; labelled (``score`` None) or predicted (with a ``score``)."""
 
     class_id: int
     bbox: np.ndarray  # (4,) x0, y0, x1, y1 in pixels
-    keypoints: np.ndarray  # (K, 3) x, y, v in pixels
+    keypoints: np.ndarray  # (K, 3) x, y, v in pixels (v: keypoint confidence for a prediction)
     source: str = ""  # where it came from (annotation id, region id), for reports
+    score: float | None = None  # a prediction's confidence; None for a label
 
     def __post_init__(self) -> None:
         self.bbox = np.asarray(self.bbox, dtype=np.float64).reshape(4)
@@ -41,7 +43,7 @@ class Instance:
         skips ``__post_init__``'s conversions, which dominate when a reader builds 100,000 of them."""
         instance = cls.__new__(cls)
         instance.class_id, instance.bbox, instance.keypoints = class_id, bbox, keypoints
-        instance.source = source
+        instance.source, instance.score = source, None
         return instance
 
     @property

@@ -7,7 +7,9 @@ safetensors, or from a ``.pt`` checkpoint), :class:`OnnxRunner` for an ONNX file
 :class:`OpenVinoRunner` for an OpenVINO IR (``model.xml`` + ``model.bin``, optional extra
 ``fdpose[openvino]``). :func:`decode` then applies the confidence threshold, class-aware NMS and the
 letterbox undo the same way for all of them, so the forms can only differ by their raw outputs.
-:class:`ModelMeta` is what inference needs besides the weights. Images are OpenCV's BGR arrays.
+Predictions are the hub's :class:`~pipeline.dataset.Instance` with a ``score`` (keypoints ``x, y,
+confidence``). :class:`ModelMeta` is what inference needs besides the weights. Images are OpenCV's BGR
+arrays. ``fdpose eval``, ``predict``, ``serve`` and the package checks all run through here.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.dataset import Instance
 from pipeline.errors import FdposeError
 from pipeline.skeleton import Skeleton
 
@@ -78,10 +81,12 @@ class ModelMeta:
 
 
 class TorchRunner:
-    """A PyTorch pose model in eval mode; returns the raw inference tensor as numpy."""
+    """A PyTorch pose model in eval mode on ``device`` (a torch device name, default CPU); returns the raw
+    inference tensor as numpy."""
 
-    def __init__(self, model: Any, meta: ModelMeta, kind: str):
-        self.model = model.float().eval()
+    def __init__(self, model: Any, meta: ModelMeta, kind: str, device: str = "cpu"):
+        self.device = device
+        self.model = model.float().eval().to(device)
         self.meta = meta
         self.kind = kind
         self.fixed_imgsz: int | None = None  # convolutional: any multiple of the stride works
@@ -90,11 +95,11 @@ class TorchRunner:
         import torch
 
         with torch.inference_mode():
-            output = self.model(torch.from_numpy(batch))
+            output = self.model(torch.from_numpy(batch).to(self.device))
         # In eval mode ultralytics heads return (decoded, raw feature dict); export mode returns decoded.
         if isinstance(output, (tuple, list)):
             output = output[0]
-        return output.numpy()
+        return output.float().cpu().numpy()
 
 
 class OnnxRunner:
@@ -198,16 +203,6 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     return batch, Letterbox(new_w / width, new_h / height, left, top, width, height)
 
 
-@dataclass
-class Detection:
-    """One pose instance in original image pixels."""
-
-    class_id: int
-    score: float
-    box: np.ndarray  # (4,) x0, y0, x1, y1
-    keypoints: np.ndarray  # (K, 3) x, y, confidence (1.0 when the model has no visibility channel)
-
-
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_det: int) -> list[int]:
     """Greedy non-maximum suppression on xyxy boxes; indices kept, best first."""
     order = np.argsort(-scores, kind="stable")
@@ -227,8 +222,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_det: in
 
 
 def decode(raw: np.ndarray, meta: ModelMeta, transform: Letterbox, conf: float = 0.25, iou: float = 0.7,
-           max_det: int = 300) -> list[Detection]:
-    """Raw Pose output of one image ``(4 + nc + K * dims, N)`` to detections in original pixels."""
+           max_det: int = 300) -> list[Instance]:
+    """Raw Pose output of one image ``(4 + nc + K * dims, N)`` to scored instances in original pixels,
+    best first."""
     nc = meta.num_classes
     k, dims = meta.skeleton.kpt_shape
     if raw.ndim == 3:
@@ -256,12 +252,31 @@ def decode(raw: np.ndarray, meta: ModelMeta, transform: Letterbox, conf: float =
         keypoints[:, 1] = np.clip((points[:, 1] - transform.pad_y) / transform.gain_y, 0, transform.height)
         if dims == 3:
             keypoints[:, 2] = points[:, 2]
-        detections.append(Detection(int(class_ids[anchor]), float(scores[anchor]), box, keypoints))
+        detections.append(Instance(int(class_ids[anchor]), box, keypoints, score=float(scores[anchor])))
     return detections
 
 
+def input_size(runner: Runner, imgsz: int | None, model: object) -> int:
+    """The input size to run ``runner`` at: ``imgsz`` when given, else the size its metadata records (the
+    training size of a checkpoint, the export size of a package); an ONNX or OpenVINO model only runs at
+    its exported size, and any size must be a positive multiple of the stride. ``model`` names it in
+    errors."""
+    meta = runner.meta
+    if runner.fixed_imgsz is not None:
+        if imgsz not in (None, runner.fixed_imgsz):
+            kind = {"onnx": "ONNX", "openvino": "OpenVINO"}.get(runner.kind, runner.kind)
+            raise FdposeError(f"the {kind} model was exported for {runner.fixed_imgsz}x{runner.fixed_imgsz} "
+                              f"inputs; --imgsz {imgsz} is not possible", path=model)
+        imgsz = runner.fixed_imgsz
+    imgsz = int(imgsz or meta.imgsz)
+    if imgsz <= 0 or imgsz % meta.stride:
+        raise FdposeError(f"--imgsz {imgsz} must be a positive multiple of the model stride {meta.stride}",
+                          item="imgsz")
+    return imgsz
+
+
 def run_image(runner: Runner, image: np.ndarray, imgsz: int, conf: float, iou: float,
-              max_det: int) -> list[Detection]:
+              max_det: int) -> list[Instance]:
     """Letterbox, run and decode one image (BGR, HxWx3, as ``cv2.imread`` and ``cv2.imdecode`` give it)."""
     batch, transform = letterbox(image, imgsz)
     return decode(runner(batch), runner.meta, transform, conf, iou, max_det)

@@ -250,7 +250,7 @@ def oks_area(instance: Instance) -> float:
 
 def ground_truth(dataset: Dataset, split: str) -> dict:
     """The split's labels as a COCO keypoints dict (1-based ids, area by :func:`oks_area`)."""
-    from pipeline.formats.coco import dataset_to_coco
+    from pipeline.formats.coco_write import dataset_to_coco
 
     return dataset_to_coco(dataset, split=split, area_fn=oks_area)
 
@@ -270,10 +270,13 @@ class ModelEvaluation:
 
     label: str  # "model" or "baseline"
     weights: Path
-    fingerprint: str
+    fingerprint: str  # sha256 of the weights file that ran (pipeline.model_io.weights_sha256)
     predictions: list[dict]
     scores: ModelScores
-    ultralytics: dict[str, float] | None  # ultralytics' own validation numbers; None when not run
+    ultralytics: dict[str, float] | None = None  # ultralytics' own validation numbers; None when not run
+    kind: str = ""  # the runner: pt, safetensors, onnx, openvino
+    imgsz: int | None = None  # the input size it ran at
+    crosscheck: dict[str, Any] | None = None  # pipeline.evaluate.cross_check's record
 
     def metrics(self) -> dict[str, Any]:
         """The scalar numbers of this model as metrics.json holds them."""
@@ -285,6 +288,9 @@ class ModelEvaluation:
             "matched_instances": self.scores.matched_instances,
             **({"per_class": self.scores.per_class} if self.scores.per_class else {}),
             "ultralytics": dict(self.ultralytics) if self.ultralytics is not None else None,
+            "runner": self.kind,
+            "imgsz": self.imgsz,
+            "crosscheck": dict(self.crosscheck) if self.crosscheck is not None else None,
         })
         return out
 
@@ -308,14 +314,15 @@ class EvalResult:
     edges: list[tuple[int, int]]
     models: list[ModelEvaluation] = field(default_factory=list)
 
-    def add_model(self, label: str, weights: Path, predictions: list[dict],
-                  ultralytics: dict[str, float] | None = None) -> ModelEvaluation:
-        """Score ``predictions`` (COCO results on :attr:`gt`) and keep them under ``label``."""
+    def add_model(self, label: str, weights: Path, predictions: list[dict], *, kind: str = "",
+                  imgsz: int | None = None, fingerprint: str | None = None) -> ModelEvaluation:
+        """Score ``predictions`` (COCO results on :attr:`gt`) and keep them under ``label``; ``fingerprint``
+        defaults to the sha256 of the ``weights`` file."""
         scores = score_predictions(self.gt, predictions, self.sigmas, self.keypoint_names,
                                    match_oks=self.settings["match_oks"],
                                    pck_thresholds=self.settings["pck_thresholds"])
-        evaluation = ModelEvaluation(label, Path(weights), sha256_file(weights), predictions, scores,
-                                     ultralytics)
+        evaluation = ModelEvaluation(label, Path(weights), fingerprint or sha256_file(weights), predictions,
+                                     scores, kind=kind, imgsz=imgsz)
         self.models.append(evaluation)
         return evaluation
 
@@ -352,9 +359,20 @@ class EvalResult:
             m = evaluation.scores.metrics
             lines.append(f"{evaluation.label}: OKS mAP {format_number(m['oks_map'])}  mAP50 "
                          f"{format_number(m['oks_map50'])}  box mAP {format_number(m['box_map'])}  "
-                         f"({evaluation.weights})")
+                         f"({evaluation.weights}, {evaluation.kind or 'predictions'} at "
+                         f"{evaluation.imgsz} px)")
+            if evaluation.crosscheck is not None:
+                lines.append(f"  {crosscheck_line(evaluation.crosscheck)}")
         lines.append(f"wrote {self.out}/report.html, report.md, metrics.json")
         return "\n".join(lines)
+
+
+def crosscheck_line(check: dict[str, Any]) -> str:
+    """The cross-check with ultralytics' val in one line, as the summary and the report show it."""
+    if check["status"] == "skipped":
+        return f"ultralytics val cross-check skipped: {check['reason']}"
+    return (f"ultralytics val pose mAP {check['ultralytics_pose_map']:.4f} ({check['checkpoint']}): "
+            f"difference {check['difference']:.4f}, {check['status']} within {check['tolerance']:g}")
 
 
 def format_number(value: Any, spec: str = ".4f") -> str:

@@ -214,14 +214,16 @@ def read_openvino_meta(path: str | Path) -> ModelMeta:
 # --- runners -------------------------------------------------------------------------------------
 
 
-def load_runner(path: str | Path, backend: str = "auto", threads: int | None = None) -> Runner:
+def load_runner(path: str | Path, backend: str = "auto", threads: int | None = None,
+                device: str = "cpu") -> Runner:
     """A runner for a package directory or ``.zip``, ``model.safetensors``, ``model.onnx``, ``model.xml``
     (OpenVINO) or a ``.pt``.
 
     For a package, ``backend`` ``auto`` and ``torch`` run ``model.safetensors`` in PyTorch (no unpickling),
     ``onnx`` its ``model.onnx`` under onnxruntime, ``openvino`` its ``model.xml`` under OpenVINO. A single
     file runs in its own format (``auto`` or that format's backend). A ``.pt`` checkpoint is a pickle:
-    only load checkpoints you trust. ``threads`` sets onnxruntime's / OpenVINO's intra-op threads.
+    only load checkpoints you trust. ``threads`` sets onnxruntime's / OpenVINO's intra-op threads;
+    ``device`` (a torch device) is where a PyTorch model runs (ONNX and OpenVINO run on the CPU).
     """
     path = Path(path)
     if backend not in BACKENDS:
@@ -229,7 +231,7 @@ def load_runner(path: str | Path, backend: str = "auto", threads: int | None = N
                           item="backend")
     _require(path)
     if path.is_file() and path.suffix == ".zip":
-        return _archive_runner(path, backend, threads)
+        return _archive_runner(path, backend, threads, device)
     if path.is_dir() or path.suffix == ".safetensors":
         directory = path if path.is_dir() else path.parent
         if backend in PACKAGE_FILES:
@@ -239,7 +241,7 @@ def load_runner(path: str | Path, backend: str = "auto", threads: int | None = N
                                   + (" (packaged without fdpose[openvino])" if backend == "openvino" else ""),
                                   path=directory)
             return load_runner(model_file, backend, threads)
-        return TorchRunner(load_packaged_model(directory), read_model_yaml(directory), "safetensors")
+        return TorchRunner(load_packaged_model(directory), read_model_yaml(directory), "safetensors", device)
     own = FILE_BACKENDS.get(path.suffix)
     if own is None:
         raise FdposeError("expected a package directory or .zip, model.safetensors, model.onnx, model.xml "
@@ -253,10 +255,10 @@ def load_runner(path: str | Path, backend: str = "auto", threads: int | None = N
     checkpoint = load_checkpoint(path)
     model = checkpoint_model(checkpoint)
     imgsz = int((checkpoint.get("train_args") or {}).get("imgsz") or 640)
-    return TorchRunner(model, meta_from_model(model, imgsz), "pt")
+    return TorchRunner(model, meta_from_model(model, imgsz), "pt", device)
 
 
-def _archive_runner(path: Path, backend: str, threads: int | None) -> Runner:
+def _archive_runner(path: Path, backend: str, threads: int | None, device: str) -> Runner:
     """A package ``.zip`` (one top folder, as ``fdpose package`` writes it) loaded from a temporary copy:
     every runner holds its weights in memory once built."""
     try:
@@ -265,7 +267,7 @@ def _archive_runner(path: Path, backend: str, threads: int | None) -> Runner:
             if len(roots) != 1:
                 raise FdposeError("not an fdpose package archive (expected one top folder)", path=path)
             archive.extractall(tmp)  # extractall drops absolute and '..' parts of member names
-            return load_runner(Path(tmp) / roots.pop(), backend, threads)
+            return load_runner(Path(tmp) / roots.pop(), backend, threads, device)
     except zipfile.BadZipFile as error:
         raise FdposeError(f"not a readable zip archive ({error})", path=path) from None
 
@@ -337,4 +339,16 @@ def model_version(model: str | Path, kind: str = "auto") -> str:
         kind = kind if kind in WEIGHTS_FILES else "safetensors"
         model = model / WEIGHTS_FILES[kind]
     return f"fdpose-{kind}-{sha256_file(model)[:12]}"
+
+
+def weights_sha256(model: str | Path, kind: str = "auto") -> str:
+    """sha256 of the weights file that runs for ``model`` with a runner of ``kind``: in a package folder
+    that backend's file (``model.safetensors`` for the PyTorch ones), for ``model.xml`` its ``model.bin``,
+    otherwise the file itself (a checkpoint, an ONNX file, a package archive)."""
+    model = Path(model)
+    if model.is_dir():
+        model = model / WEIGHTS_FILES.get(kind, WEIGHTS_FILES["safetensors"])
+    elif model.suffix == ".xml":
+        model = model.with_suffix(".bin")
+    return sha256_file(model)
 

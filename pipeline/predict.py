@@ -22,10 +22,12 @@ from typing import Any
 import click
 import numpy as np
 
-from pipeline.config import PARAMS_FILE, apply_overrides, as_dict, load_section, overridden
+from pipeline.config import PARAMS_FILE, PredictParams, load_section, overridden
+from pipeline.dataset import Instance
 from pipeline.errors import FdposeError
+from pipeline.formats.coco_results import coco_categories, coco_result
 from pipeline.images import IMAGE_SUFFIXES
-from pipeline.inference import Detection, ModelMeta, Runner, run_image
+from pipeline.inference import ModelMeta, Runner, input_size, run_image
 from pipeline.io import atomic_dir
 from pipeline.model_io import BACKENDS, load_runner, model_version
 from pipeline.video.videoio import VIDEO_SUFFIXES
@@ -33,7 +35,7 @@ from pipeline.video.videoio import VIDEO_SUFFIXES
 # --- drawing -------------------------------------------------------------------------------------
 
 
-def draw(image: np.ndarray, detections: list[Detection], meta: ModelMeta,
+def draw(image: np.ndarray, detections: list[Instance], meta: ModelMeta,
          kpt_conf: float = 0.5) -> np.ndarray:
     """Boxes, skeleton edges and keypoints (those at least ``kpt_conf`` confident) drawn on a copy of
     ``image`` with OpenCV primitives."""
@@ -42,7 +44,7 @@ def draw(image: np.ndarray, detections: list[Detection], meta: ModelMeta,
     canvas = image.copy()
     thickness = max(1, round(sum(canvas.shape[:2]) / 600))
     for det in detections:
-        x0, y0, x1, y1 = (int(round(v)) for v in det.box)
+        x0, y0, x1, y1 = (int(round(v)) for v in det.bbox)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), (255, 128, 0), thickness)
         label = f"{meta.skeleton.class_names[det.class_id]} {det.score:.2f}"
         cv2.putText(canvas, label, (x0, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness,
@@ -131,67 +133,29 @@ class PredictResult:
         return line
 
 
-def coco_categories(meta: ModelMeta) -> list[dict[str, Any]]:
-    """COCO keypoint categories (1-based ids and skeleton, as COCO writes them)."""
-    skeleton = meta.skeleton
-    return [{"id": i + 1, "name": name, "keypoints": list(skeleton.keypoint_names),
-             "skeleton": [[a + 1, b + 1] for a, b in skeleton.edges]}
-            for i, name in enumerate(skeleton.class_names)]
-
-
-def detection_to_coco(det: Detection, image_id: int) -> dict[str, Any]:
-    x0, y0, x1, y1 = det.box
-    return {
-        "image_id": image_id,
-        "category_id": det.class_id + 1,
-        "bbox": [round(float(v), 3) for v in (x0, y0, x1 - x0, y1 - y0)],
-        "score": round(det.score, 6),
-        "keypoints": [round(float(v), 3 if i % 3 < 2 else 6) for i, v in enumerate(det.keypoints.ravel())],
-    }
-
-
-def input_size(runner: Runner, imgsz: int | None, model: object) -> int:
-    """The input size to run at: ``imgsz``, else the model's training size; an ONNX or OpenVINO model only
-    runs at its exported size, and any size must be a positive multiple of the stride."""
-    meta = runner.meta
-    if runner.fixed_imgsz is not None:
-        if imgsz not in (None, runner.fixed_imgsz):
-            kind = {"onnx": "ONNX", "openvino": "OpenVINO"}.get(runner.kind, runner.kind)
-            raise FdposeError(f"the {kind} model was exported for {runner.fixed_imgsz}x{runner.fixed_imgsz} "
-                              f"inputs; --imgsz {imgsz} is not possible", path=model)
-        imgsz = runner.fixed_imgsz
-    imgsz = int(imgsz or meta.imgsz)
-    if imgsz <= 0 or imgsz % meta.stride:
-        raise FdposeError(f"--imgsz {imgsz} must be a positive multiple of the model stride {meta.stride}",
-                          item="imgsz")
-    return imgsz
-
-
-def predict(model: str | Path, source: str | Path, out: str | Path, *, conf: float | None = None,
-            iou: float | None = None, imgsz: int | None = None, max_det: int | None = None,
-            kpt_conf: float | None = None, backend: str = "auto", to_label_studio: str | None = None,
-            project: int | None = None, params_path: str | Path = PARAMS_FILE) -> PredictResult:
+def predict(model: str | Path, source: str | Path, out: str | Path, params: PredictParams, *,
+            imgsz: int | None = None, backend: str = "auto", to_label_studio: str | None = None,
+            project: int | None = None) -> PredictResult:
     """Predict poses on ``source`` (image, video or folder); write drawn images and COCO results to ``out``.
 
-    ``conf``/``iou``/``max_det``/``kpt_conf`` default to ``package.predict`` in the params file;
-    ``imgsz`` to the model's training size (an ONNX model only runs at its exported size). With
+    ``params`` holds the thresholds (``package.predict`` in the params file); ``imgsz`` defaults to the
+    model's recorded size (an ONNX or OpenVINO model only runs at its exported size). With
     ``to_label_studio`` and ``project``, the predictions are also uploaded as Label Studio
-    pre-annotations (keypoints at least ``kpt_conf`` confident, as drawn)."""
-    given = apply_overrides(as_dict(load_section("package", params_path).predict), conf=conf, iou=iou,
-                            max_det=max_det, kpt_conf=kpt_conf)
-    settings: dict[str, Any] = {"conf": float(given["conf"]), "iou": float(given["iou"]),
-                                "max_det": int(given["max_det"]), "kpt_conf": float(given["kpt_conf"])}
+    pre-annotations (keypoints at least ``params.kpt_conf`` confident, as drawn)."""
+    settings: dict[str, Any] = {"conf": float(params.conf), "iou": float(params.iou),
+                                "max_det": int(params.max_det), "kpt_conf": float(params.kpt_conf)}
     if (to_label_studio is None) != (project is None):
         raise FdposeError("--to-label-studio and --project go together", item="options")
     runner = load_runner(model, backend)
     settings["imgsz"] = input_size(runner, imgsz, model)
     source = Path(source)
-    uploads: list[tuple[Frame, list[Detection]]] = []  # still images only: Label Studio tasks show images
+    uploads: list[tuple[Frame, list[Instance]]] = []  # still images only: Label Studio tasks show images
     with atomic_dir(out) as tmp:
         images, results, skipped = _predict_frames(runner, source, tmp, settings, uploads,
                                                    upload=to_label_studio is not None)
         _write_json(tmp / "predictions.json", results)
-        _write_json(tmp / "images.json", {"images": images, "categories": coco_categories(runner.meta),
+        _write_json(tmp / "images.json", {"images": images,
+                                          "categories": coco_categories(runner.meta.skeleton),
                                           "skipped": skipped, "source": str(source), "model": str(model),
                                           "settings": {**settings, "backend": runner.kind}})
         os.chmod(tmp, 0o755)
@@ -204,7 +168,7 @@ def predict(model: str | Path, source: str | Path, out: str | Path, *, conf: flo
 
 
 def _predict_frames(runner: Runner, source: Path, tmp: Path, settings: dict[str, Any],
-                    uploads: list[tuple[Frame, list[Detection]]], upload: bool,
+                    uploads: list[tuple[Frame, list[Instance]]], upload: bool,
                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
     """Run every frame of ``source``, drawing each into ``tmp/drawn``; returns the COCO images, the COCO
     results and the unreadable files. Still images' detections go to ``uploads`` when ``upload``."""
@@ -228,7 +192,7 @@ def _predict_frames(runner: Runner, source: Path, tmp: Path, settings: dict[str,
         images.append(record)
         detections = run_image(runner, frame.image, settings["imgsz"], settings["conf"], settings["iou"],
                                settings["max_det"])
-        results.extend(detection_to_coco(det, image_id) for det in detections)
+        results.extend(coco_result(det, image_id) for det in detections)
         if upload and frame.frame_index is None:
             uploads.append((Frame(frame.file_name, None), detections))
         target = tmp / record["drawn"]
@@ -240,7 +204,7 @@ def _predict_frames(runner: Runner, source: Path, tmp: Path, settings: dict[str,
     return images, results, skipped
 
 
-def upload_to_label_studio(uploads: list[tuple[Frame, list[Detection]]], images: list[dict[str, Any]],
+def upload_to_label_studio(uploads: list[tuple[Frame, list[Instance]]], images: list[dict[str, Any]],
                            meta: ModelMeta, url: str, project: int, kpt_conf: float,
                            model_version: str) -> int:
     """Upload still-image predictions as Label Studio pre-annotations; returns how many were created.
@@ -251,7 +215,7 @@ def upload_to_label_studio(uploads: list[tuple[Frame, list[Detection]]], images:
     what the model is least sure of).
     Images matching no task (or several) are skipped by the uploader and listed on stderr.
     """
-    from pipeline.dataset import ImageRecord, Instance, Report
+    from pipeline.dataset import ImageRecord, Report
     from pipeline.labelstudio.predictions import upload_predictions
     from pipeline.uncertainty import task_score
 
@@ -266,7 +230,7 @@ def upload_to_label_studio(uploads: list[tuple[Frame, list[Detection]]], images:
         for det in detections:
             keypoints = det.keypoints.copy()
             keypoints[:, 2] = np.where(keypoints[:, 2] >= kpt_conf, 2, 0)
-            instances.append(Instance(det.class_id, det.box.copy(), keypoints))
+            instances.append(Instance(det.class_id, det.bbox.copy(), keypoints))
         records.append(ImageRecord(path=Path(frame.file_name), file_name=frame.file_name, width=width,
                                    height=height, instances=instances))
         scores.append(task_score(detections))
@@ -278,19 +242,19 @@ def upload_to_label_studio(uploads: list[tuple[Frame, list[Detection]]], images:
     return created
 
 
-def predict_tracked(model: Path, source: Path, out: Path, *, tracker: str, smooth: bool, backend: str,
-                    params_path: Path, imgsz: int | None, **overrides: Any) -> str:
+def predict_tracked(model: Path, source: Path, out: Path, params: PredictParams, *, tracker: str,
+                    smooth: bool, backend: str, imgsz: int | None) -> str:
     """``--track``: poses linked into tracks and smoothed per track (:mod:`pipeline.video.analyse`)."""
     from pipeline.video.analyse import TrackSettings, check_sources, predict_tracks
     from pipeline.video.smooth import SmoothParams
 
     sources = check_sources(source)  # unusable videos fail before the model loads
-    given = overridden(load_section("package", params_path).predict, **overrides)
     runner = load_runner(model, backend)
-    smoothing = SmoothParams(kpt_conf=given.kpt_conf) if smooth else None
-    settings = TrackSettings(input_size(runner, imgsz, model), given.conf, given.iou, given.max_det,
-                             given.kpt_conf, tracker, smoothing)
-    return predict_tracks(runner, sources, out, settings, model, coco_categories(runner.meta)).summary()
+    smoothing = SmoothParams(kpt_conf=params.kpt_conf) if smooth else None
+    settings = TrackSettings(input_size(runner, imgsz, model), params.conf, params.iou, params.max_det,
+                             params.kpt_conf, tracker, smoothing)
+    return predict_tracks(runner, sources, out, settings, model,
+                          coco_categories(runner.meta.skeleton)).summary()
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -330,15 +294,15 @@ def predict_command(model: Path, source: Path, out: Path, conf: float | None, io
                     to_label_studio: str | None, project: int | None, params_path: Path, track: bool,
                     tracker: str, smooth: bool) -> None:
     """Run a model on an image, a folder or a video: drawn images and COCO results in --out."""
+    params = overridden(load_section("package", params_path).predict, None, conf=conf, iou=iou,
+                        max_det=max_det, kpt_conf=kpt_conf)
     if track:
         if to_label_studio is not None:
             raise FdposeError("--to-label-studio uploads still images; for video frames use fdpose outliers "
                               "or fdpose frames", item="--track")
-        click.echo(predict_tracked(model, source, out, tracker=tracker, smooth=smooth, backend=backend,
-                                   params_path=params_path, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det,
-                                   kpt_conf=kpt_conf))
+        click.echo(predict_tracked(model, source, out, params, tracker=tracker, smooth=smooth,
+                                   backend=backend, imgsz=imgsz))
         return
-    result = predict(model, source, out, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, kpt_conf=kpt_conf,
-                     backend=backend, to_label_studio=to_label_studio, project=project,
-                     params_path=params_path)
+    result = predict(model, source, out, params, imgsz=imgsz, backend=backend,
+                     to_label_studio=to_label_studio, project=project)
     click.echo(result.summary())

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.document import Document, Figure, Section, Table, html_page, markdown
 from pipeline.io import atomic_write_bytes, atomic_write_text
-from pipeline.metrics import RECALL_POINTS, EvalResult, ModelEvaluation, format_number
+from pipeline.metrics import RECALL_POINTS, EvalResult, ModelEvaluation, crosscheck_line, format_number
 from pipeline.skeleton import PLACEHOLDER_SIGMA
 
 HEADLINE = [
@@ -313,7 +313,9 @@ def _tables(result: EvalResult) -> list[tuple[str, list[str], list[list[str]], s
                 + ", ".join(f"{t:g}" for t in s["pck_thresholds"])],
         ["evaluator", "faster-coco-eval COCOeval_faster (same numbers as pycocotools COCOeval)"],
         ["data sha256", result.data_fingerprint],
-    ] + [[f"{e.label} weights", f"{e.weights} (sha256 {e.fingerprint})"] for e in result.models]
+    ] + [[f"{e.label} weights", f"{e.weights} ({e.kind or 'predictions'} at {e.imgsz} px, sha256 "
+                                 f"{e.fingerprint})"] for e in result.models] \
+      + [[f"{e.label} cross-check", crosscheck_line(e.crosscheck)] for e in result.models if e.crosscheck]
     sources = result.dataset.skeleton.sigma_sources
     sigma_rows = [[name, f"{sigma:g}", SIGMA_SOURCE_TEXT[source]]
                   for name, sigma, source in zip(result.keypoint_names, result.sigmas, sources, strict=True)]

@@ -32,7 +32,7 @@ def detection_certainty(score: float, keypoints: np.ndarray) -> float:
 
 def task_score(detections: Sequence[Any]) -> float:
     """The least certain detection's certainty (0 for no detection); ``detections`` have ``score``
-    and ``keypoints`` ``(K, 3)`` as :class:`~pipeline.predict.Detection` has."""
+    and ``keypoints`` ``(K, 3)``, as a predicted :class:`~pipeline.dataset.Instance` has."""
     if not detections:
         return 0.0
     return min(detection_certainty(d.score, d.keypoints) for d in detections)

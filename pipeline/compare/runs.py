@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import validate_section
 from pipeline.errors import FdposeError
 from pipeline.evaluate import evaluate
 from pipeline.io import write_json
@@ -248,8 +249,9 @@ def execute(spec: RunSpec, settings: RunSettings, runs: Path, data_hash: str) ->
         _train(spec, settings, folder)
     weights = train_dir / "weights" / "best.pt"
     if not (eval_dir / "metrics.json").is_file():
-        evaluate(weights, settings.data, eval_dir, split=settings.split, params=settings.eval_params,
-                 imgsz=settings.eval_imgsz)
+        params = validate_section("eval", {**settings.eval_params, "split": settings.split,
+                                           "imgsz": settings.eval_imgsz}, "compare")
+        evaluate(weights, settings.data, eval_dir, params=params)
     metrics = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
     trained = json.loads((train_dir / "metrics.json").read_text(encoding="utf-8"))
     clock = folder / CLOCK_FILE

@@ -1,22 +1,17 @@
-"""The COCO keypoints edge of the hub: read COCO keypoint files, write COCO ground truth.
+"""The COCO keypoints edge of the hub, reading: COCO keypoint files into a :class:`Dataset`
+(writing COCO ground truth is :mod:`pipeline.formats.coco_write`).
 
 Reading (:func:`read_coco`) accepts what real files do: categories with or without ``keypoints``
 names (``K`` then comes from the annotations), several categories sharing one layout (one class
 each), keypoints as flat or nested triples or pairs, missing ``bbox`` (derived from the labelled
 keypoints), string or integer ids, ``file_name``s with sub-folders. Every annotation is validated,
 vectorised over the whole file; what is skipped or repaired is listed in the dataset's report.
-
-Writing (:func:`dataset_to_coco`) follows the COCO keypoint convention that pycocotools and
-faster-coco-eval load: 1-based image, annotation and category ids, ``bbox`` as ``[x, y, w, h]`` in
-pixels, ``keypoints`` as flat ``x, y, v`` triples, ``num_keypoints`` (labelled points), ``area``,
-``iscrowd = 0``, and one category per class carrying the keypoint names and the 1-based ``skeleton``.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,92 +21,11 @@ from tqdm import tqdm
 
 from pipeline.dataset import Dataset, ImageRecord, Instance, Report
 from pipeline.errors import FdposeError, printable
+from pipeline.formats.reader_log import ReaderLog, top_reasons
 from pipeline.images import ImageInfo, image_info, orient_points, safe_relative_name
-from pipeline.io import read_json, write_json
+from pipeline.io import read_json
 from pipeline.skeleton import Skeleton
 from pipeline.skeleton.shipped import shipped_matching, shipped_name
-
-
-def box_area(instance: Instance) -> float:
-    """The default COCO ``area``: the box's area in pixels (the hub keeps no segmentation)."""
-    x0, y0, x1, y1 = instance.bbox
-    return float(max(x1 - x0, 0.0) * max(y1 - y0, 0.0))
-
-
-def dataset_to_coco(dataset: Dataset, *, split: str | None = None,
-                    area_fn: Callable[[Instance], float] | None = None,
-                    file_name_fn: Callable[[ImageRecord], str] | None = None) -> dict[str, Any]:
-    """The dataset, or its images of one ``split``, as a COCO keypoint ground-truth mapping.
-
-    Image ids are ``1..n`` in the order of ``dataset.images`` (restricted to ``split``), annotation
-    ids ``1..m`` in image order, category ids ``class_id + 1``. ``area_fn(instance)`` gives each
-    annotation's ``area`` (the box area by default; ultralytics-style OKS uses ``0.53 * box area``).
-    ``file_name_fn(image)`` names each image (its ``file_name`` by default).
-    """
-    area_fn = area_fn or box_area
-    skeleton = dataset.skeleton
-    edges = [[a + 1, b + 1] for a, b in skeleton.edges]
-    categories = [
-        {"id": class_id + 1, "name": name, "supercategory": name,
-         "keypoints": list(skeleton.keypoint_names), "skeleton": edges}
-        for class_id, name in enumerate(skeleton.class_names)
-    ]
-    images = []
-    annotations = []
-    selected = [im for im in dataset.images if split is None or (im.split or "train") == split]
-    for image_id, image in enumerate(selected, start=1):
-        images.append({"id": image_id, "width": int(image.width), "height": int(image.height),
-                       "file_name": file_name_fn(image) if file_name_fn else image.file_name})
-        for instance in image.instances:
-            x0, y0, x1, y1 = (float(v) for v in instance.bbox)
-            keypoints = np.array(instance.keypoints, dtype=np.float64)
-            keypoints[keypoints[:, 2] <= 0, :2] = 0.0
-            flat: list[float | int] = []
-            for x, y, v in keypoints:
-                flat.extend((float(x), float(y), int(v)))
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": int(instance.class_id) + 1,
-                "bbox": [x0, y0, x1 - x0, y1 - y0],
-                "area": float(area_fn(instance)),
-                "iscrowd": 0,
-                "keypoints": flat,
-                "num_keypoints": int((keypoints[:, 2] > 0).sum()),
-            })
-    return {
-        "info": {"description": "written by fdpose"},
-        "images": images,
-        "annotations": annotations,
-        "categories": categories,
-    }
-
-
-def write_coco(dataset: Dataset, out_json: str | Path, *, split: str | None = None,
-               area_fn: Callable[[Instance], float] | None = None,
-               file_name_fn: Callable[[ImageRecord], str] | None = None) -> Path:
-    """Write :func:`dataset_to_coco` to ``out_json`` atomically (deterministic JSON)."""
-    coco = dataset_to_coco(dataset, split=split, area_fn=area_fn, file_name_fn=file_name_fn)
-    return write_json(out_json, coco, indent=None)
-
-
-# --- reading ----------------------------------------------------------------------------------------
-
-class _Log:
-    """The reader's report, with ``--strict`` turning problems into errors where they are found."""
-
-    def __init__(self, report: Report, source: Path, strict: bool):
-        self.report, self.source, self.strict = report, source, strict
-
-    def skip(self, item: object, reason: str, *, problem: bool = True, units: int = 0) -> None:
-        if problem and self.strict:
-            raise FdposeError(f"{reason} (--strict)", path=self.source, item=item)
-        self.report.skip(self.source, item, reason, units=units)
-
-    def repair(self, item: object, reason: str, *, problem: bool = True) -> None:
-        if problem and self.strict:
-            raise FdposeError(f"{reason} (--strict)", path=self.source, item=item)
-        self.report.repair(self.source, item, reason)
 
 
 def _id_key(value: object) -> str | None:
@@ -267,7 +181,7 @@ def read_coco(json_path: str | Path, images_root: str | Path, *, skeleton: Skele
         raise FdposeError("images folder not found", path=images_root)
     report = Report()
     report.count_read("annotations", len(annotations))
-    log = _Log(report, source, strict)
+    log = ReaderLog(report, source, strict)
     layout = _layout(categories, annotations, source, skeleton, skeleton_source, report)
     found = _read_images(images, annotations, images_root, log, progress)
     del images
@@ -410,7 +324,7 @@ def _layout(categories: list[dict], annotations: list[Any], source: Path, skelet
     return _Layout(out_skeleton, k, permutation, class_of, bool(class_categories))
 
 
-def _image_size_check(entry: dict, info: ImageInfo, item: str, suffix: str, log: _Log) -> int | str:
+def _image_size_check(entry: dict, info: ImageInfo, item: str, suffix: str, log: ReaderLog) -> int | str:
     """The EXIF orientation to apply to the entry's coordinates (1: none), or the reason it is dropped,
     from the size the file states and the image's own."""
     width, height = info.size
@@ -429,7 +343,7 @@ def _image_size_check(entry: dict, info: ImageInfo, item: str, suffix: str, log:
     return "size mismatch"
 
 
-def _read_images(images: list[Any], annotations: list[Any], images_root: Path, log: _Log,
+def _read_images(images: list[Any], annotations: list[Any], images_root: Path, log: ReaderLog,
                  progress: bool) -> _Images:
     """Check every image entry (id, file name, the file's header and size); keep the usable ones."""
     found = _Images()
@@ -480,12 +394,12 @@ def _read_images(images: list[Any], annotations: list[Any], images_root: Path, l
         found.turns.append((turn, info.stored_width, info.stored_height))
         found.records.append(ImageRecord(path, name, *info.size, image_id=entry.get("id")))
     if not found.records:
-        raise FdposeError(f"no usable images: {len(images)} listed, all skipped ({_top_reasons(log.report)})",
+        raise FdposeError(f"no usable images: {len(images)} listed, all skipped ({top_reasons(log.report)})",
                           path=log.source)
     return found
 
 
-def _class_of(ann: dict, layout: _Layout, skeleton: Skeleton | None, item: str, log: _Log) -> int | None:
+def _class_of(ann: dict, layout: _Layout, skeleton: Skeleton | None, item: str, log: ReaderLog) -> int | None:
     """The class of an annotation by its ``category_id`` (0 in a file without categories); None, and
     the skip reported, when the category is not one of the classes."""
     if not layout.by_category:
@@ -501,7 +415,7 @@ def _class_of(ann: dict, layout: _Layout, skeleton: Skeleton | None, item: str, 
 
 
 def _select_annotations(annotations: list[Any], found: _Images, layout: _Layout, skeleton: Skeleton | None,
-                        log: _Log) -> _Batch:
+                        log: ReaderLog) -> _Batch:
     """The cheap per-item checks (object, image, crowd, keypoints present, unique id, category)."""
     kept: list[dict] = []
     items: list[str] = []
@@ -544,7 +458,7 @@ def _select_annotations(annotations: list[Any], found: _Images, layout: _Layout,
                   np.ones(len(kept), dtype=bool))
 
 
-def _read_keypoints(batch: _Batch, layout: _Layout, log: _Log) -> None:
+def _read_keypoints(batch: _Batch, layout: _Layout, log: ReaderLog) -> None:
     """Keypoints as ``(n, K, 3)``: flat triples of the right length in one array, other shapes one by one."""
     k, n = layout.k, len(batch.items)
     raw = [a["keypoints"] for a in batch.kept]
@@ -566,7 +480,7 @@ def _read_keypoints(batch: _Batch, layout: _Layout, log: _Log) -> None:
     batch.points = points if layout.permutation is None else points[:, layout.permutation]
 
 
-def _read_visibility(batch: _Batch, log: _Log) -> None:
+def _read_visibility(batch: _Batch, log: ReaderLog) -> None:
     """Visibility 0 unlabelled, 1 occluded, 2 visible; other values are rounded into that range, and
     labelled points with NaN or infinite coordinates become unlabelled."""
     points, keep = batch.points, batch.keep
@@ -588,7 +502,7 @@ def _read_visibility(batch: _Batch, log: _Log) -> None:
     batch.labelled = labelled
 
 
-def _read_boxes(batch: _Batch, found: _Images, log: _Log) -> None:
+def _read_boxes(batch: _Batch, found: _Images, log: ReaderLog) -> None:
     """Boxes from COCO ``[x, y, w, h]``, turned with their image's EXIF orientation; a missing or
     degenerate one is derived from the labelled keypoints."""
     raw_boxes = [a.get("bbox") for a in batch.kept]
@@ -627,7 +541,7 @@ def _read_boxes(batch: _Batch, found: _Images, log: _Log) -> None:
     batch.boxes = boxes
 
 
-def _clip_to_images(batch: _Batch, found: _Images, log: _Log) -> None:
+def _clip_to_images(batch: _Batch, found: _Images, log: ReaderLog) -> None:
     """Keypoints outside the image are clipped and reported (an error with strict); boxes past the
     image edge are clipped (ultralytics does the same), reported beyond one pixel."""
     points, labelled, keep = batch.points, batch.labelled, batch.keep
@@ -653,7 +567,7 @@ def _clip_to_images(batch: _Batch, found: _Images, log: _Log) -> None:
     batch.boxes = clipped
 
 
-def _to_hub(batch: _Batch, found: _Images, skeleton: Skeleton, log: _Log) -> Dataset:
+def _to_hub(batch: _Batch, found: _Images, skeleton: Skeleton, log: ReaderLog) -> Dataset:
     """The kept annotations as instances of their images; images whose annotations were all skipped
     are left out (and reported)."""
     lost = Counter(batch.owner[~batch.keep].tolist())
@@ -669,14 +583,5 @@ def _to_hub(batch: _Batch, found: _Images, skeleton: Skeleton, log: _Log) -> Dat
             continue
         dataset.images.append(record)
     if not any(record.instances for record in dataset.images):
-        raise FdposeError(f"no usable annotations ({_top_reasons(log.report)})", path=log.source)
+        raise FdposeError(f"no usable annotations ({top_reasons(log.report)})", path=log.source)
     return dataset
-
-
-def _top_reasons(report: Report) -> str:
-    """The most common skip reasons, each with its count and one full example."""
-    counts = Counter(item.reason.split(" (")[0] for item in report.items if item.action == "skipped")
-    example = {}
-    for item in report.items:
-        example.setdefault(item.reason.split(" (")[0], f"{item.item}: {item.reason}")
-    return "; ".join(f"{count} x {example[reason]}" for reason, count in counts.most_common(2)) or "nothing"

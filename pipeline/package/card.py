@@ -27,6 +27,19 @@ class DataInfo:
     sample_image: Path | None = None
 
 
+@dataclass
+class FormatScores:
+    """The OKS mAP of each packaged format on one split, measured at packaging time."""
+
+    split: str
+    images: int
+    oks_map: dict[str, float | None]  # format name (FORMAT_ROWS) -> OKS mAP@[.50:.95]
+
+    def line(self) -> str:
+        figures = ", ".join(f"{name} {format_number(value)}" for name, value in self.oks_map.items())
+        return f"OKS mAP on the {self.split} split ({self.images} images): {figures}"
+
+
 EVAL_METRICS = ("oks_map", "oks_map50", "oks_map75", "oks_map_medium", "oks_map_large", "oks_ar", "oks_ar50",
                 "oks_ar75", "box_map", "box_map50", "box_map75")
 TRAIN_KEYS = ("model", "epochs", "imgsz", "batch", "optimizer", "lr0", "lrf", "momentum", "weight_decay",
@@ -39,7 +52,8 @@ LATENCY_RUNS = 5  # timed batch-1 runs per format for the card's latency (after 
 def model_card(*, weights_name: str, weights_sha256: str, checkpoint: dict[str, Any], meta: ModelMeta,
                architecture: dict[str, Any], parameters: int, data: DataInfo, metrics: dict[str, Any] | None,
                report: str | None, checks: list[ExportCheck], opset: int,
-               latency: dict[str, float] | None = None, comparison: dict[str, Any] | None = None) -> str:
+               latency: dict[str, float] | None = None, comparison: dict[str, Any] | None = None,
+               scores: FormatScores | None = None) -> str:
     """The MODEL_CARD.md text: only facts from the inputs, nothing location-dependent (and nothing
     time-dependent unless ``latency``, measured at packaging time, is given). ``comparison``: the
     ``summary.json`` of an ``fdpose compare`` report packaged under ``comparison/``, or None."""
@@ -49,7 +63,7 @@ def model_card(*, weights_name: str, weights_sha256: str, checkpoint: dict[str, 
     lines = [title, ""]
     lines += _card_model(weights_name, weights_sha256, checkpoint, meta, architecture, parameters, checks,
                          opset)
-    lines += _card_formats(checks, latency)
+    lines += _card_formats(checks, latency, scores)
     lines += _card_data(data, meta)
     lines += _card_training(checkpoint.get("train_args") or {})
     lines += _card_evaluation(metrics, data, report)
@@ -101,14 +115,27 @@ FORMAT_ROWS = (("PyTorch", "`model.safetensors` + `model.yaml`", "PyTorch (`pred
                ("OpenVINO", "`model.xml` + `model.bin`", "OpenVINO (`--backend openvino`)"))
 
 
-def _card_formats(checks: list[ExportCheck], latency: dict[str, float] | None) -> list[str]:
-    """## Formats: each packaged format, its runtime and (when measured) its batch-1 latency."""
+def _card_formats(checks: list[ExportCheck], latency: dict[str, float] | None,
+                  scores: FormatScores | None) -> list[str]:
+    """## Formats: each packaged format, its runtime, its OKS mAP and its batch-1 latency (when
+    measured)."""
     present = {"PyTorch", "ONNX"} | {check.format for check in checks}
-    lines = ["## Formats", "", "| format | files | runs with | batch-1 latency |", "|---|---|---|---|"]
+    lines = ["## Formats", "", "| format | files | runs with | OKS mAP | batch-1 latency |",
+             "|---|---|---|---|---|"]
     for name, files, runtime in FORMAT_ROWS:
         if name in present:
             value = f"{latency[name]:.1f} ms" if latency and name in latency else "not measured"
-            lines.append(f"| {name} | {files} | {runtime} | {value} |")
+            score = (format_number(scores.oks_map.get(name), CARD_NUMBER) if scores is not None
+                     else "not scored")
+            lines.append(f"| {name} | {files} | {runtime} | {score} | {value} |")
+    if scores is not None:
+        lines += ["", f"OKS mAP@[.50:.95] of each file as it ships, run through its own runtime on "
+                  f"`fdpose eval`'s path (letterbox, decoding, NMS) on the `{scores.split}` split of the "
+                  f"dataset below ({scores.images} images), at the fixed input size; `fdpose eval "
+                  "--weights <package>/model.onnx` (or `model.xml`) measures it again."]
+    else:
+        lines += ["", "OKS mAP per format not scored (the package stage was given no eval split to score "
+                  "on)."]
     if "OpenVINO" not in present:
         lines += ["", "No OpenVINO IR: packaged without the `fdpose[openvino]` extra."]
     if latency:

@@ -72,7 +72,8 @@ def package_command(ctx: click.Context, weights: Path | None, eval_dir: Path | N
     if weights is None or eval_dir is None or out is None:
         raise click.UsageError("--weights, --eval and --out are required (or use `fdpose package verify`)")
     params = overridden(params, "command line", imgsz=imgsz, comparison=comparison)
-    result = package(weights, eval_dir, out, params, data=data, image=image, latency=latency)
+    result = package(weights, eval_dir, out, params, data=data, image=image, latency=latency,
+                     eval_params=load_section("eval", params_path))
     click.echo(result.summary())
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import PackageParams
+from pipeline.config import EvalParams, PackageParams
 from pipeline.errors import FdposeError
 from pipeline.inference import ModelMeta, OnnxRunner, OpenVinoRunner, Runner, TorchRunner, import_openvino
 from pipeline.io import atomic_dir, read_json, sha256_file, stage_bytes
@@ -28,7 +29,7 @@ from pipeline.model_io import (
     meta_from_model,
 )
 from pipeline.package.archive import CHECKSUMS, archive_bytes, package_files, write_checksums
-from pipeline.package.card import LATENCY_RUNS, DataInfo, model_card
+from pipeline.package.card import LATENCY_RUNS, DataInfo, FormatScores, model_card
 from pipeline.package.export import ExportCheck, check_export, export_onnx, export_openvino
 
 
@@ -73,10 +74,13 @@ class PackageResult:
     checks: list[ExportCheck]
     notes: list[str] = field(default_factory=list)  # e.g. that the OpenVINO IR was skipped, and why
     latency: dict[str, float] | None = None  # format -> median batch-1 ms, when measured
+    scores: FormatScores | None = None  # each format's OKS mAP on the eval split, when scored
 
     def summary(self) -> str:
         lines = [f"packaged {len(self.files)} files -> {self.out} and {self.archive.name}"]
         lines += [check.line() for check in self.checks] + self.notes
+        if self.scores is not None:
+            lines.append(self.scores.line())
         if self.latency:
             figures = ", ".join(f"{name} {ms:.1f} ms" for name, ms in self.latency.items())
             lines.append(f"batch-1 latency on this machine (median of {LATENCY_RUNS}): {figures} "
@@ -169,6 +173,25 @@ def package_latency(tmp: Path, model: Any, meta: ModelMeta, runs: int = LATENCY_
     return {name: timing.median for name, timing in timings.items()}
 
 
+def score_formats(tmp: Path, data: DataInfo, params: EvalParams | None) -> FormatScores | str | None:
+    """The OKS mAP of each packaged format (PyTorch from the safetensors, ONNX, OpenVINO) on
+    ``params.split`` of the package's dataset, each run through its own runner as ``fdpose eval`` runs it
+    (:func:`pipeline.evaluate.score_artifact`), at the package's input size. None without ``params``; the
+    reason (a line) when there is no such split to score on."""
+    if params is None:
+        return None
+    if data.data_yaml is None or not data.counts.get(params.split):
+        return f"formats not scored: no {params.split!r} split in the package's data"
+    from pipeline.evaluate import score_artifact
+
+    params = dataclasses.replace(params, imgsz=None)  # ONNX and OpenVINO run only at the exported size
+    files = {"PyTorch": tmp, "ONNX": tmp / "model.onnx", "OpenVINO": tmp / "model.xml"}
+    metrics = {name: score_artifact(path, data.data_yaml, params) for name, path in files.items()
+               if path.exists()}
+    return FormatScores(params.split, data.counts[params.split]["images"],
+                        {name: m["oks_map"] for name, m in metrics.items()})
+
+
 def _copy_eval(eval_dir: Path, tmp: Path) -> str | None:
     """``eval/metrics.json`` (and ``eval/report.html`` when there is one, whose name is returned)."""
     (tmp / "eval").mkdir()
@@ -195,7 +218,8 @@ def read_comparison(folder: Path) -> dict[str, Any]:
 
 def package(weights: str | Path, eval_dir: str | Path | None, out: str | Path,
             params: PackageParams | None = None, *, data: str | Path | None = None,
-            image: str | Path | None = None, latency: bool = False) -> PackageResult:
+            image: str | Path | None = None, latency: bool = False,
+            eval_params: EvalParams | None = None) -> PackageResult:
     """Package ``weights`` (an ultralytics pose checkpoint) into ``out/`` and ``out.zip``.
 
     ``params`` is the ``package`` section (default: its built-in defaults). ``data`` (a data.yaml)
@@ -204,7 +228,8 @@ def package(weights: str | Path, eval_dir: str | Path | None, out: str | Path,
     input size is ``params.imgsz``, else the training size recorded in the checkpoint. With OpenVINO
     installed (``fdpose[openvino]``) the package also holds an OpenVINO IR, checked like the ONNX
     file. ``latency`` measures each format's batch-1 latency into the card (which then differs from
-    build to build).
+    build to build). With ``eval_params`` each packaged format is evaluated on that split of the data
+    and the card lists their OKS mAP side by side (:func:`score_formats`).
     """
     params = params if params is not None else PackageParams()
     weights, out = Path(weights), Path(out)
@@ -232,12 +257,16 @@ def package(weights: str | Path, eval_dir: str | Path | None, out: str | Path,
         notes = [openvino] if isinstance(openvino, str) else []
         checks += [] if isinstance(openvino, str) else [openvino]
         measured = package_latency(tmp, model, meta) if latency else None
+        scores = score_formats(tmp, data, eval_params)
+        if isinstance(scores, str):
+            notes.append(scores)
+            scores = None
         report_name = _copy_eval(Path(eval_dir), tmp) if eval_dir is not None else None
         card = model_card(weights_name=weights.name, weights_sha256=sha256_file(weights),
                           checkpoint=checkpoint, meta=meta, architecture=architecture,
                           parameters=sum(p.numel() for p in model.parameters()), data=data,
                           metrics=metrics, report=report_name, checks=checks, opset=opset,
-                          latency=measured, comparison=summary)
+                          latency=measured, comparison=summary, scores=scores)
         if comparison is not None:  # the card links these
             (tmp / "comparison").mkdir()
             for name in ("summary.json", "report.md"):
@@ -253,6 +282,6 @@ def package(weights: str | Path, eval_dir: str | Path | None, out: str | Path,
     archive_path = out.with_name(out.name + ".zip")
     os.replace(archive, archive_path)
     os.chmod(archive_path, 0o644)
-    return PackageResult(out, archive_path, files, checks, notes, measured)
+    return PackageResult(out, archive_path, files, checks, notes, measured, scores)
 
 

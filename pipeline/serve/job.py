@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from pipeline.config import as_dict, load_section
+from pipeline.config import load_section
 from pipeline.errors import FdposeError
 from pipeline.io import write_json
 from pipeline.model_io import model_version
@@ -60,16 +60,16 @@ def run_job(url: str, project: int, served: Path, out: Path, models_dir: Path, p
     data_yaml = data.out / "data.yaml"
     start = training_checkpoint(served)
     best = _train(data_yaml, out / "train", start, params_path)
-    imgsz = int(load_section("train", params_path).imgsz)
-    evaluation = evaluate(best, data_yaml, out / "eval", baseline=start,
-                          params=as_dict(load_section("eval", params_path)), imgsz=imgsz)
+    # Each model is evaluated at the size its checkpoint records (eval.imgsz null), as it is served.
+    evaluation = evaluate(best, data_yaml, out / "eval", load_section("eval", params_path), baseline=start)
     metrics = evaluation.metrics()
     split, images = metrics["split"], metrics["num_images"]
     result = {"project": project, "split": split, "images": images,
               **decide(_numbers(metrics), _numbers(metrics["baseline"]), split, images)}
     if result["status"] == "accepted":
         staging = out / "package"
-        package(best, out / "eval", staging, load_section("package", params_path), data=data_yaml)
+        package(best, out / "eval", staging, load_section("package", params_path), data=data_yaml,
+                eval_params=load_section("eval", params_path))
         version = model_version(staging)
         target = models_dir / version
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ import numpy as np
 
 from pipeline.dataset import ImageRecord, Instance
 from pipeline.errors import FdposeError
-from pipeline.inference import run_image
+from pipeline.inference import input_size, run_image
 from pipeline.labelstudio.client import FetchError, ImageFetcher
 from pipeline.labelstudio.layout import ProjectLayout
 from pipeline.labelstudio.predictions import prediction_result
@@ -53,14 +53,14 @@ class Thresholds:
     imgsz: int | None = None  # None: the model's own
 
 
-def _instances(detections: list[Any], kpt_conf: float, mark_occluded: bool) -> list[Instance]:
-    """Hub instances: keypoints at least ``kpt_conf`` confident labelled (v=2), the others occluded
-    (v=1) when the project marks occlusion, else absent (v=0)."""
+def _instances(detections: list[Instance], kpt_conf: float, mark_occluded: bool) -> list[Instance]:
+    """Labels from predictions: keypoints at least ``kpt_conf`` confident labelled (v=2), the others
+    occluded (v=1) when the project marks occlusion, else absent (v=0)."""
     instances = []
     for det in detections:
-        points = np.array(det.keypoints, dtype=np.float64)  # confidence 1.0 without a visibility channel
+        points = det.keypoints.copy()  # confidence 1.0 without a visibility channel
         points[:, 2] = np.where(points[:, 2] >= kpt_conf, 2, 1 if mark_occluded else 0)
-        instances.append(Instance(det.class_id, np.asarray(det.box, np.float64), points))
+        instances.append(Instance(det.class_id, det.bbox.copy(), points))
     return instances
 
 
@@ -104,8 +104,7 @@ def predict_task(task: Any, model: ServedModel, layout: ProjectLayout, images: I
                                 "expected an object with 'data'")
     task_id = task.get("id")
     image = fetch_image(images, task["data"].get(layout.image_key), task_id)
-    meta = model.meta
-    imgsz = model.runner.fixed_imgsz or thresholds.imgsz or meta.imgsz
+    imgsz = input_size(model.runner, thresholds.imgsz, model.path)
     detections = run_image(model.runner, image, imgsz, thresholds.conf, thresholds.iou, thresholds.max_det)
     height, width = image.shape[:2]
     mark = bool(layout.skeleton.occlusion_choice)

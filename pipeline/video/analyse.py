@@ -28,7 +28,9 @@ from typing import Any
 import click
 import numpy as np
 
+from pipeline.dataset import Instance
 from pipeline.errors import FdposeError
+from pipeline.formats.coco_results import coco_result
 from pipeline.inference import ModelMeta, Runner, run_image
 from pipeline.io import atomic_dir
 from pipeline.video.smooth import SmoothParams
@@ -178,7 +180,7 @@ def track_video(
                 }
             )
             for pose in poses:
-                results.append(coco_result(pose, image_id))
+                results.append(track_result(pose, image_id))
                 rows.append(table_row(name, info.fps, pose))
                 track_ids.add(pose.track_id)
             if writer is not None:
@@ -192,16 +194,10 @@ def track_video(
     return VideoSummary(name, frames, info.fps, len(track_ids), detections, info.frames)
 
 
-def coco_result(pose: TrackedPose, image_id: int) -> dict[str, Any]:
-    x0, y0, x1, y1 = (float(v) for v in pose.box)
-    return {
-        "image_id": image_id,
-        "category_id": pose.class_id + 1,
-        "track_id": pose.track_id,
-        "bbox": [round(v, 3) for v in (x0, y0, x1 - x0, y1 - y0)],
-        "score": round(pose.score, 6),
-        "keypoints": [round(float(v), 3 if i % 3 < 2 else 6) for i, v in enumerate(pose.smoothed.ravel())],
-    }
+def track_result(pose: TrackedPose, image_id: int) -> dict[str, Any]:
+    """A tracked pose (smoothed keypoints) as a COCO result with its ``track_id``, by the one writer."""
+    instance = Instance(pose.class_id, pose.box, pose.smoothed, score=pose.score)
+    return {**coco_result(instance, image_id), "track_id": pose.track_id}
 
 
 @dataclass

@@ -25,9 +25,8 @@ import cv2
 import numpy as np
 
 from pipeline.config import PARAMS_FILE
-from pipeline.dataset import ImageRecord
+from pipeline.dataset import ImageRecord, Instance
 from pipeline.errors import FdposeError
-from pipeline.inference import Detection
 from pipeline.io import atomic_dir
 from pipeline.labelstudio.config import LabelConfig, parse_label_config
 from pipeline.skeleton import Skeleton
@@ -96,7 +95,7 @@ class FramePoses:
     """What pre-annotates picked frames: a detector (BGR image -> detections), the model's skeleton,
     the keypoint confidence that counts as labelled, and the project's config for ``tasks.json``."""
 
-    detect: Callable[[np.ndarray], list[Detection]]
+    detect: Callable[[np.ndarray], list[Instance]]
     skeleton: Skeleton
     kpt_conf: float
     label_config: LabelConfig | None = None
@@ -156,7 +155,7 @@ def frames(
                         frame_record(
                             file_name,
                             (image.shape[1], image.shape[0]),
-                            [(d.class_id, d.box, d.keypoints) for d in found],
+                            [(d.class_id, d.bbox, d.keypoints) for d in found],
                             poses.kpt_conf,
                         )
                     )
@@ -195,7 +194,7 @@ def model_poses(
     if label_config is not None:
         config = parse_label_config(Path(label_config).read_text(encoding="utf-8"), label_config)
 
-    def detect(image: np.ndarray) -> list[Detection]:
+    def detect(image: np.ndarray) -> list[Instance]:
         return run_image(runner, image, imgsz, settings.conf, settings.iou, settings.max_det)
 
     return FramePoses(

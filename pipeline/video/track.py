@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.dataset import Instance
 from pipeline.errors import FdposeError
-from pipeline.inference import Detection
 from pipeline.video.smooth import SmoothParams, TrackSmoother
 
 TRACKERS = ("bytetrack", "botsort", "ocsort")
@@ -42,11 +42,11 @@ class Boxes:
         self.xyxy, self.conf, self.cls = xyxy, conf, cls
 
     @classmethod
-    def of(cls, detections: list[Detection]) -> Boxes:
+    def of(cls, detections: list[Instance]) -> Boxes:
         if not detections:
             return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
         return cls(
-            np.array([d.box for d in detections], np.float32),
+            np.array([d.bbox for d in detections], np.float32),
             np.array([d.score for d in detections], np.float32),
             np.array([d.class_id for d in detections], np.float32),
         )
@@ -99,7 +99,7 @@ class PoseTracker:
         self.smoothers: dict[int, TrackSmoother] = {}
 
     def update(
-        self, frame: int, detections: list[Detection], image: np.ndarray | None = None
+        self, frame: int, detections: list[Instance], image: np.ndarray | None = None
     ) -> list[TrackedPose]:
         """The tracks seen in ``frame`` (0-based, consecutive calls), in track id order."""
         rows = self.tracker.update(Boxes.of(detections), image)
@@ -116,7 +116,7 @@ class PoseTracker:
                 smoothed = smoother(det.keypoints, frame / self.fps)
             poses.append(
                 TrackedPose(
-                    frame, track_id, det.class_id, det.score, det.box.copy(), det.keypoints.copy(), smoothed
+                    frame, track_id, det.class_id, det.score, det.bbox.copy(), det.keypoints.copy(), smoothed
                 )
             )
         return poses

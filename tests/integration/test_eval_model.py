@@ -13,11 +13,12 @@ from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
 from pipeline.cli import main
+from pipeline.config import EvalParams, overridden
 from pipeline.dataset import Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
-from pipeline.evaluate import evaluate, predict_coco, prepare, resolve_settings
+from pipeline.evaluate import evaluate, predict_coco, prepare
 from pipeline.formats.yolo import write_yolo
-from pipeline.model_io import load_yolo
+from pipeline.model_io import load_runner, load_yolo
 from pipeline.skeleton import Skeleton
 
 pytestmark = pytest.mark.slow
@@ -109,11 +110,11 @@ def test_eval_command_with_baseline(workspace):
 
 
 def test_predictions_are_deterministic_on_cpu(workspace):
-    settings = resolve_settings(imgsz=64)
+    settings = EvalParams()
     result = prepare(workspace["data"], workspace["root"] / "unused", settings)
-    model = load_yolo(workspace["fdconv"])
-    first = predict_coco(model, result.images, result.gt, settings)
-    assert first == predict_coco(load_yolo(workspace["fdconv"]), result.images, result.gt, settings)
+    first = predict_coco(load_runner(workspace["fdconv"]), result.images, result.gt, settings, 64)
+    assert first
+    assert first == predict_coco(load_runner(workspace["fdconv"]), result.images, result.gt, settings, 64)
 
 
 @pytest.mark.parametrize(("kpt_shape", "nc", "reason"), [((5, 3), 1, "kpt_shape"), ((4, 2), 1, "kpt_shape"),
@@ -131,15 +132,16 @@ def test_model_with_another_layout_is_rejected(workspace, tmp_path, kpt_shape, n
     assert (out / "metrics.json").read_text() == "previous"  # nothing previously written is lost
     # As a baseline it is refused as well, before anything is predicted.
     with pytest.raises(FdposeError, match=reason):
-        evaluate(workspace["fdconv"], workspace["data"], tmp_path / "eval2", baseline=weights, imgsz=64)
+        evaluate(workspace["fdconv"], workspace["data"], tmp_path / "eval2", EvalParams(), baseline=weights)
     assert not (tmp_path / "eval2").exists()
 
 
 def test_missing_weights_and_split(workspace, tmp_path):
     with pytest.raises(FdposeError, match="nope.pt: no such checkpoint file"):
-        evaluate(tmp_path / "nope.pt", workspace["data"], tmp_path / "eval")
+        evaluate(tmp_path / "nope.pt", workspace["data"], tmp_path / "eval", EvalParams())
     with pytest.raises(FdposeError, match="split 'test' has no images"):
-        evaluate(workspace["fdconv"], workspace["data"], tmp_path / "eval", split="test")
+        evaluate(workspace["fdconv"], workspace["data"], tmp_path / "eval",
+                 overridden(EvalParams(), split="test"))
 
 
 def test_unusable_checkpoints_are_one_clear_error(workspace, tmp_path):

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.evaluate import prepare, resolve_settings, write_outputs
+from pipeline.config import EvalParams
+from pipeline.evaluate import prepare, write_outputs
 from pipeline.formats.coco import read_coco
 from pipeline.formats.yolo import write_yolo
 from pipeline.skeleton import COCO_PERSON_SIGMAS
@@ -36,7 +37,7 @@ def coco_person_yolo(tmp_path) -> str:
 
 
 def test_real_annotations_fed_back_and_perturbed(coco_person_yolo, tmp_path):
-    result = prepare(coco_person_yolo, tmp_path / "eval", resolve_settings())
+    result = prepare(coco_person_yolo, tmp_path / "eval", EvalParams())
     assert result.sigmas == pytest.approx(COCO_PERSON_SIGMAS)  # COCO's person sigmas reach the evaluator
     assert result.counts["num_labelled_instances"] > 5
 

@@ -20,53 +20,28 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from box_scenes import KEYPOINTS, make_dataset
 from click.testing import CliRunner, Result
 
 from pipeline.cli import main
 from pipeline.config import PackageParams
-from pipeline.dataset import Dataset, ImageRecord, Instance
 from pipeline.errors import FdposeError
-from pipeline.formats.yolo import read_yolo, write_yolo
+from pipeline.formats.yolo import read_yolo
 from pipeline.inference import OnnxRunner, TorchRunner, letterbox
 from pipeline.metrics import data_fingerprint
 from pipeline.model_io import load_packaged_model, read_onnx_meta
 from pipeline.package.archive import verify
 from pipeline.package.stage import package
-from pipeline.skeleton import Skeleton
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_YAML = REPO / "cfg" / "models" / "yolov8n-pose-C2f_FDConv.yaml"
-KEYPOINTS = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
-EDGES = [(0, 1), (0, 2), (0, 3), (0, 4)]
 # With the fdpose[openvino] extra installed (make install does), packages also hold an OpenVINO IR.
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 OPENVINO_FILES = ["model.bin", "model.xml"] if HAS_OPENVINO else []
 METRICS = {"oks_map": 0.123456, "oks_map50": 0.5, "box_map": 0.25, "split": "val", "num_images": 2,
            "num_instances": 2}
-
-
-def make_dataset(root: Path, count: int = 8, size: int = 64) -> Path:
-    """A tiny YOLO-pose dataset: one bright box per image, keypoints at its corners and top centre."""
-    rng = np.random.default_rng(0)
-    skeleton = Skeleton(keypoint_names=KEYPOINTS, class_names=["person"], edges=EDGES)
-    originals = root / "originals"
-    originals.mkdir(parents=True)
-    records = []
-    for index in range(count):
-        image = np.full((size, size, 3), 40, np.uint8)
-        x0, y0 = (int(v) for v in rng.integers(4, size // 2, 2))
-        w, h = (int(v) for v in rng.integers(size // 4, size // 2, 2))
-        cv2.rectangle(image, (x0, y0), (x0 + w, y0 + h), (200, 180, 60), -1)
-        path = originals / f"img{index:03d}.png"
-        cv2.imwrite(str(path), image)
-        keypoints = np.array([[x0 + w / 2, y0, 2], [x0, y0 + h / 2, 2], [x0 + w, y0 + h / 2, 2],
-                              [x0, y0 + h, 2], [x0 + w, y0 + h, 2]], float)
-        instance = Instance(0, np.array([x0, y0, x0 + w, y0 + h], float), keypoints)
-        records.append(ImageRecord(path=path, file_name=path.name, width=size, height=size,
-                                   instances=[instance], split="train" if index < count - 2 else "val"))
-    return write_yolo(Dataset(skeleton=skeleton, images=records), root / "data")
 
 
 @dataclass

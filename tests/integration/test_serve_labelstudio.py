@@ -230,7 +230,7 @@ def check_prediction(prediction, image: np.ndarray, runner, version: str) -> Non
     by_parent = {box["id"]: [p for p in points if p["parentID"] == box["id"]] for box in boxes}
     for box, det in zip(boxes, detections, strict=True):
         assert box["value"]["rectanglelabels"] == ["person"]
-        x0, y0, x1, y1 = det.box
+        x0, y0, x1, y1 = det.bbox
         assert box["value"]["x"] / 100 * SIZE == pytest.approx(x0, abs=1e-3)
         assert box["value"]["width"] / 100 * SIZE == pytest.approx(x1 - x0, abs=1e-3)
         assert box["value"]["y"] / 100 * SIZE == pytest.approx(y0, abs=1e-3)

@@ -8,7 +8,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from pipeline.dataset import Dataset, ImageRecord, Instance
-from pipeline.formats.coco import dataset_to_coco, write_coco
+from pipeline.formats.coco_write import dataset_to_coco, write_coco
 from pipeline.skeleton import COCO_PERSON_KEYPOINTS, Skeleton
 
 

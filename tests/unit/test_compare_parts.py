@@ -193,7 +193,7 @@ def test_an_interrupted_training_is_resumed_and_its_time_added(tmp_path, monkeyp
     record = execute(spec, run_settings, tmp_path / "runs", "data")
     assert [call["stage"] for call in calls] == ["train", "eval"]
     assert calls[0]["resume"] is True and calls[0]["model"] is None
-    assert calls[1]["split"] == "val" and calls[1]["imgsz"] == 192
+    assert calls[1]["params"].split == "val" and calls[1]["params"].imgsz == 192
     assert record.train_seconds >= 50.0 and record.epochs == 15 and not record.cached
     assert record.metrics["oks_map"] == 0.4 and record.metrics["box_map"] is None
     assert record.keypoints == [{"class": "person", "keypoint": "nose", "count": 4.0, "pck@0.05": 0.25,
@@ -228,7 +228,7 @@ def test_other_eval_settings_evaluate_again_without_training(tmp_path, monkeypat
     fake_stages(monkeypatch, calls)
     first = execute(spec, settings(tmp_path), tmp_path / "runs", "data")
     second = execute(spec, settings(tmp_path, eval_imgsz=256), tmp_path / "runs", "data")
-    assert [call["stage"] for call in calls] == ["train", "eval", "eval"] and calls[2]["imgsz"] == 256
+    assert [call["stage"] for call in calls] == ["train", "eval", "eval"] and calls[2]["params"].imgsz == 256
     assert first.folder == second.folder and first.eval_key != second.eval_key
     assert sorted(p.name for p in Path(first.folder).glob("run-*.json")) == sorted(
         f"run-{record.eval_key}.json" for record in (first, second))

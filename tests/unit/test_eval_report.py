@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from pipeline.config import EvalParams, overridden, validate_section
 from pipeline.dataset import Dataset, ImageRecord, Instance
-from pipeline.evaluate import prepare, resolve_settings, write_outputs
+from pipeline.evaluate import prepare, write_outputs
 from pipeline.formats.yolo import write_yolo
 from pipeline.report import ranked_images
 from pipeline.skeleton import Skeleton
@@ -69,7 +70,7 @@ def evaluated(tmp_path_factory):
     once for the module (the tests only read it)."""
     tmp_path = tmp_path_factory.mktemp("evaluated")
     data_yaml = build_dataset(tmp_path)
-    result = prepare(data_yaml, tmp_path / "eval", resolve_settings(grid_images=2))
+    result = prepare(data_yaml, tmp_path / "eval", overridden(EvalParams(), grid_images=2))
     for label, scale in (("model", 1.0), ("baseline", 3.0)):
         weights = tmp_path / f"{label}.pt"
         weights.write_bytes(label.encode())  # only fingerprinted here: these predictions come from no model
@@ -125,7 +126,7 @@ def test_metrics_file_holds_counts_settings_and_fingerprints(evaluated):
 
 def test_data_fingerprint_follows_label_content(tmp_path):
     data_yaml = build_dataset(tmp_path)
-    settings = resolve_settings()
+    settings = EvalParams()
     before = prepare(data_yaml, tmp_path / "e", settings).data_fingerprint
     assert prepare(data_yaml, tmp_path / "e", settings).data_fingerprint == before
     label = tmp_path / "data" / "labels" / "val" / "img1.txt"
@@ -173,7 +174,8 @@ def test_reports_show_the_numbers_settings_and_figures(evaluated):
 
 
 def test_outputs_are_deterministic(evaluated, tmp_path):
-    again = prepare(evaluated.data_yaml, tmp_path / "again", evaluated.settings)
+    params = validate_section("eval", evaluated.settings, "test")
+    again = prepare(evaluated.data_yaml, tmp_path / "again", params)
     for previous in evaluated.models:
         again.add_model(previous.label, previous.weights, previous.predictions)
     write_outputs(again)
@@ -192,7 +194,7 @@ def test_worst_and_best_grids_show_different_images(evaluated):
 def test_relative_data_path(tmp_path, monkeypatch):
     build_dataset(tmp_path)
     monkeypatch.chdir(tmp_path)
-    result = prepare("data/data.yaml", "eval", resolve_settings())
+    result = prepare("data/data.yaml", "eval", EvalParams())
     assert len(result.images) == 3 and all(image.path.is_file() for image in result.images)
 
 
@@ -211,7 +213,7 @@ def test_reports_mark_placeholder_sigmas(tmp_path):
         dataset.images.append(ImageRecord(path, path.name, 100, 100, [instance],
                                           split="train" if index == 0 else "val"))
     data_yaml = write_yolo(dataset, tmp_path / "data")
-    result = prepare(data_yaml, tmp_path / "eval", resolve_settings(grid_images=1))
+    result = prepare(data_yaml, tmp_path / "eval", overridden(EvalParams(), grid_images=1))
     weights = tmp_path / "model.pt"
     weights.write_bytes(b"model")
     result.add_model("model", weights, noisy_predictions(result.gt, 1.0, seed=1)[:-1])

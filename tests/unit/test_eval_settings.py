@@ -8,9 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.config import as_dict, load_section, section_defaults
+from pipeline.config import EvalParams, load_section, overridden, section_defaults, validate_section
 from pipeline.errors import FdposeError
-from pipeline.evaluate import resolve_settings
 
 DEFAULTS = section_defaults("eval")
 
@@ -18,17 +17,18 @@ DEFAULTS = section_defaults("eval")
 def test_params_then_overrides(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("eval:\n  conf: 0.25\n  imgsz: 320\n  pck_thresholds: [0.2]\n")
-    settings = resolve_settings(as_dict(load_section("eval", params)), imgsz=None, iou=0.5)
-    assert settings["conf"] == 0.25 and settings["imgsz"] == 320 and settings["iou"] == 0.5
-    assert settings["pck_thresholds"] == [0.2]
-    assert settings["max_det"] == DEFAULTS["max_det"]  # untouched keys keep their defaults
+    settings = overridden(load_section("eval", params), imgsz=None, iou=0.5)
+    assert isinstance(settings, EvalParams)
+    assert settings.conf == 0.25 and settings.imgsz == 320 and settings.iou == 0.5
+    assert settings.pck_thresholds == [0.2]
+    assert settings.max_det == DEFAULTS["max_det"]  # untouched keys keep their defaults
 
 
 def test_repository_params_are_valid():
     """cfg/params.yaml's eval section (what `dvc repro` and the CLI use) passes the checks."""
     params = Path(__file__).resolve().parents[2] / "cfg" / "params.yaml"
-    settings = resolve_settings(as_dict(load_section("eval", params)))
-    assert set(settings) == set(DEFAULTS)
+    settings = load_section("eval", params)
+    assert settings.imgsz is None  # the size the evaluated model records, not a fixed one
 
 
 @pytest.mark.parametrize(("params", "message"), [
@@ -40,7 +40,7 @@ def test_repository_params_are_valid():
 ])
 def test_bad_settings_are_one_clear_error(params, message):
     with pytest.raises(FdposeError) as error:
-        resolve_settings(params)
+        validate_section("eval", params, "params.yaml")
     assert message in str(error.value)
 
 

@@ -17,7 +17,7 @@ from pipeline.errors import FdposeError
 from pipeline.inference import ModelMeta
 from pipeline.nn.fdconv import FDConv
 from pipeline.package.archive import archive_bytes, verify, write_checksums
-from pipeline.package.card import DataInfo, model_card
+from pipeline.package.card import DataInfo, FormatScores, model_card
 from pipeline.package.export import ExportCheck, export_onnx, export_openvino
 from pipeline.skeleton import Skeleton
 
@@ -115,7 +115,9 @@ def test_card_states_the_facts_it_is_given():
                              opset=17)
     assert "Not evaluated" in unevaluated and "records no training arguments" in unevaluated
     assert "No OpenVINO IR: packaged without the `fdpose[openvino]` extra." in unevaluated
-    assert "| ONNX | `model.onnx` | onnxruntime (`--backend onnx`) | not measured |" in unevaluated
+    row = "| ONNX | `model.onnx` | onnxruntime (`--backend onnx`) | not scored | not measured |"
+    assert row in unevaluated
+    assert "OKS mAP per format not scored" in unevaluated
 
 
 def test_card_lists_every_format_with_its_measured_latency():
@@ -125,10 +127,12 @@ def test_card_lists_every_format_with_its_measured_latency():
     card = model_card(weights_name="w.pt", weights_sha256="0" * 64, checkpoint={}, meta=meta,
                       architecture={"backbone": [[-1, 1, "C2f_FDConv", [64]]]}, parameters=1,
                       data=DataInfo(source="checkpoint attributes"), metrics=None, report=None, checks=checks,
-                      opset=17, latency={"PyTorch": 12.34, "ONNX": 5.67, "OpenVINO": 4.5})
-    for fact in ("| PyTorch | `model.safetensors` + `model.yaml` |", "| 12.3 ms |",
-                 "| ONNX | `model.onnx` | onnxruntime (`--backend onnx`) | 5.7 ms |",
-                 "| OpenVINO | `model.xml` + `model.bin` | OpenVINO (`--backend openvino`) | 4.5 ms |",
+                      opset=17, latency={"PyTorch": 12.34, "ONNX": 5.67, "OpenVINO": 4.5},
+                      scores=FormatScores("val", 6, {"PyTorch": 0.8709, "ONNX": 0.8709, "OpenVINO": 0.87}))
+    for fact in ("| PyTorch | `model.safetensors` + `model.yaml` |", "| 0.8709 | 12.3 ms |",
+                 "| ONNX | `model.onnx` | onnxruntime (`--backend onnx`) | 0.8709 | 5.7 ms |",
+                 "| OpenVINO | `model.xml` + `model.bin` | OpenVINO (`--backend openvino`) | 0.87 | 4.5 ms |",
+                 "on the `val` split of the dataset below (6 images)",
                  "measured at packaging time on the packaging machine",
                  "`model.xml` + `model.bin` (the ONNX model",
                  "OpenVINO check: OpenVINO vs PyTorch on `i.png` and its mirror image (batch 2)",

@@ -48,7 +48,7 @@ def test_defaults_are_fresh_copies(tmp_path):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("eval: {conf: 2}\n", "eval.conf: expected a number in [0, 1], got 2"),
-    ("eval: {imgsz: 3.5}\n", "eval.imgsz: expected a positive integer, got 3.5"),
+    ("eval: {imgsz: 3.5}\n", "eval.imgsz: expected a positive integer or null, got 3.5"),
     ("train: {plots: 'yes'}\n", "train.plots: expected true or false, got 'yes'"),
     ("augment: {copies: -1}\n", "augment.copies: expected an integer from 0 to 1000, got -1"),
     ("augment: {copies: 9223372036854775808}\n", "augment.copies: expected an integer from 0 to 1000"),

@@ -6,9 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.dataset import Instance
 from pipeline.errors import FdposeError
-from pipeline.inference import Detection, Letterbox, ModelMeta, decode, letterbox, nms
-from pipeline.predict import detection_to_coco, draw, iter_frames
+from pipeline.formats.coco_results import coco_result
+from pipeline.inference import Letterbox, ModelMeta, decode, letterbox, nms
+from pipeline.predict import draw, iter_frames
 from pipeline.skeleton import Skeleton
 
 META = ModelMeta(Skeleton(["a", "b"], class_names=["person", "dog"], kpt_dims=3, edges=[(0, 1)]),
@@ -42,14 +44,14 @@ def test_decode_thresholds_suppresses_per_class_and_undoes_the_letterbox():
     ])
     detections = decode(raw, META, transform, conf=0.25, iou=0.5)
     assert [(d.class_id, round(d.score, 3)) for d in detections] == [(0, 0.9), (1, 0.7)]
-    np.testing.assert_allclose(detections[0].box, [20, 20, 60, 60])  # (10..30 - 0) / 0.5, (18..38 - 8) / 0.5
+    np.testing.assert_allclose(detections[0].bbox, [20, 20, 60, 60])  # (10..30 - 0) / 0.5, (18..38 - 8) / 0.5
     np.testing.assert_allclose(detections[0].keypoints, [[20, 20, 0.9], [60, 40, 0.2]], rtol=1e-6)
 
 
 def test_decode_clips_to_the_image_and_checks_the_channel_count():
     transform = Letterbox(1.0, 1.0, 0, 0, 64, 64)
     detections = decode(_raw([[60, 60, 20, 20, 0.9, 0.0, 70, -5, 1.0, 1, 1, 1.0]]), META, transform)
-    np.testing.assert_allclose(detections[0].box, [50, 50, 64, 64])
+    np.testing.assert_allclose(detections[0].bbox, [50, 50, 64, 64])
     np.testing.assert_allclose(detections[0].keypoints[0], [64, 0, 1.0])
     with pytest.raises(FdposeError, match="expected 4 \\+ 2 \\+ 2\\*3"):
         decode(np.zeros((1, 11, 5), np.float32), META, transform)
@@ -64,10 +66,12 @@ def test_nms_keeps_the_best_of_overlapping_boxes_up_to_max_det():
 
 
 def test_coco_result_and_drawing():
-    det = Detection(1, 0.87654321, np.array([10.0, 20.0, 40.0, 60.0]),
-                    np.array([[12.0, 22.0, 0.9], [30.0, 50.0, 0.1]]))
-    assert detection_to_coco(det, 7) == {"image_id": 7, "category_id": 2, "bbox": [10.0, 20.0, 30.0, 40.0],
-                                         "score": 0.876543, "keypoints": [12.0, 22.0, 0.9, 30.0, 50.0, 0.1]}
+    det = Instance(1, [10.0, 20.0, 40.0, 60.0004], [[12.0, 22.0001, 0.9], [30.0, 50.0, 0.1]],
+                   score=0.87654321)
+    assert coco_result(det, 7) == {"image_id": 7, "category_id": 2, "bbox": [10.0, 20.0, 30.0, 40.0],
+                                   "score": 0.876543, "keypoints": [12.0, 22.0, 0.9, 30.0, 50.0, 0.1]}
+    with pytest.raises(ValueError, match="no score"):  # a label is not a prediction
+        coco_result(Instance(1, det.bbox, det.keypoints), 7)
     image = np.zeros((64, 64, 3), np.uint8)
     drawn = draw(image, [det], META)
     assert image.sum() == 0 and drawn.sum() > 0  # drawn on a copy

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.dataset import Instance
 from pipeline.errors import FdposeError
-from pipeline.inference import Detection
 from pipeline.labelstudio.layout import match_label_config
 from pipeline.serve.predictor import image_url
 from pipeline.serve.protocol import RequestError, field, parse_body, project_id
@@ -24,9 +24,9 @@ def _config(labels: str, extra: str = "") -> str:
     return CONFIG.format(labels=labels, extra=extra)
 
 
-def _det(score: float, confidences: list[float]) -> Detection:
+def _det(score: float, confidences: list[float]) -> Instance:
     keypoints = np.array([[10.0, 20.0, c] for c in confidences])
-    return Detection(0, score, np.array([0.0, 0.0, 5.0, 5.0]), keypoints)
+    return Instance(0, np.array([0.0, 0.0, 5.0, 5.0]), keypoints, score=score)
 
 
 # --- the task score --------------------------------------------------------------------------------

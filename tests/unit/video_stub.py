@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.inference import Detection
-from pipeline.skeleton import COCO_PERSON_KEYPOINTS, infer_flip_permutation
+from pipeline.dataset import Instance
+from pipeline.skeleton import COCO_PERSON_KEYPOINTS, infer_flip
 
-FLIP = infer_flip_permutation(list(COCO_PERSON_KEYPOINTS))
+FLIP = infer_flip(list(COCO_PERSON_KEYPOINTS)).permutation
 
 
-def stub_detections(truth: dict, noise_px: float = 1.5, seed: int = 0) -> list[list[Detection]]:
+def stub_detections(truth: dict, noise_px: float = 1.5, seed: int = 0) -> list[list[Instance]]:
     rng = np.random.default_rng(seed)
     corrupted = {c["frame"]: c["kind"] for c in truth["corrupted"]}
     width = truth["width"]
@@ -40,7 +40,7 @@ def stub_detections(truth: dict, noise_px: float = 1.5, seed: int = 0) -> list[l
             if kind == "wrong" and number == mirrored:
                 points, conf = points[FLIP], conf[FLIP]
             detections.append(
-                Detection(0, score, np.array(figure["box"], float), np.column_stack([points, conf]))
+                Instance(0, np.array(figure["box"], float), np.column_stack([points, conf]), score=score)
             )
         frames.append(detections)
     return frames
