@@ -465,6 +465,10 @@ def augment(data: str | Path, out: str | Path, params: AugmentParams | None = No
     transforms = load_transforms(config)
     build_pipeline(transforms, config)  # fail on a bad config before reading any image
     dataset = read_yolo(data)
+    for split in ("train", "val"):  # what training needs: refused here, not 40 lines into ultralytics
+        if not dataset.splits().get(split):
+            raise FdposeError(f"split '{split}' has no images (training needs train and val images; for a "
+                              "handful of images: convert.fill_splits)", path=data)
     skeleton = dataset.skeleton
     train = [image for image in dataset.images if (image.split or "train") == "train"]
     names = {image.file_name for image in train}

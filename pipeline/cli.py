@@ -14,6 +14,7 @@ import click
 
 from pipeline import __version__
 from pipeline.errors import FdposeError
+from pipeline.io import is_write_failure, write_failure
 
 
 class LazyGroup(click.Group):
@@ -58,6 +59,11 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except FdposeError as error:
             raise click.ClickException(str(error)) from None
+        except Exception as error:  # a write that failed outside the atomic helpers (they name the output)
+            if not is_write_failure(error):
+                raise
+            target = getattr(error, "filename", None) or ctx.invoked_subcommand or "output"
+            raise click.ClickException(str(write_failure(error, target))) from None
 
 
 COMMANDS = {

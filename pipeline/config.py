@@ -119,6 +119,7 @@ class ConvertParams:
     project: int | None = setting(None, _optional(_positive_int), "a project id or null")
     split: list[float] = setting([0.8, 0.2, 0.0], _split_ratios, "[train, val, test] fractions")
     seed: int = setting(0, _is_int, "an integer")
+    fill_splits: bool = setting(False, _bool, "true or false")
     skeleton: str | None = setting(None, *PATH_OR_NULL)
     drop_unlabelled: bool = setting(False, _bool, "true or false")
     strict: bool = setting(False, _bool, "true or false")

@@ -34,11 +34,11 @@ import click
 
 from pipeline.classes import map_classes, parse_classes
 from pipeline.config import PARAMS_FILE, ConvertParams, load_section, overridden
-from pipeline.dataset import Dataset, ImageRecord
+from pipeline.dataset import Dataset, ImageRecord, enforce_invariant
 from pipeline.errors import FdposeError
 from pipeline.io import write_json
 from pipeline.skeleton import Skeleton
-from pipeline.split import apply_split_file, assign_splits, parse_ratios
+from pipeline.split import apply_split_file, assign_splits, empty_splits, fill_empty_splits, parse_ratios
 
 SOURCES = ("coco", "label-studio", "yolo")
 TARGETS = ("yolo", "coco")
@@ -191,15 +191,24 @@ def _download_dir(out: Path, to: str) -> Path:
 
 
 def _assign_splits(dataset: Dataset, split_file: str | Path | None, ratios: tuple[float, float, float] | None,
-                   seed: int) -> dict[str, Any]:
-    """Set every image's split; returns how, for the report."""
+                   seed: int, fill: bool) -> dict[str, Any]:
+    """Set every image's split; returns how, for the report. A split asked for (a non-zero fraction)
+    that comes out empty is filled (``fill``) or warned about: training needs train and val images."""
     if split_file is not None:
         apply_split_file(dataset, split_file)
         return {"file": str(split_file)}
     if ratios is None:
         return {"kept": "the input dataset's splits"}
     assign_splits(dataset, ratios, seed)
-    return {"ratios": list(ratios), "seed": seed}
+    info: dict[str, Any] = {"ratios": list(ratios), "seed": seed}
+    if fill:
+        info["moved"] = fill_empty_splits(dataset, ratios, seed)
+    hint = ("too few images to fill every split" if fill else
+            "set convert.fill_splits (--fill-splits), or give a split file")
+    for name in empty_splits(dataset, ratios):
+        dataset.report.warn(f"split '{name}' is empty: none of the {len(dataset.images)} images fell in it "
+                            f"(fractions {list(ratios)}); training needs train and val images: {hint}")
+    return info
 
 
 def convert(out: str | Path, params: ConvertParams, *, to: str = "yolo", split_file: str | Path | None = None,
@@ -246,7 +255,9 @@ def convert(out: str | Path, params: ConvertParams, *, to: str = "yolo", split_f
                 dataset.report.warn(f"{dataset.skeleton.flip_problem}: the dataset is written without "
                                     "flip_idx, so training and augment never mirror it; give a skeleton "
                                     "with flip_pairs (fdpose skeleton infer, then edit) to allow it")
-            split_info = _assign_splits(dataset, split_file, ratios, params.seed)
+            # The hub's invariant, once for every reader: what a reader let through is skipped here.
+            enforce_invariant(dataset, input_path or url, strict=params.strict)
+            split_info = _assign_splits(dataset, split_file, ratios, params.seed, params.fill_splits)
             if not any(image.instances for image in dataset.images):
                 raise FdposeError("no instances to write", path=input_path or url)
             return _write(dataset, out, to, source=source, input_path=input_path or url, images=images,
@@ -319,6 +330,9 @@ def _write(dataset: Dataset, out: Path, to: str, *, source: str, input_path: obj
 @click.option("--split", help="train,val[,test] fractions, e.g. 0.8,0.2 (default from params).")
 @click.option("--split-file", type=click.Path(path_type=Path), help="YAML/JSON {train: [names], val: [...]}.")
 @click.option("--seed", type=int, help="Seed of the split hash (default from params).")
+@click.option("--fill-splits/--no-fill-splits", default=None,
+              help="A split with a non-zero fraction that the hash leaves empty (a handful of images) gets "
+                   "the one image whose hash lies nearest it (default from params).")
 @click.option("--skeleton", type=click.Path(path_type=Path), help="Skeleton file cfg/skeletons/NAME.yaml.")
 @click.option("--drop-unlabelled/--keep-unlabelled", default=None,
               help="Drop instances with no labelled keypoint (kept as boxes by default).")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import FdposeError, printable
 from pipeline.skeleton import Skeleton
 
 SPLITS = ("train", "val", "test")
@@ -160,3 +161,89 @@ class Dataset:
             "keypoints_by_visibility": {str(v): visibility.get(v, 0) for v in (0, 1, 2)},
             "kpt_shape": self.skeleton.kpt_shape,
         }
+
+
+def _class_in_range(class_id: object, num_classes: int) -> bool:
+    return isinstance(class_id, (int, np.integer)) and not isinstance(class_id, bool) \
+        and 0 <= class_id < num_classes
+
+
+def instance_problem(instance: Instance, width: int, height: int, num_classes: int,
+                     num_keypoints: int) -> str | None:
+    """Why ``instance`` breaks the hub's invariant in an image ``width`` x ``height``, or None.
+
+    Every writer may rely on it: class in range, ``(K, 3)`` keypoints, finite numbers, visibility in
+    {0, 1, 2}, and a box that keeps a positive size once clipped to the image."""
+    if not _class_in_range(instance.class_id, num_classes):
+        return f"class id {printable(instance.class_id)[:40]} out of range ({num_classes} classes)"
+    if instance.keypoints.shape != (num_keypoints, 3):
+        return f"keypoints of shape {instance.keypoints.shape}, expected ({num_keypoints}, 3)"
+    box = instance.bbox
+    if box.shape != (4,) or not np.isfinite(box).all():
+        return "box not finite"
+    points = instance.keypoints
+    if not np.isfinite(points).all():
+        return "keypoint not finite"
+    if not np.isin(points[:, 2], (0.0, 1.0, 2.0)).all():
+        return "keypoint visibility not 0, 1 or 2"
+    x0, x1 = np.clip(box[[0, 2]], 0, width)
+    y0, y1 = np.clip(box[[1, 3]], 0, height)
+    if not (x1 > x0 and y1 > y0):
+        return "box of zero size inside the image (after clipping)"
+    return None
+
+
+def _valid_mask(pairs: list[tuple[ImageRecord, Instance]]) -> np.ndarray:
+    """Which (image, instance) pairs pass :func:`instance_problem`'s numeric checks, for all at once
+    (a per-instance check would cost seconds on 100,000 instances); the caller checks shapes and classes."""
+    if not pairs:
+        return np.zeros(0, dtype=bool)
+    boxes = np.stack([instance.bbox for _, instance in pairs])
+    points = np.stack([instance.keypoints for _, instance in pairs])
+    sizes = np.array([(image.width, image.height) for image, _ in pairs], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(boxes).all(axis=1) & np.isfinite(points).all(axis=(1, 2))
+        ok &= np.isin(points[:, :, 2], (0.0, 1.0, 2.0)).all(axis=1)
+        x = np.clip(boxes[:, [0, 2]], 0, sizes[:, :1])
+        y = np.clip(boxes[:, [1, 3]], 0, sizes[:, 1:])
+        ok &= (x[:, 1] > x[:, 0]) & (y[:, 1] > y[:, 0])
+    return ok
+
+
+def enforce_invariant(dataset: Dataset, source: object, *, strict: bool) -> None:
+    """Hold every image and instance to the hub's invariant (:func:`instance_problem`) where a reader
+    hands over: a reader's miss is then one error naming ``source`` and the item under ``strict``, else
+    a skip counted in the report (the instance goes; its image stays), never a writer's traceback."""
+    num_classes, num_keypoints = len(dataset.skeleton.class_names), dataset.skeleton.num_keypoints
+    kept_images, pairs = [], []
+    for image in dataset.images:
+        if 0 < image.width < 2**31 and 0 < image.height < 2**31:
+            kept_images.append(image)
+            pairs.extend((image, instance) for instance in image.instances)
+            continue
+        reason = f"image size {image.width}x{image.height} not positive"
+        if strict:
+            raise FdposeError(reason, path=source, item=image.file_name)
+        dataset.report.skip_instances(source, image.file_name, reason, len(image.instances))
+    dataset.images = kept_images
+    # Shapes and classes are cheap to check one by one; the numbers are checked all at once.
+    shaped = [(image, instance) for image, instance in pairs
+              if instance.keypoints.shape == (num_keypoints, 3) and instance.bbox.shape == (4,)
+              and _class_in_range(instance.class_id, num_classes)]
+    valid = {id(instance) for (_, instance), ok in zip(shaped, _valid_mask(shaped), strict=True) if ok}
+    if len(valid) == len(pairs):
+        return
+    # Label Studio counts tasks: a task whose instance goes still converts (as in --drop-unlabelled).
+    units = 0 if dataset.report.tally.get("unit") == "tasks" else 1
+    for image in {id(image): image for image, instance in pairs if id(instance) not in valid}.values():
+        kept = []
+        for instance in image.instances:
+            reason = None if id(instance) in valid else instance_problem(
+                instance, image.width, image.height, num_classes, num_keypoints)
+            if reason is None:
+                kept.append(instance)
+            elif strict:
+                raise FdposeError(reason, path=source, item=instance.source or image.file_name)
+            else:
+                dataset.report.skip(source, instance.source or image.file_name, reason, units=units)
+        image.instances = kept

@@ -173,6 +173,17 @@ def label_config_xml() -> str:
     )
 
 
+
+# Below this many images, a hash split may leave a split empty often enough to say so in the README.
+FEW_IMAGES = 20
+_FEW_IMAGES = """
+With this few images the hash split may leave a split empty (4 images at 0.8/0.2: val is empty 41% of
+the time): convert then warns, and augment and train refuse the dataset in one line. Set
+`convert.fill_splits: true` in `cfg/params.yaml` (or `fdpose convert --fill-splits`) to give every
+split with a non-zero fraction at least one image.
+"""
+
+
 def _readme(images: int, seed: int, size: int, counts: dict[str, int], preset: str = "default") -> str:
     command = f"fdpose demo-data --out data/raw/demo --images {images} --seed {seed} --size {size}"
     if preset != "default":  # not the bundled folder: the README does not depend on where it is written
@@ -199,7 +210,8 @@ Content: {counts['images']} images ({size} px on the longer side), {counts['figu
 {counts['visible']} visible, {counts['occluded']} occluded and {counts['absent']} absent (out of frame)
 keypoints. Left limbs blue, right limbs red/orange (the figures face the camera, so the person's left
 is on the image's right).
-"""
+""" + (_FEW_IMAGES if images < FEW_IMAGES else "")
+
 
 
 @dataclass

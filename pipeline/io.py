@@ -8,6 +8,7 @@ contents: weights in metrics and model cards, a dataset split in eval results.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -20,6 +21,37 @@ from typing import Any
 import yaml
 
 from pipeline.errors import FdposeError
+
+# What a write that fails half way raises: a full disk or quota, a file size limit, a read-only
+# filesystem. Only writes raise these, so they name the output, never an input.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+# How torch's checkpoint writer reports a failed write (a RuntimeError from C++, the errno lost).
+_TORCH_WRITE_FAILURES = ("iostream error", "file write failed")
+
+
+def _write_failure_reason(error: BaseException | None) -> str | None:
+    """The reason when ``error`` (or one it was raised from or during) is a failed write, else None."""
+    seen = 0
+    while error is not None and seen < 8 and not isinstance(error, FdposeError):  # that one is explained
+        if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+            return error.strerror or os.strerror(error.errno)
+        if isinstance(error, RuntimeError) and any(text in str(error) for text in _TORCH_WRITE_FAILURES):
+            return f"a write failed: {str(error).splitlines()[0][:120]}"
+        chained = None if error.__suppress_context__ else error.__context__
+        error, seen = error.__cause__ or chained, seen + 1
+    return None
+
+
+def is_write_failure(error: BaseException) -> bool:
+    return _write_failure_reason(error) is not None
+
+
+def write_failure(error: BaseException, target: object, unchanged: str = "any previous output is unchanged"
+                  ) -> FdposeError:
+    """A failed write of ``target`` as one error line; the caller has removed what it had written."""
+    return FdposeError(f"could not write ({_write_failure_reason(error)}); {unchanged}", path=target)
 
 
 def _umask() -> int:
@@ -38,8 +70,10 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_write_failure(error):
+            raise write_failure(error, target) from None
         raise
     replace_dir(tmp, target)
 
@@ -59,8 +93,9 @@ def replace_dir(source: str | os.PathLike, target: str | os.PathLike) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temporary sibling of ``path`` and rename it into place."""
+def stage_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to a new temporary sibling of ``path`` (mode as any new file) and return it; the
+    caller renames it into place (``os.replace``). A failed write leaves nothing behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
@@ -68,12 +103,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if is_write_failure(error):
+            raise write_failure(error, path) from None
         raise
-    return path
+    return Path(tmp)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to a temporary sibling of ``path`` and rename it into place."""
+    os.replace(stage_bytes(path, data), path)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -181,6 +223,8 @@ def parse_json(raw: bytes, source: object) -> Any:
         raise FdposeError(f"not UTF-8 text ({error.reason} at byte {error.start})", path=source) from None
     except RecursionError:
         raise FdposeError("invalid JSON (nested too deeply)", path=source) from None
+    except ValueError as error:  # an integer of more digits than Python converts (4300 by default)
+        raise FdposeError(f"invalid JSON number ({' '.join(str(error).split()[:10])})", path=source) from None
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:

@@ -3,8 +3,16 @@
 Each image's split depends only on its own source name and the seed: ``SHA-256(seed, name)`` read
 as a fraction in ``[0, 1)`` falls into the ratio intervals ``[0, train)``, ``[train, train + val)``
 and the rest. Adding or removing other images therefore never moves an image between splits (a
-shuffled-list split would). A split file, a YAML/JSON mapping ``{train: [names], val: [...],
-test: [...]}``, fixes the assignment by hand instead.
+shuffled-list split would).
+
+A tiny dataset can leave a split with a non-zero fraction empty (4 images, 20% val: 0.8**4 = 41% of
+the time). :func:`empty_splits` names those (convert warns); :func:`fill_empty_splits` (``fill_splits``)
+moves, for each, the one image whose hash fraction lies nearest that split's interval, taken from a
+split that keeps at least one image. It depends only on names and seed, and moves nothing once the hash
+itself puts an image in every split, so a growing dataset falls back to the plain hash split.
+
+A split file, a YAML/JSON mapping ``{train: [names], val: [...], test: [...]}``, fixes the assignment
+by hand instead.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.dataset import SPLITS, Dataset
+from pipeline.dataset import SPLITS, Dataset, ImageRecord
 from pipeline.errors import FdposeError
 from pipeline.io import read_yaml_mapping
 
@@ -102,3 +110,41 @@ def apply_split_file(dataset: Dataset, path: str | Path) -> None:
     if not kept:
         raise FdposeError("the split file lists none of the input's images", path=path)
     dataset.images = kept
+
+
+def _intervals(ratios: tuple[float, float, float]) -> dict[str, tuple[float, float]]:
+    """Each split's interval of hash fractions (the last non-zero one reaches 1, as in :func:`split_of`)."""
+    train, val, _ = ratios
+    end = 1.0 if ratios[2] == 0 else train + val
+    return {"train": (0.0, train), "val": (train, end), "test": (train + val, 1.0)}
+
+
+def empty_splits(dataset: Dataset, ratios: tuple[float, float, float]) -> list[str]:
+    """The splits with a non-zero fraction that hold no image."""
+    counts = {name: len(images) for name, images in dataset.splits().items()}
+    return [name for name, ratio in zip(SPLITS, ratios, strict=True) if ratio > 0 and not counts.get(name)]
+
+
+def fill_empty_splits(dataset: Dataset, ratios: tuple[float, float, float], seed: int) -> list[str]:
+    """Give every split with a non-zero fraction at least one image (where there are enough images):
+    for each empty split, the image whose hash fraction lies nearest its interval moves there, from a
+    split keeping at least one image. Returns the names moved; each is reported as repaired."""
+    moved = []
+    intervals = _intervals(ratios)
+    for split in empty_splits(dataset, ratios):
+        sizes = {name: len(images) for name, images in dataset.splits().items()}
+        low, high = intervals[split]
+        donors = [image for image in dataset.images if sizes[image.split or "train"] > 1]
+        if not donors:
+            continue
+
+        def distance(image: ImageRecord, low: float = low, high: float = high) -> tuple[float, str]:
+            fraction = hash_fraction(image.file_name, seed)
+            return max(low - fraction, fraction - high, 0.0), image.file_name
+
+        chosen = min(donors, key=distance)
+        dataset.report.repair("split", chosen.file_name,
+                              f"moved from {chosen.split} to the empty split {split} (fill_splits)")
+        chosen.split = split
+        moved.append(chosen.file_name)
+    return moved

@@ -61,7 +61,8 @@ from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, LOGGER, RANK  # noq
 from pipeline.config import PARAMS_FILE, TrainParams, load_section, overridden
 from pipeline.errors import FdposeError
 from pipeline.formats.yolo import load_data_yaml
-from pipeline.io import atomic_write_bytes, replace_dir, write_json
+from pipeline.images import IMAGE_SUFFIXES
+from pipeline.io import atomic_write_bytes, is_write_failure, replace_dir, write_failure, write_json
 from pipeline.model_io import Layout, check_fits, load_model
 from pipeline.nn.ultralytics import install_guards, model_argument
 from pipeline.pretrained import check_start
@@ -103,14 +104,24 @@ def dataset_layout(data_yaml: Path) -> Layout:
     """The keypoint shape and class names of a YOLO-pose ``data.yaml``; checks its train/val folders exist."""
     data, root = load_data_yaml(data_yaml)
     skeleton = Skeleton.from_data_yaml(data, source=data_yaml)
+    folders = {}
     for split in ("train", "val"):
         entry = data.get(split)
         if not entry:
             raise FdposeError(f"no '{split}' split (ultralytics needs train and val)", path=data_yaml)
-        for folder in entry if isinstance(entry, list) else [entry]:
-            if not (root / folder).exists():
-                raise FdposeError(f"'{split}' folder {root / folder} does not exist", path=data_yaml)
+        folders[split] = [root / folder for folder in (entry if isinstance(entry, list) else [entry])]
+        for folder in folders[split]:
+            if not folder.exists():
+                raise FdposeError(f"'{split}' folder {folder} does not exist", path=data_yaml)
+    for split, found in folders.items():
+        if all(folder.is_dir() for folder in found) and not any(map(_holds_image, found)):
+            raise FdposeError(f"split '{split}' has no images (training needs train and val images; for a "
+                              "handful of images: convert.fill_splits)", path=data_yaml)
     return Layout.of_skeleton(skeleton)
+
+
+def _holds_image(folder: Path) -> bool:
+    return any(path.suffix.lower() in IMAGE_SUFFIXES for path in folder.rglob("*"))
 
 
 def mirror_overrides(data_yaml: Path, hyp: dict[str, Any]) -> dict[str, Any]:
@@ -346,6 +357,19 @@ def _finish_run_dir(staging: Path, out: Path) -> None:
     replace_dir(staging, out)
 
 
+def _write_failed(error: Exception, staging: Path, out: Path) -> FdposeError:
+    """A write that failed during training (a full disk): the run so far stays for ``--resume`` when
+    it has a whole ``last.pt`` (save_model renames it into place), else it is removed."""
+    weights = staging / "weights"
+    if (weights / "last.pt").is_file():
+        for partial in weights.glob(".*.tmp"):
+            partial.unlink()
+        return write_failure(error, out, f"{out} is unchanged; the run so far is in {staging}: "
+                                         "`fdpose train --resume` continues it once there is room")
+    shutil.rmtree(staging, ignore_errors=True)
+    return write_failure(error, out)
+
+
 def _resume_overrides(data: Path, out: Path, params: TrainParams, given: set[str], layout: Layout,
                       warnings: list[str]) -> dict[str, Any]:
     """ultralytics' arguments to continue the run in ``<out>.partial`` from its ``last.pt``."""
@@ -435,7 +459,12 @@ def train(data: str | Path, out: str | Path, params: TrainParams | None = None, 
     for event, functions in (callbacks or {}).items():
         for function in functions:
             trainer.add_callback(event, function)
-    trainer.train()
+    try:
+        trainer.train()
+    except Exception as error:
+        if not is_write_failure(error):
+            raise
+        raise _write_failed(error, staging, out) from None
 
     if not (staging / "metrics.json").is_file():
         raise FdposeError("training ended without final metrics (see the log above)", path=staging)

@@ -94,7 +94,7 @@ def _keypoints_slow(keypoints: list, k: int) -> tuple[np.ndarray | None, str]:
     count, dims = _shape(keypoints)
     try:
         values = np.array(keypoints, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None, "non-numeric or ragged keypoint values"
     if dims == 0:
         if count == 3 * k:
@@ -121,12 +121,12 @@ def _rows(items: list[Any], width: int) -> tuple[np.ndarray, np.ndarray]:
     rows = [r if good else nan_row for r, good in zip(items, ok, strict=True)]
     try:
         return np.array(rows, dtype=np.float64).reshape(len(items), width), ok
-    except (TypeError, ValueError):  # a non-number somewhere: fall back to row by row
+    except (TypeError, ValueError, OverflowError):  # a non-number somewhere: fall back to row by row
         out = np.full((len(items), width), np.nan)
         for index, row in enumerate(rows):
             try:
                 out[index] = np.array(row, dtype=np.float64)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 ok[index] = False
         return out, ok
 
@@ -136,6 +136,10 @@ def _edges(raw_edges: list, names: list[str], source: Path, report: Report) -> l
     (an index 0 and none equal to K tells them apart). When any edge is not a pair of this layout's
     keypoints, the edges belong to another layout (CrowdPose's files carry COCO's 17-point skeleton):
     all are dropped, with one warning, since the ones in range would join the wrong joints."""
+    if not isinstance(raw_edges, list):  # e.g. NaN: the category's skeleton is no list of pairs at all
+        report.warn(f"{source}: its skeleton is not a list of keypoint pairs ({type(raw_edges).__name__}); "
+                    "the dataset is written without edges")
+        return []
     k = len(names)
     pairs = [tuple(e) for e in raw_edges
              if isinstance(e, list) and len(e) == 2 and all(type(v) is int for v in e)]

@@ -22,7 +22,7 @@ import yaml
 from tqdm import tqdm
 
 from pipeline.dataset import SPLITS, Dataset, ImageRecord, Instance
-from pipeline.errors import FdposeError
+from pipeline.errors import FdposeError, printable
 from pipeline.images import IMAGE_SUFFIXES, image_size
 from pipeline.io import atomic_dir, read_yaml_mapping
 from pipeline.skeleton import Skeleton
@@ -189,7 +189,7 @@ def _split_folders(data: dict[str, Any], split: str, root: Path, data_yaml: obje
     for folder in folders:
         folder = (root / folder).resolve()
         if not folder.is_dir():
-            raise FdposeError(f"split '{split}' folder {folder} does not exist", path=data_yaml)
+            raise FdposeError(f"split '{split}' folder {printable(folder)} does not exist", path=data_yaml)
         found.append(folder)
     return found
 

@@ -17,7 +17,7 @@ import yaml
 from pipeline.config import EvalParams, PackageParams
 from pipeline.errors import FdposeError
 from pipeline.inference import ModelMeta, OnnxRunner, OpenVinoRunner, Runner, TorchRunner, import_openvino
-from pipeline.io import atomic_dir, atomic_write_bytes, read_json, sha256_file
+from pipeline.io import atomic_dir, read_json, sha256_file, stage_bytes
 from pipeline.metrics import data_fingerprint
 from pipeline.model_io import (
     PACKAGE_FORMAT,
@@ -276,10 +276,11 @@ def package(weights: str | Path, eval_dir: str | Path | None, out: str | Path,
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         write_checksums(tmp)
         os.chmod(tmp / CHECKSUMS, 0o644)
-        archive = archive_bytes(tmp, out.name)
         files = package_files(tmp) + [CHECKSUMS]
+        # The archive is written before the folder replaces the old one: a write that fails keeps both.
+        archive = stage_bytes(out.with_name(out.name + ".zip"), archive_bytes(tmp, out.name))
     archive_path = out.with_name(out.name + ".zip")
-    atomic_write_bytes(archive_path, archive)
+    os.replace(archive, archive_path)
     os.chmod(archive_path, 0o644)
     return PackageResult(out, archive_path, files, checks, notes, measured, scores)
 

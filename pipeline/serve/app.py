@@ -1,9 +1,12 @@
 """The ASGI app of ``fdpose serve`` (FastAPI): Label Studio's ML-backend endpoints.
 
-``GET /health``  ``{"status": "UP", "model_version", "training", "queued", "last_training", "error"}``
+``GET /health``  ``{"status": "UP", "model_version", "training", "queued", "last_training", "error",
+                 "failed_tasks", "task_failures"}`` (tasks answered with an empty result, the latest
+                 with their reasons)
 ``POST /setup``  checks the project's label config against the model, keeps the server URL and key
                  (in memory) and answers ``{"model_version"}``
-``POST /predict`` ``{"results": [{"result", "score", "model_version"}, ...]}``, one per task
+``POST /predict`` ``{"results": [{"result", "score", "model_version"}, ...]}``, one per task; a task
+                 that fails gets ``[]``, no prediction (reason in the log and /health), unless all do
 ``POST /webhook`` START_TRAINING (and annotation events with ``--train-every``) -> ``{"status"}``
 ``POST /train``  the same training request, from servers that post annotations there
 ``GET /versions`` ``{"versions": [...], "current", "history"}``
@@ -25,7 +28,7 @@ import json
 import logging
 import os
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,14 +43,15 @@ from pipeline.labelstudio.client import API_KEY_ENV, URL_ENV, ImageFetcher
 from pipeline.labelstudio.layout import ProjectLayout, match_label_config
 from pipeline.model_io import model_version
 from pipeline.serve.models import ModelSlot, ServedModel
-from pipeline.serve.predictor import Thresholds, predict_task
+from pipeline.serve.predictor import TaskFailure, Thresholds, predict_tasks
 from pipeline.serve.protocol import RequestError, check_known, field, parse_body, project_id
-from pipeline.serve.state import WorkFolder
+from pipeline.serve.state import WorkFolder, now
 from pipeline.serve.training import Trainer
 
 log = logging.getLogger("fdpose.serve")
 AUTH_ENV = ("BASIC_AUTH_USER", "BASIC_AUTH_PASS")
 PROJECTS_KEPT = 256  # projects whose setup this process remembers (oldest forgotten first)
+FAILURES_KEPT = 20  # the latest failed tasks /health lists
 SETUP_FIELDS = {"project", "schema", "hostname", "access_token", "extra_params", "model_version"}
 PREDICT_FIELDS = {"tasks", "project", "label_config", "params", "model_version"}
 TRAIN_FIELDS = {"annotations", "project", "label_config", "params"}
@@ -66,6 +70,7 @@ class ServeSettings:
     backend: str = "auto"
     threads: int | None = None
     train_every: int = 0
+    keep: int = 5  # trained packages and runs kept (WorkFolder.prune); 0: all
     occlusion_choice: str | None = None
     max_body_bytes: int = 16 * 2**20
     max_image_bytes: int = 64 * 2**20
@@ -146,9 +151,11 @@ class Backend:
         self.work.initialise(settings.model, model_version(settings.model, settings.backend))
         self.slot = ModelSlot(self.work, settings.backend, settings.threads)
         check_thresholds(settings.thresholds, self.slot.refresh())
-        self.trainer = Trainer(self.work, settings.params, settings.train_every)
+        self.trainer = Trainer(self.work, settings.params, settings.train_every, settings.keep)
         self.projects: OrderedDict[int, ProjectSession] = OrderedDict()
         self._lock = threading.Lock()
+        self.failed_tasks = 0  # tasks of /predict batches answered with an empty result, since start
+        self.failures: deque[dict[str, Any]] = deque(maxlen=FAILURES_KEPT)
 
     def layout(self, schema: str, where: str) -> ProjectLayout:
         skeleton = self.slot.refresh().meta.skeleton
@@ -220,8 +227,20 @@ class Backend:
         project = project_id(field(data, "project", (str, int)), "predict")
         session = self.session(data, project)
         model = self.slot.refresh()
-        return {"results": [predict_task(task, model, session.layout, session.images,
-                                         self.settings.thresholds) for task in tasks]}
+        results, failures = predict_tasks(tasks, model, session.layout, session.images,
+                                          self.settings.thresholds)
+        self.record_failures(project, failures)
+        return {"results": results}
+
+    def record_failures(self, project: int, failures: list[TaskFailure]) -> None:
+        """Failed tasks of a batch that otherwise succeeded: in the log and in ``/health``."""
+        for failure in failures:
+            log.warning("predict: project %s task %s: empty result (%s)", project, failure.task,
+                        failure.reason)
+        with self._lock:
+            self.failed_tasks += len(failures)
+            self.failures.extend({"project": project, "task": failure.task, "status": failure.status,
+                                  "reason": failure.reason, "at": now()} for failure in failures)
 
     def webhook(self, data: dict[str, Any]) -> dict[str, Any]:
         action = field(data, "action", str, "webhook")
@@ -246,7 +265,8 @@ class Backend:
         history = state.get("history") or []
         return {"status": "UP", "model_class": "fdpose", "model_version": self.slot.refresh().version,
                 "training": state.get("training"), "queued": state.get("queued"),
-                "last_training": history[-1] if history else None, "error": state.get("last_error")}
+                "last_training": history[-1] if history else None, "error": state.get("last_error"),
+                "failed_tasks": self.failed_tasks, "task_failures": list(self.failures)}
 
     def versions(self) -> dict[str, Any]:
         state = self.work.read()

@@ -93,6 +93,9 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 9090, wo
 @click.option("--threads", type=int, default=None, help="Inference threads per process.")
 @click.option("--train-every", type=int, default=0, show_default=True,
               help="Also train after every N new annotations of a project (0: only on Start training).")
+@click.option("--keep", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Trained packages and training runs kept in --work-dir after each training (the served "
+                   "package always; 0: all).")
 @click.option("--occlusion-choice", default=None,
               help="Per-region choice marking an occluded keypoint (default: one containing 'occlu').")
 @click.option("--max-body-mb", type=float, default=16.0, show_default=True, help="Request body limit.")

@@ -14,10 +14,18 @@ port. Anything else (another host, ``file:``, a bare file path) is refused: a re
 backend read a local file or send the key elsewhere. The download
 (:class:`pipeline.labelstudio.client.ImageFetcher`: the key, no proxy, no redirect, a time and size
 limit) must decode as an image.
+
+Tasks of a batch succeed or fail on their own (:func:`predict_tasks`): a task whose image cannot be
+fetched or read gets an empty result, ``[]`` (Label Studio reads a list as the task's predictions:
+none is stored, so "Retrieve predictions" asks for it again later, where an empty prediction would
+mark it done with a score of 0), and its reason is returned for the log and ``/health``, while the
+others get their predictions. Only a batch in which every task fails is answered with the first
+task's error (a 4xx): there is nothing to show, and a single task's error reaches the user that way.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,7 @@ from urllib.parse import urljoin, urlsplit
 import numpy as np
 
 from pipeline.dataset import ImageRecord, Instance
+from pipeline.errors import FdposeError
 from pipeline.inference import input_size, run_image
 from pipeline.labelstudio.client import FetchError, ImageFetcher
 from pipeline.labelstudio.layout import ProjectLayout
@@ -103,3 +112,38 @@ def predict_task(task: Any, model: ServedModel, layout: ProjectLayout, images: I
                          height=int(height), instances=_instances(detections, thresholds.kpt_conf, mark))
     return {"result": prediction_result(record, layout.skeleton, layout.config),
             "score": task_score(detections), "model_version": model.version}
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    task: object  # the task's id, as sent
+    status: int  # the HTTP status the task alone would have been answered with
+    reason: str
+
+
+def predict_tasks(tasks: list[Any], model: ServedModel, layout: ProjectLayout, images: ImageFetcher,
+                  thresholds: Thresholds) -> tuple[list[Any], list[TaskFailure]]:
+    """One prediction per task, in order (``[]`` for a task that failed), and the failures.
+    Raises the first task's error when every task failed."""
+    results, failures, first = [], [], None
+    for task in tasks:
+        try:
+            results.append(predict_task(task, model, layout, images, thresholds))
+            continue
+        except RequestError as error:
+            failure, raised = TaskFailure(_task_id(task), error.status, error.message), error
+        except FdposeError as error:
+            failure, raised = TaskFailure(_task_id(task), 422, str(error)), error
+        except Exception as error:  # a bug on one image must not cost the whole batch
+            logging.getLogger("fdpose.serve").exception("predict: task %s", _task_id(task))
+            failure, raised = TaskFailure(_task_id(task), 500, f"{type(error).__name__}: {error}"), error
+        first = first or raised
+        failures.append(failure)
+        results.append([])
+    if tasks and len(failures) == len(tasks):
+        raise first
+    return results, failures
+
+
+def _task_id(task: Any) -> object:
+    return task.get("id") if isinstance(task, dict) else None

@@ -9,7 +9,9 @@ processes share it)::
      "training": null | {"project", "started"}, "queued": null | {"project", "requested"},
      "annotations": {"<project>": <new annotations since the last training>}, "last_error": null | str}
 
-Trained packages live in ``<work>/models/<version>/``, training runs in ``<work>/jobs/<n>/``.
+Trained packages live in ``<work>/models/<version>/``, training runs in ``<work>/jobs/<n>/``; after
+each training, :meth:`WorkFolder.prune` keeps the newest ``--keep`` of each (and always the served
+package), marking the history entries of removed packages ``"pruned": true``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,3 +99,40 @@ class WorkFolder:
                 state["last_error"] = f"training of project {(state.get('training') or {}).get('project')} " \
                                       "was interrupted by a server restart"
             state["training"], state["queued"] = None, None
+
+    def next_job(self) -> Path:
+        """A new, empty run folder ``jobs/<n>``, numbered after the highest one (pruning leaves gaps)."""
+        self.jobs.mkdir(parents=True, exist_ok=True)
+        numbers = [int(path.name) for path in self.jobs.iterdir() if path.name.isdigit()]
+        out = self.jobs / f"{max(numbers, default=0) + 1:04d}"
+        out.mkdir()
+        return out
+
+    def prune(self, keep: int) -> list[Path]:
+        """Remove all but the ``keep`` newest trained packages (the served one is always kept) and
+        training runs; ``keep`` 0 keeps everything. Returns what was removed. Newest: made last by the
+        history, then by name (a package older than the history kept in state.json counts as oldest)."""
+        if keep <= 0:
+            return []
+        removed = []
+        with self.update() as state:
+            history = state.get("history") or []
+            made = {str(Path(entry["path"])): index for index, entry in enumerate(history)
+                    if entry.get("path")}
+            packages = sorted(_folders(self.models), key=lambda path: (made.get(str(path), -1), path.name))
+            served = Path(state["current"]["path"])
+            removed += [package for package in packages[:-keep] if package != served]
+            jobs = sorted((path for path in _folders(self.jobs) if path.name.isdigit()),
+                          key=lambda path: int(path.name))
+            removed += jobs[:-keep]
+            for path in removed:
+                shutil.rmtree(path)
+            gone = {str(path) for path in removed}
+            for entry in history:
+                if entry.get("path") and str(Path(entry["path"])) in gone:
+                    entry["pruned"] = True
+        return removed
+
+
+def _folders(root: Path) -> list[Path]:
+    return [path for path in root.iterdir() if path.is_dir()] if root.is_dir() else []

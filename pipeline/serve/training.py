@@ -12,6 +12,7 @@ the job through its environment only.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -24,14 +25,16 @@ from pipeline.labelstudio.client import API_KEY_ENV, URL_ENV
 from pipeline.serve.protocol import RequestError
 from pipeline.serve.state import WorkFolder, now
 
+log = logging.getLogger("fdpose.serve")
 ERROR_TAIL_LINES = 5  # lines of the job's stderr kept as the error in state.json
 
 
 class Trainer:
     """Starts and follows training jobs for one server process."""
 
-    def __init__(self, work: WorkFolder, params_path: Path, train_every: int = 0):
+    def __init__(self, work: WorkFolder, params_path: Path, train_every: int = 0, keep: int = 0):
         self.work = work
+        self.keep = keep  # trained packages and runs kept (WorkFolder.prune); 0: all
         self.params_path = Path(params_path).resolve()
         self.train_every = train_every
         self._keys: dict[int, tuple[str, str]] = {}  # project -> (url, key), in memory only
@@ -113,6 +116,8 @@ class Trainer:
                 state["last_error"] = None
             elif entry["status"] == "failed":
                 state["last_error"] = f"training of project {project} failed: {entry['reason']}"
+        for path in self.work.prune(self.keep):
+            log.info("pruned %s (--keep %d)", path, self.keep)
 
     def _job(self, project: int) -> dict[str, Any]:
         url, key = self._keys.get(project, (os.environ.get(URL_ENV), os.environ.get(API_KEY_ENV)))
@@ -121,9 +126,7 @@ class Trainer:
                     "reason": f"no Label Studio URL and key for project {project}: connect the project "
                               f"(its /setup) or set {URL_ENV} and {API_KEY_ENV}"}
         served = Path(self.work.read()["current"]["path"])
-        self.work.jobs.mkdir(parents=True, exist_ok=True)
-        out = self.work.jobs / f"{len(list(self.work.jobs.iterdir())) + 1:04d}"
-        out.mkdir()
+        out = self.work.next_job()
         env = {**os.environ, API_KEY_ENV: key}
         command = [sys.executable, "-m", "pipeline.serve.job", "--url", url, "--project", str(project),
                    "--model", str(served), "--out", str(out), "--models", str(self.work.models),

@@ -41,13 +41,16 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
-    """The images the fuzzed inputs name: three good ones (one EXIF-turned), a corrupt file, an empty
-    file and a folder with an image's name. Read-only for the runs (checked: nothing writes here)."""
+    """The images the fuzzed inputs name: four good ones (one EXIF-turned, one 400 x 300), a corrupt
+    file, an empty file and a folder with an image's name. Read-only for the runs (checked: nothing
+    writes here)."""
     root = tmp_path_factory.mktemp("fuzz-images") / "images"
     root.mkdir()
     Image.new("RGB", (64, 48), (90, 120, 150)).save(root / "a.png")
     Image.new("RGB", (64, 48), (30, 60, 90)).save(root / "b.png")
     Image.new("RGB", (40, 30), (10, 20, 30)).save(root / "c.png")
+    # Large enough that a percentage near the float maximum overflows when scaled to pixels.
+    Image.new("RGB", (400, 300), (60, 60, 60)).save(root / "big.png")
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.new("RGB", (64, 48), (200, 10, 10)).save(root / "turned.jpg", exif=exif)

@@ -2,8 +2,9 @@
 
 :func:`mutated` applies a few random edits to a JSON-like document (drop, duplicate, retype, re-range
 or resize any field; replace it with another value; special numbers and strings: NaN, infinities,
-huge and negative numbers, unicode, NUL, lone surrogates, path-like names). :func:`encoded` turns it
-into bytes the way real files differ (a byte-order mark, escaped or raw unicode, truncation).
+huge and negative numbers; numeric extremes (:data:`EXTREMES`) in any numeric field; unicode, NUL,
+lone surrogates, path-like names). :func:`encoded` turns it into bytes the way real files differ (a
+byte-order mark, escaped or raw unicode, truncation).
 
 :func:`check_run` holds the properties of one command run: it succeeded, or it exited 1 with exactly
 one ``Error:`` line naming a file; never a traceback; nothing written outside ``--out``; a failed run
@@ -31,12 +32,20 @@ SPECIAL_NUMBERS = [
     180, 270, 360, -90, 1e308, -1e308, 5e-324, 2**31, 2**53 + 1, 2**63, 2**64 + 1, 10**30, -(10**30),
     True, False,
 ]
+# Numeric extremes, drawn into numeric fields by the "extreme" edit: overflow on scaling (a Label Studio
+# percentage times the image size), NaN from inf - inf or inf * 0, subnormals, integers past int64,
+# numbers as huge strings.
+EXTREMES = [
+    1e308, -1e308, 1.7976931348623157e308, math.inf, -math.inf, math.nan, -0.0, 5e-324, -5e-324,
+    2.2250738585072014e-308, 1e-310, 2**63, -(2**63), 2**63 - 1, 2**64, 10**400, "1e308", "-1e308", "nan",
+    "9" * 400, "1" + "0" * 5000,
+]
 SPECIAL_STRINGS = [
     "", " ", "a.png", "b.png", "c.png", "./a.png", "sub/../a.png", "../a.png", "../../etc/passwd",
     "/etc/passwd", "C:\\images\\a.png", "\\\\server\\share\\a.png", "http://example.com/a.png",
     "file:///a.png", "a.png\x00.txt",
     "\ud800.png", "ü🙂.png", "a" * 300, "nan", "inf", "1", "-1", "1e400", "broken.png", "empty.png",
-    "folder.png", "turned.jpg", "person", "dog", "head", "neck", "tail", "unknown", "occluded",
+    "folder.png", "turned.jpg", "big.png", "person", "dog", "head", "neck", "tail", "unknown", "occluded",
     "2024-02-30", "null", "true", "{", "%s%n", "\n", "\r\n", "\t",
 ]
 _leaves = st.one_of(
@@ -48,7 +57,7 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=8,
 )
-OPERATIONS = ("drop", "duplicate", "replace", "special", "resize", "retype")
+OPERATIONS = ("drop", "duplicate", "replace", "special", "resize", "retype", "extreme")
 
 
 def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
@@ -60,6 +69,10 @@ def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
         for index, value in enumerate(node):
             found += _paths(value, prefix + (index,))
     return found
+
+
+def _numeric(node: Any) -> bool:
+    return isinstance(node, (int, float)) and not isinstance(node, bool)
 
 
 def _get(doc: Any, path: tuple) -> Any:
@@ -78,8 +91,8 @@ def _set(doc: Any, path: tuple, value: Any) -> Any:
 def _special(draw: Any, node: Any) -> Any:
     if isinstance(node, str):
         return draw(st.sampled_from(SPECIAL_STRINGS))
-    if isinstance(node, (int, float)) and not isinstance(node, bool):
-        return draw(st.sampled_from(SPECIAL_NUMBERS))
+    if _numeric(node):
+        return draw(st.sampled_from(SPECIAL_NUMBERS + EXTREMES))
     return draw(st.sampled_from(SPECIAL_NUMBERS + SPECIAL_STRINGS))
 
 
@@ -91,6 +104,8 @@ def _resize(draw: Any, node: Any) -> Any:
     if isinstance(node, str):
         return node[:draw(st.integers(0, len(node)))] + draw(st.sampled_from(["", "x", "/", ".."]))
     if isinstance(node, (int, float)) and not isinstance(node, bool):
+        if isinstance(node, int):  # integer arithmetic: 10**400 / 1000 or + 0.5 would overflow a float
+            return draw(st.sampled_from([-node, node * 1000, node // 1000, node + 1, node - 1]))
         return draw(st.sampled_from([-node, node * 1000, node / 1000, node + 0.5, node - 1]))
     return node
 
@@ -126,6 +141,9 @@ def _apply(draw: Any, doc: Any, path: tuple, operation: str) -> Any:
         return _set(doc, path, _special(draw, node))
     if operation == "resize":
         return _set(doc, path, _resize(draw, node))
+    if operation == "extreme":  # any numeric field of the document, not just the one drawn
+        numeric = [p for p in _paths(doc) if _numeric(_get(doc, p))]
+        return _set(doc, draw(st.sampled_from(numeric)) if numeric else path, draw(st.sampled_from(EXTREMES)))
     return _set(doc, path, _retype(node))
 
 

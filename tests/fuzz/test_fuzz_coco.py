@@ -17,6 +17,7 @@ BASE = {
         {"id": 2, "file_name": "b.png", "width": 64, "height": 48},
         {"id": "3", "file_name": "turned.jpg", "width": 48, "height": 64},
         {"id": 4, "file_name": "c.png", "width": 40, "height": 30},
+        {"id": 5, "file_name": "big.png", "width": 400, "height": 300},
     ],
     "annotations": [
         {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 300.0, "num_keypoints": 3,
@@ -29,6 +30,8 @@ BASE = {
          "bbox": [2.0, 3.0, 20.0, 30.0], "keypoints": [5, 5, 2, 10, 20, 2, 0, 0, 0]},
         {"id": 5, "image_id": 4, "category_id": 1, "iscrowd": 0, "num_keypoints": 3,
          "bbox": [1.0, 1.0, 30.0, 25.0], "keypoints": [3, 4, 2, 20, 20, 2, 35, 25, 2]},
+        {"id": 6, "image_id": 5, "category_id": 1, "iscrowd": 0, "area": 12000.0, "num_keypoints": 2,
+         "bbox": [50.0, 40.0, 120.0, 100.0], "keypoints": [60, 50, 2, 100, 80, 1, 0, 0, 0]},
     ],
     "categories": [{"id": 1, "name": "person", "supercategory": "person",
                     "keypoints": ["nose", "left_eye", "right_eye"], "skeleton": [[1, 2], [1, 3]]}],
@@ -85,3 +88,27 @@ def test_control_characters_of_the_file_are_escaped_in_the_error(image_folder):
     # Was "... (found \x1f)" with the raw control character in the Error: line.
     succeeded, output = run_coco(json.dumps({"\x1f": None}).encode(), image_folder, [])
     assert not succeeded and "no 'images' and 'annotations' (found \\x1f)" in output
+
+
+def test_integer_of_5000_digits_is_refused_in_one_line(image_folder):
+    # Was a ValueError traceback (Python's limit on integer digits), found with the numeric extremes.
+    raw = json.dumps(BASE).replace('"width": 400', '"width": ' + "1" * 5000, 1).encode()
+    succeeded, output = run_coco(raw, image_folder, [])
+    assert not succeeded and "coco.json: invalid JSON number (Exceeds the limit (4300 digits)" in output
+
+
+def test_bbox_beyond_the_float_range_is_derived_from_the_keypoints(image_folder):
+    # Was an OverflowError traceback (10**400 in a bbox), found by `make fuzz` with the numeric extremes.
+    def edit(doc):
+        doc["annotations"][0]["bbox"][0] = 10**400
+    succeeded, output = run_coco(coco_bytes(edit), image_folder, [])
+    assert succeeded, output
+    assert "is not 4 numbers with w, h > 0; derived from the labelled keypoints" in output, output
+
+
+def test_category_skeleton_that_is_a_number_is_warned_about(image_folder):
+    # Was a TypeError traceback ('float' object is not iterable), found by `make fuzz` (seed 1796515130).
+    def edit(doc):
+        doc["categories"][0]["skeleton"] = float("nan")
+    succeeded, output = run_coco(coco_bytes(edit), image_folder, [])
+    assert succeeded and "its skeleton is not a list of keypoint pairs (float)" in output, output

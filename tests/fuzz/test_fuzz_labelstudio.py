@@ -58,6 +58,8 @@ BASE = [
                                  was_cancelled=True),
                       annotation(5, [rect("r4", "person", 5, 5, 50, 50, size=(40, 30)),
                                      point("k8", "left_eye", 20, 20, "r4", size=(40, 30))])]),
+    task(5, "big.png", [annotation(6, [rect("r5", "person", 10, 10, 60, 70, size=(400, 300)),
+                                       point("k9", "nose", 30, 30, "r5", size=(400, 300))])]),
 ]
 OPTIONS = ([], ["--strict"], ["--drop-unlabelled"])
 
@@ -102,3 +104,15 @@ def test_lone_surrogate_escape_is_refused_in_one_line(image_folder):
     raw = json.dumps(BASE).replace('"k4"', '"\\ud800"', 1).encode()
     succeeded, output = run_labelstudio(raw, image_folder, [])
     assert not succeeded and "export.json: a string holds a lone UTF-16 surrogate (\\ud800)" in output
+
+
+def test_rectangle_of_height_minus_float_max_skips_its_instance(image_folder):
+    # Issue 22: scaled to the 400 x 300 image the height overflows to -inf, the rotation turns it into
+    # NaN, and the YOLO writer died with an IndexError; the hub's invariant now skips the instance.
+    tasks = json.loads(json.dumps(BASE))
+    tasks[4]["annotations"][0]["result"][0]["value"]["height"] = -1e308
+    raw = json.dumps(tasks).encode()
+    succeeded, output = run_labelstudio(raw, image_folder, [])
+    assert succeeded and "1 x skipped: box not finite" in output, output
+    succeeded, output = run_labelstudio(raw, image_folder, ["--strict"])
+    assert not succeeded and "export.json: task 5 annotation 6 region r5: box not finite" in output, output

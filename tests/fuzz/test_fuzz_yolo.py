@@ -18,7 +18,10 @@ from pipeline.formats.yolo import write_yolo
 from pipeline.skeleton import Skeleton
 
 TOKENS = ["nan", "inf", "-inf", "-1", "0", "1", "2", "3", "0.5", "1.5", "-0.25", "1e9", "1e400", "abc", "",
-          "0x10", "1_0", "٣", "1,5", "+0.5", "0.5\x00", "9" * 400]
+          "0x10", "1_0", "٣", "1,5", "+0.5", "0.5\x00", "9" * 400,
+          # numeric extremes: the float maximum, subnormals, -0, past int64, a huge digit string
+          "1e308", "-1e308", "1.7976931348623157e308", "5e-324", "-5e-324", "2.2250738585072014e-308", "-0.0",
+          "-0", "9223372036854775808", "-9223372036854775809", "1" + "0" * 5000]
 OPTIONS = ([], ["--drop-unlabelled"], ["--split", "0.5,0.5"])
 
 
@@ -28,7 +31,7 @@ def yolo_dataset(image_folder, tmp_path_factory) -> Path:
     skeleton = Skeleton(["head", "left_hand", "right_hand"], ["person", "dog"], edges=[(0, 1), (0, 2)])
     dataset = Dataset(skeleton)
     for name, split, size in (("a.png", "train", (64, 48)), ("b.png", "train", (64, 48)),
-                              ("c.png", "val", (40, 30))):
+                              ("c.png", "val", (40, 30)), ("big.png", "val", (400, 300))):
         points = np.array([[10, 10, 2], [20, 12, 1], [0, 0, 0]], dtype=float)
         instances = [Instance(0, [5, 5, 30, 25], points), Instance(1, [2, 2, 12, 12], points * [0.5, 0.5, 1])]
         dataset.images.append(ImageRecord(image_folder / name, name, *size, instances, split=split))
@@ -147,3 +150,11 @@ def test_label_file_and_data_yaml_with_a_byte_order_mark_convert(yolo_dataset, s
     labels = {name: bom + text.encode()}
     succeeded, output = run_yolo(yolo_dataset, bom + yolo_dataset.read_bytes(), labels, [], sandbox)
     assert succeeded, output
+
+
+def test_split_folder_named_by_a_control_character_is_escaped_in_the_error(yolo_dataset, sandbox):
+    # Was an Error: line broken in two by the raw newline of `train: "\n"` (found by `make fuzz`).
+    doc = yaml.safe_load(yolo_dataset.read_text())
+    doc["train"] = "\n"
+    succeeded, output = run_yolo(yolo_dataset, yaml.safe_dump(doc).encode(), {}, [], sandbox)
+    assert not succeeded and "split 'train' folder" in output and "\\n does not exist" in output, output

@@ -259,6 +259,38 @@ def test_label_studio_retrieves_predictions_at_the_predicted_pixels(project, mod
         check_prediction(prediction, scene(index)[0], runner, version)
 
 
+def test_a_batch_with_one_unreachable_image_gets_predictions_for_the_others(project, model, serve,
+                                                                           label_studio):
+    client = project.client
+    other = client.projects.create(title="one unreachable image", label_config=CONFIG)
+    folder = label_studio.local_files_root / "fdpose-serve-batch"
+    folder.mkdir()
+    for index in (200, 201):
+        cv2.imwrite(str(folder / f"scene{index}.png"), scene(index)[0])
+    storage = client.import_storage.local.create(project=other.id, path=str(folder), recursive_scan=True,
+                                                 regex_filter=r".*\.png", use_blob_urls=True, title="batch")
+    client.import_storage.local.sync(id=storage.id)
+    good = {task.id: int(task.data["image"].rsplit("scene", 1)[1].split(".")[0])
+            for task in client.tasks.list(project=other.id)}
+    reference = next(iter(client.tasks.list(project=other.id))).data["image"]
+    missing = client.tasks.create(project=other.id, data={"image": reference.rsplit("/", 1)[0] + "/gone.png"})
+    assert connect(serve, label_studio, other.id).exit_code == 0
+    failed_before = serve.get("/health")["failed_tasks"]
+    # One /predict request for the three tasks (Label Studio sends the selection as one batch).
+    client.actions.create(id="retrieve_tasks_predictions", project=other.id, selected_items={"all": True})
+    found = predictions_by_task(Project(other.id, good, client, 0))
+    assert sorted(found) == sorted(good), found  # none stored for the unreachable one
+    runner, version = load_runner(model.package), serve.get("/health")["model_version"]
+    for task_id, index in good.items():
+        (prediction,) = found[task_id]
+        check_prediction(prediction, scene(index)[0], runner, version)
+    health = serve.get("/health")
+    assert health["status"] == "UP" and health["failed_tasks"] == failed_before + 1
+    failure = health["task_failures"][-1]
+    assert failure["task"] == missing.id and "image download failed" in failure["reason"], failure
+    assert f"task {missing.id}: empty result" in serve.log.read_text()
+
+
 def test_a_label_config_without_the_model_keypoints_is_refused_with_the_reason(project, serve, label_studio):
     other = project.client.projects.create(title="wrong keypoints",
                                            label_config=CONFIG.replace('model_index="2"', 'model_index="7"'))

@@ -193,6 +193,24 @@ def test_bad_predict_requests_get_a_4xx_naming_the_problem(client, label_studio_
     assert client.post("/predict", json=predict_body(task("/data/upload/1/ok.png"))).status_code == 200
 
 
+def test_each_task_of_a_batch_succeeds_or_fails_on_its_own(client, label_studio_files, caplog):
+    assert client.post("/setup", json=setup_body(label_studio_files)).status_code == 200
+    batch = predict_body(task("/data/upload/1/ok.png", 1), task("/data/upload/1/missing.png", 2),
+                         {"id": 3, "data": {"text": "no image"}}, task("/data/upload/1/ok.png", 4))
+    with caplog.at_level("WARNING", logger="fdpose.serve"):
+        response = client.post("/predict", json=batch)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert results[1] == results[2] == [] and results[0]["result"] and results[3]["result"]
+    assert results[3] == results[0]  # the same image, the same prediction
+    logged = [r.getMessage() for r in caplog.records if "empty result" in r.getMessage()]
+    assert len(logged) == 2 and "task 2" in logged[0] and "HTTP 404" in logged[0], logged
+    health = client.get("/health").json()
+    assert health["failed_tasks"] == 2
+    assert [(f["task"], f["status"]) for f in health["task_failures"]] == [(2, 422), (3, 422)]
+    assert "no image reference" in health["task_failures"][1]["reason"]
+
+
 def test_unreachable_label_studio_and_missing_setup(client):
     closed = "http://127.0.0.1:9"  # the discard port: nothing listens there
     assert client.post("/setup", json=setup_body(closed)).status_code == 200

@@ -167,6 +167,55 @@ def test_work_folder_is_made_for_one_model_and_survives_restarts(tmp_path):
         work.initialise(other, "v-other")
 
 
+def test_prune_keeps_the_newest_packages_and_runs_and_always_the_served_one(tmp_path):
+    base = tmp_path / "pkg"
+    base.mkdir()
+    work = WorkFolder(tmp_path / "work")
+    work.initialise(base, "v-base")
+    for version in ("v1", "v2", "v3", "v4"):  # made in this order; v2 is served (v3, v4 were rejected
+        (work.models / version).mkdir(parents=True)  # by another rule, or the server rolled back)
+        (work.models / version / "model.pt").write_bytes(b"weights")
+    with work.update() as state:
+        state["history"] = [{"status": "accepted", "version": v, "path": str(work.models / v)}
+                            for v in ("v1", "v2", "v3", "v4")]
+        state["current"] = {"version": "v2", "path": str(work.models / "v2")}
+    jobs = [work.next_job() for _ in range(5)]
+    assert [job.name for job in jobs] == ["0001", "0002", "0003", "0004", "0005"]
+    removed = work.prune(2)
+    assert sorted(path.name for path in work.models.iterdir()) == ["v2", "v3", "v4"]
+    assert sorted(path.name for path in work.jobs.iterdir()) == ["0004", "0005"]
+    assert sorted(path.name for path in removed) == ["0001", "0002", "0003", "v1"]
+    assert [entry.get("pruned", False) for entry in work.read()["history"]] == [True, False, False, False]
+    assert work.next_job().name == "0006"  # numbered after the highest, not after the count
+    assert work.prune(0) == [] and len(list(work.jobs.iterdir())) == 3  # 0: keep everything
+    work.prune(1)
+    assert sorted(path.name for path in work.models.iterdir()) == ["v2", "v4"]
+    assert sorted(path.name for path in work.jobs.iterdir()) == ["0006"]
+    assert base.is_dir()  # the --model the folder serves from is never the work folder's to remove
+
+
+@pytest.mark.slow  # three job processes, each importing torch
+def test_trainings_prune_their_runs_down_to_keep(tmp_path):
+    from pathlib import Path
+
+    from pipeline.serve.training import Trainer
+
+    base = tmp_path / "pkg"
+    base.mkdir()
+    work = WorkFolder(tmp_path / "work")
+    work.initialise(base, "v-base")
+    params = Path(__file__).resolve().parents[2] / "cfg" / "params.yaml"
+    trainer = Trainer(work, params, keep=2)
+    trainer.remember(5, "http://127.0.0.1:9", "key")  # the discard port: each job fails at its download
+    for _ in range(3):
+        assert trainer.request(5) == "started"
+        trainer.wait(120)
+    history = work.read()["history"]
+    assert [entry["status"] for entry in history] == ["failed"] * 3
+    assert [entry["job"] for entry in history] == ["0001", "0002", "0003"]
+    assert sorted(path.name for path in work.jobs.iterdir()) == ["0002", "0003"]
+
+
 # --- the swap rule ---------------------------------------------------------------------------------
 
 

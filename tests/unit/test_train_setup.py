@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 import pipeline.train as stage
 from pipeline.cli import main
@@ -86,9 +87,10 @@ def test_hyp_keys_are_checked():
 
 
 def _dataset(root: Path, with_val: bool = True) -> Path:
-    (root / "images" / "train").mkdir(parents=True)
-    if with_val:
-        (root / "images" / "val").mkdir(parents=True)
+    """A data.yaml with one (unlabelled) image per split: empty splits are refused first."""
+    for split in ("train", "val") if with_val else ("train",):
+        (root / "images" / split).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(root / "images" / split / "a.png")
     (root / "data.yaml").write_text("train: images/train\nval: images/val\nnames: {0: blob}\n"
                                     "kpt_shape: [3, 3]\nflip_idx: [1, 0, 2]\n")
     return root / "data.yaml"
