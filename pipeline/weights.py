@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from pipeline.errors import FdposeError
+from pipeline.io import sha256_file
 
 TIMEOUT_S = 30.0  # per connect and per read: a server that sends nothing for this long has stalled
 DEADLINE_S = 1800.0  # the whole download
@@ -97,14 +98,6 @@ def _split_checksum(url: str) -> tuple[str, str | None]:
     return base, fragment[7:].lower()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cached_name(url: str) -> str:
     """The cache file of a URL (without its checksum fragment): its last path part, prefixed by a hash
     of the whole URL so that two URLs never share a file."""
@@ -117,7 +110,7 @@ def download(url: str, folder: Path, *, timeout: float = TIMEOUT_S, max_bytes: i
     """Download ``url`` (optionally ``#sha256=<hex>``) into ``folder``: the cached file when present."""
     base, checksum = _split_checksum(url)
     target = folder / cached_name(base)
-    if target.is_file() and (checksum is None or _sha256(target) == checksum):
+    if target.is_file() and (checksum is None or sha256_file(target) == checksum):
         return target.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")

@@ -29,7 +29,7 @@ from typing import Any
 from pipeline.config import TrainParams, validate_section
 from pipeline.errors import FdposeError
 from pipeline.evaluate import evaluate
-from pipeline.io import write_json
+from pipeline.io import sha256_file, write_json
 from pipeline.train import train
 
 KEY_FILE = "key.json"
@@ -102,14 +102,6 @@ class RunRecord:
 # --- the key ---------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def dataset_fingerprint(data_yaml: Path) -> str:
     """A hash of ``data.yaml`` and of what training reads under the dataset's root: the images and the
     label files (names and bytes); reports and previews beside them play no part."""
@@ -120,7 +112,7 @@ def dataset_fingerprint(data_yaml: Path) -> str:
     digest = hashlib.sha256(data_yaml.read_bytes())
     read = {*IMAGE_SUFFIXES, ".txt"}
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in read):
-        digest.update(f"{path.relative_to(root).as_posix()}\0{_sha256(path)}\n".encode())
+        digest.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -130,7 +122,7 @@ def model_fingerprint(model: str) -> str:
     if model.endswith(".pt"):
         if not Path(model).is_file():
             raise FdposeError("model checkpoint not found", path=model)
-        return _sha256(Path(model))
+        return sha256_file(Path(model))
     from ultralytics.nn.tasks import yaml_model_load
 
     from pipeline.nn.ultralytics import register
@@ -150,7 +142,7 @@ def model_code_fingerprint() -> str:
     as this process first reads it: the code it runs, which later edits of the files do not change."""
     digest = hashlib.sha256()
     for path in sorted((Path(__file__).resolve().parents[1] / "nn").glob("*.py")):
-        digest.update(f"{path.name}\0{_sha256(path)}\n".encode())
+        digest.update(f"{path.name}\0{sha256_file(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -161,7 +153,7 @@ def run_key(spec: RunSpec, settings: RunSettings, data_hash: str) -> dict[str, A
 
     return {
         "model_sha256": model_fingerprint(spec.model), "seed": spec.seed,
-        "pretrained_sha256": _sha256(Path(spec.pretrained)) if spec.pretrained else None,
+        "pretrained_sha256": sha256_file(Path(spec.pretrained)) if spec.pretrained else None,
         "data_sha256": data_hash, "epochs": settings.epochs, "imgsz": settings.imgsz,
         "batch": settings.batch, "device": settings.device, "hyp": settings.hyp,
         "code_sha256": settings.code_sha256, "torch": torch.__version__,
