@@ -31,7 +31,7 @@ from pipeline.io import atomic_dir
 from pipeline.labelstudio.config import LabelConfig, parse_label_config
 from pipeline.skeleton import Skeleton
 from pipeline.uncertainty import task_score
-from pipeline.video.send import frame_record, send_frames, task_prediction
+from pipeline.video.send import DEFAULT_URL_PREFIX, frame_record, send_frames, task_options, task_prediction
 from pipeline.video.videoio import VideoInfo, list_videos, probe, read_frames
 
 THUMB = 32
@@ -121,7 +121,7 @@ def frames(
     count: int,
     samples: int = 1000,
     seed: int = 0,
-    url_prefix: str = "/data/local-files/?d=images/",
+    url_prefix: str = DEFAULT_URL_PREFIX,
     poses: FramePoses | None = None,
 ) -> FramesResult:
     """Pick ``count`` frames per video and write them (see the module doc); with ``poses``, the model's
@@ -201,61 +201,19 @@ def model_poses(model: Path, settings: PredictParams, label_config: Path | None)
 @click.command("frames")
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--count", type=int, default=20, show_default=True, help="Frames to pick per video.")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Folder to write (replaced atomically): images/, frames.csv, tasks.json.",
-)
-@click.option(
-    "--samples",
-    type=click.IntRange(min=2),
-    default=1000,
-    show_default=True,
-    help="Most frames per video considered (evenly spaced).",
-)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write (replaced atomically): images/, frames.csv, tasks.json.")
+@click.option("--samples", type=click.IntRange(min=2), default=1000, show_default=True,
+              help="Most frames per video considered (evenly spaced).")
 @click.option("--seed", type=int, default=0, show_default=True, help="k-means seed.")
-@click.option(
-    "--url-prefix",
-    default="/data/local-files/?d=images/",
-    show_default=True,
-    help="tasks.json data.image = this + the image name.",
-)
-@click.option(
-    "--model",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="Pre-annotate the frames with this model (package, .onnx, .pt).",
-)
-@click.option(
-    "--kpt-conf",
-    type=float,
-    default=None,
-    help="With --model: keypoints at least this confident "
-    "are pre-annotated (params: package.predict.kpt_conf).",
-)
-@click.option(
-    "--label-config",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="With --model: the project's labelling config, so tasks.json carries the pre-annotations.",
-)
-@click.option(
-    "--to-label-studio",
-    "to_label_studio",
-    metavar="URL",
-    default=None,
-    help="Also create the tasks on this server (images uploaded; key: LABEL_STUDIO_API_KEY).",
-)
-@click.option("--project", type=int, default=None, help="Label Studio project id for --to-label-studio.")
-@click.option(
-    "--params",
-    "params_path",
-    default=PARAMS_FILE,
-    show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Parameters file (package.predict).",
-)
+@click.option("--model", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Pre-annotate the frames with this model (package, .onnx, .pt).")
+@click.option("--kpt-conf", type=float, default=None,
+              help="With --model: keypoints at least this confident are pre-annotated "
+                   "(params: package.predict.kpt_conf).")
+@task_options("With --model: the project's labelling config, so tasks.json carries the pre-annotations.")
+@click.option("--params", "params_path", default=PARAMS_FILE, show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Parameters file (package.predict).")
 def frames_command(
     videos: tuple[Path, ...],
     count: int,

@@ -29,7 +29,7 @@ from pipeline.labelstudio.config import parse_label_config
 from pipeline.skeleton import Skeleton
 from pipeline.video.frames import frame_name
 from pipeline.video.outliers import FrameScore, Row, pick, read_track_table, score_frames
-from pipeline.video.send import frame_record, send_frames, task_prediction
+from pipeline.video.send import DEFAULT_URL_PREFIX, frame_record, send_frames, task_options, task_prediction
 from pipeline.video.videoio import probe, read_frames
 
 MODEL_VERSION = "fdpose-outliers"
@@ -85,7 +85,7 @@ def outliers(
     min_gap: int = 3,
     kpt_conf: float = 0.5,
     label_config: Path | None = None,
-    url_prefix: str = "/data/local-files/?d=images/",
+    url_prefix: str = DEFAULT_URL_PREFIX,
 ) -> OutliersResult:
     """Score, pick and write the outlier frames of a ``predict --track`` folder (see the module doc)."""
     tracked = Path(tracked)
@@ -146,42 +146,13 @@ def outliers(
 @click.command("outliers")
 @click.argument("tracked", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--count", type=int, default=20, show_default=True, help="Frames to pick.")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Folder to write (replaced atomically): images/, outliers.csv, tasks.json.",
-)
-@click.option(
-    "--min-gap",
-    type=click.IntRange(min=0),
-    default=3,
-    show_default=True,
-    help="Frames between two picks of one video.",
-)
-@click.option(
-    "--kpt-conf",
-    type=float,
-    default=0.5,
-    show_default=True,
-    help="Keypoints at least this confident count as seen and are pre-annotated.",
-)
-@click.option(
-    "--label-config",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="The Label Studio project's labelling config: tasks.json then carries pre-annotations.",
-)
-@click.option(
-    "--url-prefix",
-    default="/data/local-files/?d=images/",
-    show_default=True,
-    help="tasks.json data.image = this + the image name.",
-)
-@click.option("--to-label-studio", "to_label_studio", metavar="URL", default=None,
-              help="Also create the tasks on this server (images uploaded), the model's poses as "
-                   "pre-annotations (key: LABEL_STUDIO_API_KEY).")
-@click.option("--project", type=int, default=None, help="Label Studio project id for --to-label-studio.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write (replaced atomically): images/, outliers.csv, tasks.json.")
+@click.option("--min-gap", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Frames between two picks of one video.")
+@click.option("--kpt-conf", type=float, default=0.5, show_default=True,
+              help="Keypoints at least this confident count as seen and are pre-annotated.")
+@task_options("The Label Studio project's labelling config: tasks.json then carries pre-annotations.")
 def outliers_command(tracked: Path, count: int, out: Path, min_gap: int, kpt_conf: float,
                      label_config: Path | None, url_prefix: str, to_label_studio: str | None,
                      project: int | None) -> None:

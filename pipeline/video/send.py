@@ -8,6 +8,7 @@ name a task of the project already shows is not sent again: skipped and listed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,29 @@ def send_frames(
         line += f", {uploaded} pre-annotations"
     skipped = len(images) - len(keep)
     return line + (f"; skipped {skipped} already in the project" if skipped else "")
+
+
+DEFAULT_URL_PREFIX = "/data/local-files/?d=images/"
+
+
+def task_options(label_config_help: str) -> Callable[[Callable], Callable]:
+    """The options that turn picked frames into Label Studio tasks, shared by ``frames`` and
+    ``outliers``: ``--label-config`` (pre-annotations in tasks.json), ``--url-prefix``,
+    ``--to-label-studio``, ``--project``."""
+    options = [
+        click.option("--label-config", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                     default=None, help=label_config_help),
+        click.option("--url-prefix", default=DEFAULT_URL_PREFIX, show_default=True,
+                     help="tasks.json data.image = this + the image name."),
+        click.option("--to-label-studio", "to_label_studio", metavar="URL", default=None,
+                     help="Also create the tasks on this server (images uploaded), with the poses as "
+                          "pre-annotations (key: LABEL_STUDIO_API_KEY)."),
+        click.option("--project", type=int, default=None,
+                     help="Label Studio project id for --to-label-studio."),
+    ]
+
+    def apply(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
