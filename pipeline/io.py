@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,6 +30,8 @@ WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 # How torch's checkpoint writer reports a failed write (a RuntimeError from C++, the errno lost).
 _TORCH_WRITE_FAILURES = ("iostream error", "file write failed")
+# How SQLite reports one (DVC's state database, which DVCLive opens during training).
+_SQLITE_WRITE_FAILURES = ("disk I/O error", "database or disk is full")
 
 
 def _write_failure_reason(error: BaseException | None) -> str | None:
@@ -39,6 +42,8 @@ def _write_failure_reason(error: BaseException | None) -> str | None:
             return error.strerror or os.strerror(error.errno)
         if isinstance(error, RuntimeError) and any(text in str(error) for text in _TORCH_WRITE_FAILURES):
             return f"a write failed: {str(error).splitlines()[0][:120]}"
+        if isinstance(error, sqlite3.OperationalError) and any(t in str(error) for t in _SQLITE_WRITE_FAILURES):
+            return f"a database write failed: {str(error)[:120]}"
         chained = None if error.__suppress_context__ else error.__context__
         error, seen = error.__cause__ or chained, seen + 1
     return None

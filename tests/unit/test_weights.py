@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
-import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -110,7 +110,7 @@ def test_local_file_and_unknown_name(tmp_path):
 def test_official_name_offline_is_one_line(tmp_path):
     env = {**os.environ, "YOLO_OFFLINE": "1", "FDPOSE_WEIGHTS_DIR": str(tmp_path / "cache")}
     (tmp_path / "data.yaml").write_text("path: .\n")
-    result = subprocess.run([shutil.which("fdpose"), "compare", "--data", "data.yaml",
+    result = subprocess.run([str(Path(sys.executable).parent / "fdpose"), "compare", "--data", "data.yaml",
                              "--pretrained", "yolov8n-pose.pt"], capture_output=True, text=True, env=env,
                             cwd=tmp_path, timeout=120)
     assert result.returncode != 0
