@@ -42,7 +42,8 @@ def _write_failure_reason(error: BaseException | None) -> str | None:
             return error.strerror or os.strerror(error.errno)
         if isinstance(error, RuntimeError) and any(text in str(error) for text in _TORCH_WRITE_FAILURES):
             return f"a write failed: {str(error).splitlines()[0][:120]}"
-        if isinstance(error, sqlite3.OperationalError) and any(t in str(error) for t in _SQLITE_WRITE_FAILURES):
+        if isinstance(error, sqlite3.OperationalError) and any(text in str(error)
+                                                               for text in _SQLITE_WRITE_FAILURES):
             return f"a database write failed: {str(error)[:120]}"
         chained = None if error.__suppress_context__ else error.__context__
         error, seen = error.__cause__ or chained, seen + 1
