@@ -14,14 +14,17 @@ per-keypoint PCK.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
-from pipeline.compare.cost import measure_latency, model_cost
+from pipeline.compare.cost import ModelCost, measure_latency, model_cost
 from pipeline.compare.images import ImageNoise, image_bootstrap, run_predictions
+from pipeline.compare.ledger import find as ledger_find
+from pipeline.compare.ledger import record as ledger_record
 from pipeline.compare.report import StatsSettings, Summary, pck_rows, summarize, write_reports
 from pipeline.compare.runs import (
     RunRecord,
@@ -68,11 +71,12 @@ def labels_for(models: list[str]) -> list[str]:
     return labels
 
 
-def image_noise(records: list[RunRecord], labels: list[str], data: Path, runs: Path, resamples: int,
+def image_noise(records: list[RunRecord], labels: list[str], data: Path, cache_dir: Path, resamples: int,
                 seed: int) -> ImageNoise | None:
     """The image bootstrap of the seeds' OKS mAP differences (:mod:`pipeline.compare.images`), cached in
-    ``runs`` under a hash of the runs, their evaluation and the bootstrap settings; None when
-    ``resamples`` is 0 or no seed has both runs."""
+    ``cache_dir`` (the ledger, else the run cache) under a hash of the runs, their evaluation and the
+    bootstrap settings; None when ``resamples`` is 0, no seed has both runs, or it is not cached and
+    some run's predictions are not on this machine."""
     import hashlib
     import json
 
@@ -82,11 +86,14 @@ def image_noise(records: list[RunRecord], labels: list[str], data: Path, runs: P
         return None
     pairs = [(by_seed[labels[0]][s], by_seed[labels[1]][s]) for s in seeds]
     key = json.dumps([[a.key, a.eval_key, b.key, b.eval_key] for a, b in pairs] + [resamples, seed])
-    cache = runs / f"image-noise-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+    cache = cache_dir / f"image-noise-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
     if cache.is_file():
         values = json.loads(cache.read_text(encoding="utf-8"))
         values["per_seed"] = {int(k): v for k, v in values["per_seed"].items()}
         return ImageNoise(**values)
+    evaluated = [Path(r.folder) / f"eval-{r.eval_key}" for pair in pairs for r in pair]
+    if not all((folder / "predictions.json").is_file() for folder in evaluated):
+        return None
     gt = None
     predictions = {}
     for s, (a, b) in zip(seeds, pairs, strict=True):
@@ -96,6 +103,36 @@ def image_noise(records: list[RunRecord], labels: list[str], data: Path, runs: P
     noise = image_bootstrap(gt, predictions, sigmas, resamples, seed)
     write_json(cache, noise.to_dict())
     return noise
+
+
+def _from_ledger(ledger: Path, folder: Path, key: str, eval_key: str, label: str) -> RunRecord | None:
+    entry = ledger_find(ledger, folder, key, eval_key)
+    return entry.run_record(folder, label) if entry else None
+
+
+def measure_costs(records: list[RunRecord], labels: list[str], imgsz: int, params: CompareParams,
+                  ledger: Path | None) -> tuple[dict[str, ModelCost], dict[str, float], int]:
+    """Each model's parameters and GFLOPs, each run's latency (by run folder name) and how many runs
+    were timed now: side by side, those whose weights are here; the ledger's figures for the others
+    (runs taken from it, measured in the sitting that wrote them)."""
+    here = [r for r in records if r.weights.is_file()]
+    entries = {}
+    for run in (r for r in records if not r.weights.is_file()):
+        entry = ledger_find(ledger, Path(run.folder), run.key, run.eval_key) if ledger else None
+        if entry is None:
+            raise FdposeError("the run's weights are missing and no ledger entry has its key",
+                              path=run.weights)
+        entries[Path(run.folder).name] = (run.label, entry)
+    costs = {}
+    for label in labels:
+        present = next((r for r in here if r.label == label), None)
+        costs[label] = (model_cost(present.weights, imgsz) if present else
+                        next(e.model_cost() for own, e in entries.values() if own == label))
+    timed = measure_latency([r.weights for r in here], imgsz, repeats=params.latency_repeats,
+                            threads=params.latency_threads) if here else []
+    latencies = {Path(r.folder).name: ms for r, ms in zip(here, timed, strict=True)}
+    latencies.update({name: entry.latency_ms for name, (_, entry) in entries.items()})
+    return costs, latencies, len(here)
 
 
 @dataclass
@@ -154,29 +191,30 @@ def compare(data: str | Path, out: str | Path, params: CompareParams | None = No
     settings = _settings(data, params, as_dict(eval_params))
     labels = labels_for(models)
     data_hash = dataset_fingerprint(data)
+    ledger = Path(params.ledger) if params.ledger else None
+    reuse = functools.partial(_from_ledger, ledger) if ledger else None
     records: list[RunRecord] = []
     for seed in params.seeds:  # seed by seed: an interrupted compare leaves complete pairs behind
         for label, model in zip(labels, models, strict=True):
             spec = RunSpec(label, model, seed, pretrained)
-            records.append(execute(spec, settings, Path(params.runs), data_hash))
-    costs = {label: model_cost(next(r.weights for r in records if r.label == label), settings.eval_imgsz)
-             for label in labels}
-    latency = measure_latency([r.weights for r in records], settings.eval_imgsz,
-                              repeats=params.latency_repeats, threads=params.latency_threads)
+            records.append(execute(spec, settings, Path(params.runs), data_hash, reuse))
+    costs, latencies, measured = measure_costs(records, labels, settings.eval_imgsz, params, ledger)
     report_settings = {"data": given, "models": models, "seeds": list(params.seeds),
                        "epochs": settings.epochs, "imgsz": settings.imgsz, "batch": settings.batch,
                        "device": settings.device, "hyp": settings.hyp, "pretrained": params.pretrained,
                        "split": settings.split, "eval_imgsz": settings.eval_imgsz,
-                       "latency_threads": params.latency_threads, "runs": str(params.runs)}
+                       "latency_threads": params.latency_threads, "runs": str(params.runs),
+                       "ledger": params.ledger, "latency_measured_now": measured}
     pck = pck_rows(labels, records, keypoint_names(data), settings.eval_params["pck_thresholds"])
-    noise = image_noise(records, labels, data, Path(params.runs), params.resamples,
+    noise = image_noise(records, labels, data, ledger or Path(params.runs), params.resamples,
                         params.bootstrap_seed)
-    summary = summarize(report_settings, labels, models, records, costs,
-                        {Path(r.folder).name: ms for r, ms in zip(records, latency, strict=True)}, pck,
+    summary = summarize(report_settings, labels, models, records, costs, latencies, pck,
                         StatsSettings(params.confidence, params.permutations, params.bootstrap_seed,
                                       params.effect), noise)
     out = Path(out)
     files = write_reports(summary, out)
+    for run in (r for r in records if ledger and r.weights.is_file()):
+        ledger_record(ledger, run, costs[run.label], latencies[Path(run.folder).name])
     return CompareResult(out, summary, files, [Path(r.folder).name for r in records if not r.cached])
 
 
@@ -199,6 +237,9 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
               show_default=True, help="Report folder: runs.csv, summary.json, report.md, report.html.")
 @click.option("--runs", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run cache folder, one subfolder per (model, seed).  [params: compare.runs]")
+@click.option("--ledger", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder to commit: each finished run's key, record and cost; a run missing from --runs "
+                   "whose key matches is reused from it.  [params: compare.ledger]")
 @click.option("--epochs", type=int, default=None, help="[params: compare.epochs]")
 @click.option("--imgsz", type=int, default=None, help="Training image size.  [params: compare.imgsz]")
 @click.option("--eval-imgsz", type=int, default=None, help="Eval and latency size (default: --imgsz).")
@@ -213,13 +254,14 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path), default=PARAMS_FILE,
               show_default=True, help="Params file whose compare: section sets the defaults.")
 def compare_command(data: Path, models: str | None, seeds: str | None, out: Path, runs: Path | None,
-                    epochs: int | None, imgsz: int | None, eval_imgsz: int | None, batch: int | None,
-                    device: str | None, pretrained: str | None, effect: float | None,
+                    ledger: Path | None, epochs: int | None, imgsz: int | None, eval_imgsz: int | None,
+                    batch: int | None, device: str | None, pretrained: str | None, effect: float | None,
                     params_path: Path) -> None:
     """Train two models on several seeds; report accuracy with confidence intervals, and cost."""
     model_list = [part.strip() for part in models.split(",") if part.strip()] if models else None
     params = overridden(load_section("compare", params_path), models=model_list,
                         seeds=_int_list(seeds, "--seeds"), runs=str(runs) if runs is not None else None,
+                        ledger=str(ledger) if ledger is not None else None,
                         epochs=epochs, imgsz=imgsz, eval_imgsz=eval_imgsz, batch=batch, device=device,
                         pretrained=pretrained, effect=effect)
     result = compare(data, out, params, load_section("eval", params_path))

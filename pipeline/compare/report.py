@@ -124,6 +124,16 @@ def pck_rows(labels: list[str], runs: list[RunRecord], keypoint_names: list[str]
     return table
 
 
+def _latency_note(runs: int, now: int) -> str:
+    note = ("Latency: batch 1 on the CPU at the eval image size, fused models, measured side by side "
+            "(round-robin over the runs' checkpoints); each run's figure is the median of its calls.")
+    if now == runs:
+        return note + " All runs were timed in this sitting."
+    return note + (f" {now} of the {runs} runs were timed in this sitting; the others' figures are the "
+                   "ledger's, from the sitting that last timed them (their weights are not on this machine), "
+                   "so ratios across sittings carry the machine's drift.")
+
+
 def summarize(settings: dict[str, Any], labels: list[str], models: list[str], runs: list[RunRecord],
               costs: dict[str, ModelCost], latencies: dict[str, float], pck: list[dict[str, Any]],
               stats: StatsSettings = StatsSettings(), noise: ImageNoise | None = None) -> Summary:
@@ -161,10 +171,9 @@ def summarize(settings: dict[str, Any], labels: list[str], models: list[str], ru
              "excludes zero and p < 1 - confidence. Detectable: the true difference the t-test finds with "
              "80% power at the observed spread of the differences.",
              *([noise.note()] if noise is not None else
-               ["Evaluation noise: not measured (compare.resamples 0)."]),
-             "Latency: batch 1 on the CPU at the eval image size, fused models, measured side by side in "
-             "this run (round-robin over all runs' checkpoints); each run's figure is the median of its "
-             "calls."]
+               ["Evaluation noise: not measured (compare.resamples 0, or the runs' predictions are not "
+                "on this machine and the ledger has no bootstrap of them)."]),
+             _latency_note(len(runs), settings.get("latency_measured_now", len(runs)))]
     return Summary(settings, summaries, comparisons, ratios, pck, runs, latencies, noise, notes)
 
 

@@ -10,9 +10,11 @@ images and labels, the training settings, the seed, any pretrained checkpoint, t
 (``pipeline/nn``) and the torch and ultralytics versions; the eval key, of the split and the scoring
 settings. So other eval settings evaluate the trained runs again without training them again.
 
-Resuming: a run with its record is done and kept. Without it, a finished ``train/`` is kept and only
-evaluated; an interrupted training (``train.partial/weights/last.pt``) is resumed from its last
-epoch; anything else trains from the start.
+Resuming: a run with its record is done and kept; so is one the ledger knows
+(:mod:`pipeline.compare.ledger`: the committed record of a finished run with the same key). Without
+either, a finished ``train/`` is kept and only evaluated; an interrupted training
+(``train.partial/weights/last.pt``) is resumed from its last epoch; anything else trains from the
+start.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,8 +226,13 @@ def _keypoint_rows(path: Path) -> list[dict[str, Any]]:
              for key, value in row.items()} for row in rows]
 
 
-def execute(spec: RunSpec, settings: RunSettings, runs: Path, data_hash: str) -> RunRecord:
-    """The record of a run: read back when done, otherwise trained (or resumed) and evaluated now."""
+Reuse = Callable[[Path, str, str, str], "RunRecord | None"]  # (folder, key, eval key, label) -> a done run
+
+
+def execute(spec: RunSpec, settings: RunSettings, runs: Path, data_hash: str,
+            reuse: Reuse | None = None) -> RunRecord:
+    """The record of a run: read back when done, else from ``reuse`` (the ledger) when it knows the run,
+    otherwise trained (or resumed) and evaluated now."""
     key = run_key(spec, settings, data_hash)
     digest = key_hash(key)
     folder = run_folder(runs, spec, digest)
@@ -234,6 +242,8 @@ def execute(spec: RunSpec, settings: RunSettings, runs: Path, data_hash: str) ->
         record = RunRecord.load(record_path)
         record.label = spec.label  # a report's name for the model, not part of the run
         return record
+    if reuse is not None and (known := reuse(folder, digest, scoring, spec.label)) is not None:
+        return known
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / KEY_FILE, {**key, "key": digest})
     train_dir = folder / "train"

@@ -173,6 +173,40 @@ def test_an_interrupted_compare_resumes(first, tmp_path, data_yaml, params_file)
     assert resumed.trained == [stock_1]
 
 
+def test_the_ledger_brings_finished_runs_to_a_new_machine(first, tmp_path, data_yaml, params_file):
+    """A compare with a ledger writes one entry per run; on a "new machine" (an empty run cache, the
+    ledger as git would bring it) the same compare trains nothing and reports the same figures."""
+    from pipeline.compare.ledger import find
+
+    root, result, _ = first
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    ledger = tmp_path / "ledger"
+    with_ledger = overridden(tiny(params_file, [0, 1], tmp_path / "runs"), ledger=str(ledger))
+    before = compare(data_yaml, tmp_path / "report", with_ledger)
+    entries = sorted(ledger.glob("*-seed*.json"))
+    assert len(entries) == 4 and len(list(ledger.glob("image-noise-*.json"))) == 1
+    with pytest.MonkeyPatch.context() as patch:
+        calls = Calls(patch)
+        after = compare(data_yaml, tmp_path / "report2",
+                        overridden(with_ledger, runs=str(tmp_path / "new-machine-runs")))
+    assert calls.train == [] and calls.eval == [] and after.trained == []
+    assert not (tmp_path / "new-machine-runs").exists() or not any((tmp_path / "new-machine-runs").iterdir())
+    metrics = {(r.label, r.seed): r.metrics for r in before.report.runs}
+    assert {(r.label, r.seed): r.metrics for r in after.report.runs} == metrics
+    first_summary, again = (json.loads((tmp_path / folder / "summary.json").read_text())
+                            for folder in ("report", "report2"))
+    assert again["comparisons"] == first_summary["comparisons"]
+    assert again["image_noise"] == first_summary["image_noise"]
+    assert again["ratios"] == first_summary["ratios"]  # cost and latency as the ledger recorded them
+    assert again["settings"]["latency_measured_now"] == 0 and "from the sitting that last timed them" in \
+        (tmp_path / "report2" / "report.md").read_text()
+    # An entry is reused only under the key it was computed from.
+    entry = json.loads(entries[0].read_text())
+    folder = tmp_path / "runs" / entries[0].name.rsplit("-", 1)[0]
+    assert find(ledger, folder, entry["key"]["key"], entry["record"]["eval_key"]) is not None
+    assert find(ledger, folder, "0" * 64, entry["record"]["eval_key"]) is None
+
+
 def test_two_identical_models_show_no_significant_difference(first, tmp_path, params_file, data_yaml):
     """The stock model against a copy of itself under another name: the copy's runs train now, in run
     folders of their own, and reproduce the cached stock runs exactly (training is deterministic), so the
