@@ -234,6 +234,7 @@ class CompareParams:
     bootstrap_seed: int = setting(0, _is_int, "an integer")
     latency_repeats: int = setting(20, _positive_int, "a positive integer")
     latency_threads: int = setting(1, _positive_int, "a positive integer")
+    ledger: str | None = setting(None, *PATH_OR_NULL)  # committed run records (pipeline.compare.ledger)
 
 
 SECTIONS: dict[str, type] = {

@@ -19,7 +19,7 @@ STAGES = ["pretrain-data", "pretrain-convert", "pretrain", "target-data", "targe
           "compare"]
 TINY = {"data": {"pretrain_images": 16, "pretrain_split": "0.7,0.3", "target_images": 16,
                  "target_split": "0.5,0.5", "size": 128},
-        "train": {"epochs": 1, "imgsz": 64, "batch": 8},
+        "train": {"epochs": 1, "imgsz": 64, "batch": 8}, "scratch": {"epochs": 1},
         "compare": {"seeds": [0, 1], "epochs": 1, "imgsz": 64, "batch": 8, "resamples": 5,
                     "latency_repeats": 2}}
 
