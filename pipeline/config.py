@@ -235,6 +235,7 @@ class CompareParams:
     latency_repeats: int = setting(20, _positive_int, "a positive integer")
     latency_threads: int = setting(1, _positive_int, "a positive integer")
     ledger: str | None = setting(None, *PATH_OR_NULL)  # committed run records (pipeline.compare.ledger)
+    jobs: int = setting(1, _positive_int, "a positive integer")  # runs trained at once
 
 
 SECTIONS: dict[str, type] = {

@@ -31,7 +31,7 @@ from pipeline.compare.runs import (
     RunSettings,
     RunSpec,
     dataset_fingerprint,
-    execute,
+    execute_all,
     model_code_fingerprint,
 )
 from pipeline.config import PARAMS_FILE, CompareParams, EvalParams, as_dict, load_section, overridden
@@ -193,11 +193,10 @@ def compare(data: str | Path, out: str | Path, params: CompareParams | None = No
     data_hash = dataset_fingerprint(data)
     ledger = Path(params.ledger) if params.ledger else None
     reuse = functools.partial(_from_ledger, ledger) if ledger else None
-    records: list[RunRecord] = []
-    for seed in params.seeds:  # seed by seed: an interrupted compare leaves complete pairs behind
-        for label, model in zip(labels, models, strict=True):
-            spec = RunSpec(label, model, seed, pretrained)
-            records.append(execute(spec, settings, Path(params.runs), data_hash, reuse))
+    # Seed by seed: an interrupted compare leaves complete pairs behind.
+    specs = [RunSpec(label, model, seed, pretrained) for seed in params.seeds
+             for label, model in zip(labels, models, strict=True)]
+    records = execute_all(specs, settings, Path(params.runs), data_hash, reuse, params.jobs)
     costs, latencies, measured = measure_costs(records, labels, settings.eval_imgsz, params, ledger)
     report_settings = {"data": given, "models": models, "seeds": list(params.seeds),
                        "epochs": settings.epochs, "imgsz": settings.imgsz, "batch": settings.batch,
@@ -240,6 +239,9 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
 @click.option("--ledger", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder to commit: each finished run's key, record and cost; a run missing from --runs "
                    "whose key matches is reused from it.  [params: compare.ledger]")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Runs trained at once, each in its own process on its share of the cores.  "
+                   "[params: compare.jobs]")
 @click.option("--epochs", type=int, default=None, help="[params: compare.epochs]")
 @click.option("--imgsz", type=int, default=None, help="Training image size.  [params: compare.imgsz]")
 @click.option("--eval-imgsz", type=int, default=None, help="Eval and latency size (default: --imgsz).")
@@ -254,14 +256,14 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=Path), default=PARAMS_FILE,
               show_default=True, help="Params file whose compare: section sets the defaults.")
 def compare_command(data: Path, models: str | None, seeds: str | None, out: Path, runs: Path | None,
-                    ledger: Path | None, epochs: int | None, imgsz: int | None, eval_imgsz: int | None,
-                    batch: int | None, device: str | None, pretrained: str | None, effect: float | None,
-                    params_path: Path) -> None:
+                    ledger: Path | None, jobs: int | None, epochs: int | None, imgsz: int | None,
+                    eval_imgsz: int | None, batch: int | None, device: str | None, pretrained: str | None,
+                    effect: float | None, params_path: Path) -> None:
     """Train two models on several seeds; report accuracy with confidence intervals, and cost."""
     model_list = [part.strip() for part in models.split(",") if part.strip()] if models else None
     params = overridden(load_section("compare", params_path), models=model_list,
                         seeds=_int_list(seeds, "--seeds"), runs=str(runs) if runs is not None else None,
-                        ledger=str(ledger) if ledger is not None else None,
+                        ledger=str(ledger) if ledger is not None else None, jobs=jobs,
                         epochs=epochs, imgsz=imgsz, eval_imgsz=eval_imgsz, batch=batch, device=device,
                         pretrained=pretrained, effect=effect)
     result = compare(data, out, params, load_section("eval", params_path))

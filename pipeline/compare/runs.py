@@ -266,3 +266,31 @@ def execute(spec: RunSpec, settings: RunSettings, runs: Path, data_hash: str,
     )
     write_json(record_path, record.to_dict())  # last: its presence marks the run done
     return record
+
+
+# --- several runs ----------------------------------------------------------------------------------
+
+
+def _worker_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def execute_all(specs: list[RunSpec], settings: RunSettings, runs: Path, data_hash: str,
+                reuse: Reuse | None = None, jobs: int = 1) -> list[RunRecord]:
+    """The records of ``specs`` in their order: one after another, or ``jobs`` at a time in worker
+    processes (each on its share of the CPU threads). A run is the same either way: its key does not
+    hold the number of jobs (float sums over another thread count may differ in the last digits)."""
+    if jobs <= 1 or len(specs) <= 1:
+        return [execute(spec, settings, runs, data_hash, reuse) for spec in specs]
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=spawn, initializer=_worker_threads,
+                             initargs=(threads,)) as pool:
+        futures = [pool.submit(execute, spec, settings, runs, data_hash, reuse) for spec in specs]
+        return [future.result() for future in futures]

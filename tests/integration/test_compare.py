@@ -173,6 +173,19 @@ def test_an_interrupted_compare_resumes(first, tmp_path, data_yaml, params_file)
     assert resumed.trained == [stock_1]
 
 
+def test_two_jobs_train_the_same_runs_at_once(first, tmp_path, data_yaml, params_file):
+    """compare.jobs 2: the runs train two at a time in worker processes, into the run folders (keys) a
+    one-job compare uses, each with its record, and the report is whole."""
+    root, result, _ = first
+    parallel = compare(data_yaml, tmp_path / "report",
+                       overridden(tiny(params_file, [0, 1], tmp_path / "runs"), jobs=2))
+    assert sorted(parallel.trained) == sorted(Path(r.folder).name for r in result.report.runs)
+    pairs = [(r.label, r.seed) for r in result.report.runs]
+    assert [(r.label, r.seed) for r in parallel.report.runs] == pairs
+    assert all(list((tmp_path / "runs" / name).glob("run-*.json")) for name in parallel.trained)
+    assert len(read_csv(tmp_path / "report" / "runs.csv")) == 4
+
+
 def test_the_ledger_brings_finished_runs_to_a_new_machine(first, tmp_path, data_yaml, params_file):
     """A compare with a ledger writes one entry per run; on a "new machine" (an empty run cache, the
     ledger as git would bring it) the same compare trains nothing and reports the same figures."""
