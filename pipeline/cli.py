@@ -104,6 +104,8 @@ BENCHMARKS = {
     "augment": ("pipeline.bench.augment:command", "Augmentation throughput, 1 worker vs all."),
     "deploy": ("pipeline.bench.deploy:command",
                "FDConv vs stock in PyTorch, onnxruntime and OpenVINO: latency, throughput, ratios."),
+    "profile": ("pipeline.bench.profile:command",
+                "onnxruntime and OpenVINO per-operator profiles, FDConv vs stock."),
     "gpu": ("pipeline.bench.gpu:command", "FDConv vs stock on a CUDA GPU, AMP: speed, memory, FFT dtype."),
     "serve": ("pipeline.bench.serve:command", "fdpose serve under concurrent /predict clients."),
     "package": ("pipeline.bench.package:command",
