@@ -131,13 +131,13 @@ def profile_openvino(path: Path, batch: np.ndarray, threads: int, runs: int,
                      layers: list[str]) -> tuple[dict[str, float], float]:
     """ms per run by OpenVINO layer type and kernel, and the part in ``layers``, from ``PERF_COUNT``.
 
-    The IR is converted in memory from ``path`` as ``fdpose package`` converts it, keeping the ONNX
-    node names (the package renames them by position) so nodes can be told apart by layer.
+    The IR is read in memory from ``path`` as ``fdpose package`` reads it, keeping the ONNX node
+    names (the package renames them by position) so nodes can be told apart by layer.
     """
     from pipeline.inference import import_openvino
 
     openvino = import_openvino()
-    model = openvino.convert_model(str(path))
+    model = openvino.Core().read_model(str(path))
     model.reshape(list(batch.shape))
     config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True}
     request = openvino.Core().compile_model(model, "CPU", config).create_infer_request()

@@ -4,10 +4,10 @@
 exporter in eval mode, so FDConv's export form enters the graph: FFT-free FBM projections (the
 input size is fixed), its basis kernels rebuilt from the Fourier parameter by operations the
 runtimes fold at load, and its per-sample kernels applied as batched matrix products, so any batch
-size runs as one batch, with no ``Loop``. :func:`export_openvino` converts that file
-to an OpenVINO IR (float32). :func:`check_export` runs an exported file and PyTorch on a real image
-and its mirror image and refuses a relative difference above the tolerance. Both exports are
-deterministic: no doc strings, source locations or process-wide counters reach the files.
+size runs as one batch, with no ``Loop``. :func:`export_openvino` converts that file to an
+OpenVINO IR (float32) as it is, basis unfolded. :func:`check_export` runs an exported file and
+PyTorch on a real image and its mirror image and refuses a relative difference above the tolerance.
+Both exports are deterministic: no doc strings, source locations or process-wide counters reach the files.
 """
 
 from __future__ import annotations
@@ -74,10 +74,16 @@ def export_openvino(onnx_path: Path, xml_path: Path) -> Path:
     """Convert an ONNX file :func:`export_onnx` wrote to an OpenVINO IR (``xml_path`` + its ``.bin``),
     float32, deterministically: operations named by their position (OpenVINO numbers unnamed ones from
     a process-wide counter), the conversion's own record (the source file name) left out, and the ONNX
-    file's metadata stored as the ``fdpose`` runtime info."""
+    file's metadata stored as the ``fdpose`` runtime info.
+
+    The ONNX frontend reads the graph as it is (``Core.read_model``): ``convert_model``'s extra
+    transformations would fold FDConv's basis kernels, which the graph rebuilds from the Fourier
+    parameter, into ``kernel_num`` constants per layer and double the ``.bin``. The CPU plugin folds
+    them when it compiles the IR instead (the same outputs, bit for bit; about a second more to compile).
+    """
     openvino = import_openvino()
     meta = read_onnx_meta(onnx_path)
-    model = openvino.convert_model(str(onnx_path))
+    model = openvino.Core().read_model(str(onnx_path))
     _name_operations(model)
     info = model.get_rt_info()
     if "conversion_parameters" in info:
