@@ -12,6 +12,9 @@ not change the cost), and run in each format, both exported the same way:
 - ``openvino``: that ONNX file as an OpenVINO IR (:func:`pipeline.package.export.export_openvino`), when
   the ``fdpose[openvino]`` extra is installed.
 
+``conv_form`` picks FDConv's export form for the two exported formats (``im2col``, what a package
+ships, or ``taps``: :func:`pipeline.nn.fdconv.batched_conv`), so both can be measured.
+
 Per format: batch-1 latency (median and 95th percentile over ``runs`` calls) and throughput at
 ``batch`` (8 by default: images per second from the median batch call), and the FDConv / stock
 ratios of each (for throughput the ratio of times, stock images/s over FDConv images/s, so that above
@@ -24,6 +27,7 @@ throughput and the ONNX size against the deployment targets (:mod:`pipeline.benc
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import os
@@ -94,6 +98,7 @@ class DeployResult:
     rows: list[DeployRow]
     notes: list[str] = field(default_factory=list)
     files: list[SizeRow] = field(default_factory=list)
+    conv_form: str = "im2col"  # FDConv's export form in ONNX and OpenVINO
 
     def table(self) -> str:
         """The figures as plain text: one line per family, format and size, the file sizes, then one
@@ -101,7 +106,7 @@ class DeployResult:
         b = self.batch
         lines = [f"FDConv vs stock twin, scale {self.scale}, CPU, {self.threads} threads; batch-1 latency "
                  f"over {self.runs} runs, throughput at batch {b} over {self.batch_runs} runs; "
-                 f"{self.machine}",
+                 f"FDConv exported in {self.conv_form} form; {self.machine}",
                  f"{'':>23} {'--- batch-1 median ms ---':>27} {'---- p95 ms ----':>18} "
                  f"{f'---- batch-{b} images/s ----':>30}",
                  f"{'family':<7} {'format':<13} {'imgsz':>5} {'FDConv':>8} {'stock':>8} {'ratio':>7} "
@@ -266,7 +271,7 @@ def measure(runners: dict[str, Any], family: str, fmt: str, imgsz: int, runs: in
 def bench_deploy(family_names: list[str] | None = None, scale: str = "n", sizes: tuple[int, ...] = (320, 640),
                  threads: int = 2, runs: int = 20, batch: int = 8, batch_runs: int = 5,
                  json_path: str | Path | None = None, seed: int = 0,
-                 progress: Callable[[str], None] | None = None) -> DeployResult:
+                 progress: Callable[[str], None] | None = None, conv_form: str = "im2col") -> DeployResult:
     """Measure every family x size x format (see the module docstring); write JSON when asked.
     ``progress`` is told each family and size as it is done."""
     import onnxruntime
@@ -286,17 +291,31 @@ def bench_deploy(family_names: list[str] | None = None, scale: str = "n", sizes:
         versions["openvino"] = openvino.__version__
     except ImportError:
         notes.append("openvino: skipped, not installed (pip install 'fdpose[openvino]')")
-    with torch_threads(threads):
+    with torch_threads(threads), export_conv_form(conv_form):
         rows, files = _measure_all(found, scale, sizes, threads, runs, batch, batch_runs,
                                    "openvino" in versions, seed, progress or (lambda line: None))
     load = os.getloadavg()[0]
     machine = (f"{os.cpu_count()} CPU cores, load average {load:.1f} at the end (a shared machine: "
                "ratios are measured side by side, absolute times vary)")
     result = DeployResult(scale, list(sizes), threads, runs, batch, batch_runs, versions, machine, rows,
-                          notes, files)
+                          notes, files, conv_form)
     if json_path is not None:
         write_json(json_path, result.to_dict())
     return result
+
+
+@contextlib.contextmanager
+def export_conv_form(form: str):
+    """FDConv's export form (``pipeline.nn.fdconv.EXPORT_CONV_FORM``) set to ``form`` while inside."""
+    from pipeline.nn import fdconv
+
+    if form not in ("im2col", "taps"):
+        raise FdposeError(f"unknown export form {form!r} (im2col or taps)", item="--conv-form")
+    previous, fdconv.EXPORT_CONV_FORM = fdconv.EXPORT_CONV_FORM, form
+    try:
+        yield
+    finally:
+        fdconv.EXPORT_CONV_FORM = previous
 
 
 def _measure_all(found: dict[str, Path], scale: str, sizes: tuple[int, ...], threads: int, runs: int,
@@ -349,14 +368,16 @@ def _integers(text: str, option: str) -> tuple[int, ...]:
               help="Batch size of the throughput measurement.")
 @click.option("--batch-runs", type=click.IntRange(min=1), default=5, show_default=True,
               help="Timed batch calls per model and format.")
+@click.option("--conv-form", type=click.Choice(["im2col", "taps"]), default="im2col", show_default=True,
+              help="FDConv's export form in ONNX and OpenVINO (a package ships im2col).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the figures to this JSON file.")
 def command(family_names: str, scale: str, sizes: str, threads: int, runs: int, batch: int, batch_runs: int,
-            json_path: str | None) -> None:
+            conv_form: str, json_path: str | None) -> None:
     """FDConv vs stock in PyTorch (eager, fused), onnxruntime and OpenVINO: latency, throughput, ratios."""
     result = bench_deploy([name.strip() for name in family_names.split(",") if name.strip()], scale,
                           _integers(sizes, "--sizes"), threads, runs, batch, batch_runs, json_path,
-                          progress=lambda line: click.echo(line, err=True))
+                          progress=lambda line: click.echo(line, err=True), conv_form=conv_form)
     click.echo(result.table())
     if json_path is not None:
         click.echo(f"wrote {json_path}")

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from pipeline.bench.deploy import FORMATS, bench_deploy
 from pipeline.cli import main
 from pipeline.errors import FdposeError
+from pipeline.nn import fdconv
 
 pytestmark = pytest.mark.slow
 
@@ -20,10 +21,11 @@ NUMBERS = ("fdconv_ms", "stock_ms", "fdconv_p95_ms", "stock_p95_ms", "fdconv_ima
            "ratio", "ratio_p95", "throughput_ratio")
 
 
-def test_bench_deploy_gives_every_figure_for_every_format(tmp_path):
+@pytest.mark.parametrize("form", ["im2col", "taps"])
+def test_bench_deploy_gives_every_figure_for_every_format(tmp_path, form):
     out = tmp_path / "deploy.json"
     args = ["--families", "YOLOv8", "--sizes", "64", "--runs", "2", "--batch", "2", "--batch-runs", "1",
-            "--threads", "1", "--json", str(out)]
+            "--threads", "1", "--conv-form", form, "--json", str(out)]
     result = CliRunner().invoke(main, ["bench", "deploy", *args])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
@@ -43,7 +45,9 @@ def test_bench_deploy_gives_every_figure_for_every_format(tmp_path):
     assert onnx_size["fdconv_bytes"] > 0 and onnx_size["stock_bytes"] > 0 and onnx_size["target"] == 1.2
     assert onnx_size["ratio"] == pytest.approx(onnx_size["fdconv_bytes"] / onnx_size["stock_bytes"])
     assert any(line.startswith("model.onnx size vs the stock twin's: YOLOv8 ") for line in data["verdicts"])
-    assert data["batch"] == 2 and data["versions"]["onnxruntime"]
+    assert data["batch"] == 2 and data["versions"]["onnxruntime"] and data["conv_form"] == form
+    assert f"FDConv exported in {form} form" in result.output
+    assert fdconv.EXPORT_CONV_FORM == "im2col"  # the package's form again once the benchmark is done
     for fmt in formats:
         assert any(line.startswith(f"YOLOv8  {fmt} ") for line in result.output.splitlines()), fmt
     assert f"wrote {out}" in result.output
