@@ -158,15 +158,16 @@ def _target(target: float | None) -> str:
 # --- building and exporting ---------------------------------------------------------------------
 
 
-def families(names: list[str] | None = None) -> tuple[dict[str, Path], list[str]]:
-    """The shipped model YAML of each family asked for (all by default), and notes on missing ones."""
+def families(names: list[str] | None = None, option: str = "--families") -> tuple[dict[str, Path], list[str]]:
+    """The shipped model YAML of each family asked for (all by default), and notes on missing ones;
+    an unknown name is an error on ``option``."""
     from pipeline.nn.info import FAMILY_MODELS
 
     wanted = names or list(FAMILY_MODELS)
     unknown = [name for name in wanted if name not in FAMILY_MODELS]
     if unknown:
         raise FdposeError(f"unknown family {', '.join(unknown)} (known: {', '.join(FAMILY_MODELS)})",
-                          item="--families")
+                          item=option)
     found = {name: FAMILY_MODELS[name] for name in wanted if FAMILY_MODELS[name].is_file()}
     notes = [f"{name}: skipped, no model YAML {FAMILY_MODELS[name].name}"
              for name in wanted if name not in found]

@@ -136,11 +136,11 @@ def profile_openvino(path: Path, batch: np.ndarray, threads: int, runs: int,
     """
     from pipeline.inference import import_openvino
 
-    openvino = import_openvino()
-    model = openvino.Core().read_model(str(path))
+    core = import_openvino().Core()
+    model = core.read_model(str(path))
     model.reshape(list(batch.shape))
     config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True}
-    request = openvino.Core().compile_model(model, "CPU", config).create_infer_request()
+    request = core.compile_model(model, "CPU", config).create_infer_request()
     request.infer({0: batch})  # the first call allocates; not profiled
     by_op: dict[str, float] = collections.Counter()
     inside = 0.0
@@ -161,12 +161,9 @@ def bench_profile(family: str = "YOLOv8", scale: str = "n", imgsz: int = 320, ba
 
     from pipeline.bench.deploy import families, twin_models
     from pipeline.inference import ModelMeta
-    from pipeline.nn.info import FAMILY_MODELS
     from pipeline.package.export import export_onnx
 
-    if family not in FAMILY_MODELS:
-        raise FdposeError(f"unknown family {family} (known: {', '.join(FAMILY_MODELS)})", item="--family")
-    found, _ = families([family])
+    found, _ = families([family], option="--family")
     if not found:
         raise FdposeError(f"no model YAML ships for {family}", item="--family")
     models, meta = twin_models(found[family], scale, seed)

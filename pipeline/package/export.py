@@ -73,8 +73,7 @@ def export_onnx(model: Any, meta: ModelMeta, imgsz: int, path: Path, opset: int 
 def export_openvino(onnx_path: Path, xml_path: Path) -> Path:
     """Convert an ONNX file :func:`export_onnx` wrote to an OpenVINO IR (``xml_path`` + its ``.bin``),
     float32, deterministically: operations named by their position (OpenVINO numbers unnamed ones from
-    a process-wide counter), the conversion's own record (the source file name) left out, and the ONNX
-    file's metadata stored as the ``fdpose`` runtime info.
+    a process-wide counter) and the ONNX file's metadata stored as the ``fdpose`` runtime info.
 
     The ONNX frontend reads the graph as it is (``Core.read_model``): ``convert_model``'s extra
     transformations would fold FDConv's basis kernels, which the graph rebuilds from the Fourier
@@ -85,9 +84,6 @@ def export_openvino(onnx_path: Path, xml_path: Path) -> Path:
     meta = read_onnx_meta(onnx_path)
     model = openvino.Core().read_model(str(onnx_path))
     _name_operations(model)
-    info = model.get_rt_info()
-    if "conversion_parameters" in info:
-        del info["conversion_parameters"]
     model.set_rt_info(json.dumps(meta.to_dict(), sort_keys=True), [ONNX_META_KEY])
     openvino.save_model(model, str(xml_path), compress_to_fp16=False)
     return xml_path
